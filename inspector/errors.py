@@ -1,0 +1,19 @@
+"""User-facing errors: one line, naming the file and the fix. The CLI prints them without a traceback."""
+
+from __future__ import annotations
+
+
+class InspectorError(Exception):
+    """An error the user can cause and fix (bad config, wrong model, unreadable footage)."""
+
+
+class ConfigError(InspectorError):
+    """A config, calibration or manifest file that does not validate."""
+
+
+class ModelError(InspectorError):
+    """A model file or manifest that does not honour the model contract (DESIGN.md)."""
+
+
+class SourceError(InspectorError):
+    """Footage or a camera that cannot be opened or read."""

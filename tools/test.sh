@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Quick start, command 2: set up a virtual environment (CPU onnxruntime, training and dev extras) and run
+# the linters and the test suite. Idempotent; safe on a fresh machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/pip" install -q --upgrade pip >/dev/null
+"$VENV/bin/pip" install -q -e '.[cpu,train,dev]'
+"$VENV/bin/ruff" check inspector tools tests
+"$VENV/bin/mypy" inspector tools
+"$VENV/bin/python" -m pytest "$@"
