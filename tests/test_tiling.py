@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -48,7 +49,7 @@ def test_grid_starts_snap_last_tile_to_edge(length: int, tile: int, stride: int)
     starts = grid_starts(length, tile, stride)
     assert starts[0] == 0
     assert starts[-1] == max(0, length - tile)
-    assert all(b - a <= stride for a, b in zip(starts, starts[1:], strict=False))
+    assert all(b - a <= stride for a, b in itertools.pairwise(starts))
 
 
 def test_empty_mask_gives_no_tiles_and_full_mask_covers_frame() -> None:
