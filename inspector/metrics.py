@@ -1,0 +1,239 @@
+"""Every Prometheus metric of the daemon, declared once (names are an interface: DESIGN.md "Metrics").
+
+Use the process-wide instance::
+
+    from inspector.metrics import METRICS
+    METRICS.frames_inspected.inc()
+    METRICS.bunches.labels(decision="reject", reason="spider").inc()
+
+and serve it with ``serve(MetricsConfig)`` (an HTTP server thread on the configured address, default
+127.0.0.1:9108). Tests build their own ``Metrics(CollectorRegistry())`` so nothing leaks between them.
+
+Multiprocess design: only the main (inspection) process exports metrics. The capture process does not touch
+prometheus_client; it counts captured / dropped frames and reconnects in a small array of int64 counters
+that lives in the frame ring's shared-memory segment (``inspector.ring.CaptureCounters``), and the main
+process copies the increase into the counters here with ``Metrics.sync_capture(...)``. Those shared
+counters belong to the ring, not to the capture process, so a capture process that is killed and
+restarted does not lose or double-count anything. (prometheus_client's multiprocess mode was rejected: it
+needs an environment variable set before import in every process, a temp dir to clean, and does not
+support every metric type.)
+
+prometheus_client naming: a Counter declared as ``x_total`` is exposed as ``x_total`` (plus ``x_created``);
+an Info declared as ``inspector_model`` is exposed as ``inspector_model_info{...} 1``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+    start_http_server,
+)
+
+from inspector.config import MetricsConfig
+from inspector.errors import InspectorError
+
+log = logging.getLogger(__name__)
+
+# latency buckets: a frame interval is ~10-100 ms, a batch on CPU up to seconds
+_LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+_SLACK_BUCKETS = (-1.0, -0.1, 0.0, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0)
+
+
+class MetricsError(InspectorError):
+    """The metrics address cannot be served."""
+
+
+@dataclass
+class _CaptureSeen:
+    captured: int = 0
+    dropped: int = 0
+    reconnects: int = 0
+
+
+class Metrics:
+    """All metrics on one registry. One instance per process (``METRICS``), or per test."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, process_collectors: bool = False) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        if process_collectors:
+            ProcessCollector(registry=self.registry)
+            PlatformCollector(registry=self.registry)
+        r = self.registry
+        # ---- frames
+        self.frames_captured = Counter(
+            "inspector_frames_captured_total",
+            "Frames read from the source by the capture process",
+            registry=r,
+        )
+        self.frames_inspected = Counter(
+            "inspector_frames_inspected_total", "Frames the inspection loop processed", registry=r
+        )
+        self.frames_dropped = Counter(
+            "inspector_frames_dropped_total",
+            "Frames captured but never inspected (consumer behind, or lost in a capture restart)",
+            registry=r,
+        )
+        self.capture_reconnects = Counter(
+            "inspector_capture_reconnects_total", "Times the capture process reopened its source", registry=r
+        )
+        self.capture_restarts = Counter(
+            "inspector_capture_restarts_total",
+            "Times the supervisor restarted the capture process",
+            ["cause"],
+            registry=r,
+        )
+        self.camera_up = Gauge("inspector_camera_up", "1 while the source delivers frames", registry=r)
+        self.queue_depth = Gauge("inspector_frame_queue_depth", "Frames waiting for inspection", registry=r)
+        self.fps = Gauge("inspector_frames_per_second", "Inspected frames per second (recent)", registry=r)
+        # ---- inference
+        self.tiles_inferred = Counter(
+            "inspector_tiles_inferred_total", "Tiles run through the model", registry=r
+        )
+        self.inference_batch_seconds = Histogram(
+            "inspector_inference_batch_seconds",
+            "Wall time of one model batch",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.model_info = Info(
+            "inspector_model", "Model in use: name, width, provider actually used", registry=r
+        )
+        self.belt_speed = Gauge(
+            "inspector_belt_speed_mm_per_second", "Belt speed estimated from the footage", registry=r
+        )
+        # ---- decisions
+        self.bunches = Counter(
+            "inspector_bunches_total",
+            "Bunches decided, by decision and reason",
+            ["decision", "reason"],
+            registry=r,
+        )
+        self.decision_latency_seconds = Histogram(
+            "inspector_decision_latency_seconds",
+            "Capture of the deciding frame to reject sent",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.decision_slack_seconds = Histogram(
+            "inspector_decision_slack_seconds",
+            "Fire time minus send time of a reject",
+            buckets=_SLACK_BUCKETS,
+            registry=r,
+        )
+        # ---- actuator link
+        self.rejects_sent = Counter("inspector_rejects_sent_total", "Rejects handed to the link", registry=r)
+        self.rejects_acked = Counter(
+            "inspector_rejects_acked_total", "Rejects acknowledged by the controller", registry=r
+        )
+        self.reject_retransmits = Counter(
+            "inspector_reject_retransmits_total", "Reject messages sent again for want of an ack", registry=r
+        )
+        self.rejects_missed = Counter(
+            "inspector_rejects_missed_total", "Rejects not acknowledged before their fire time", registry=r
+        )
+        self.rejects_pending = Gauge(
+            "inspector_rejects_pending", "Rejects sent and not yet acked", registry=r
+        )
+        self.controller_heartbeat_age = Gauge(
+            "inspector_controller_heartbeat_age_seconds",
+            "Seconds since the controller was last heard",
+            registry=r,
+        )
+        self.controller_up = Gauge(
+            "inspector_controller_up", "1 while the controller is heard within its timeout", registry=r
+        )
+        self.controller_messages_malformed = Counter(
+            "inspector_controller_messages_malformed_total",
+            "Messages from the controller ignored (garbage, wrong version, unknown type)",
+            registry=r,
+        )
+        # ---- supervision
+        self.restarts = Counter(
+            "inspector_restarts_total", "Processes restarted by the supervisor", ["process"], registry=r
+        )
+        self.watchdog_pings = Counter(
+            "inspector_watchdog_pings_total", "WATCHDOG=1 sent to systemd", registry=r
+        )
+        self.recordings_saved = Counter(
+            "inspector_recordings_saved_total", "Clips saved by the recorder", registry=r
+        )
+        self.up = Gauge("inspector_up", "1 once the daemon is ready", registry=r)
+        self._capture_seen = _CaptureSeen()
+
+    # ------------------------------------------------------------------ helpers
+    def sync_capture(self, captured: int, dropped: int, reconnects: int) -> None:
+        """Bring the capture counters up to the totals counted in shared memory (monotonic totals)."""
+        seen = self._capture_seen
+        for total, attr, counter in (
+            (captured, "captured", self.frames_captured),
+            (dropped, "dropped", self.frames_dropped),
+            (reconnects, "reconnects", self.capture_reconnects),
+        ):
+            delta = total - getattr(seen, attr)
+            if delta > 0:
+                counter.inc(delta)
+                setattr(seen, attr, total)
+
+    def set_model(self, name: str, width: int | str, provider: str) -> None:
+        self.model_info.info({"name": str(name), "width": str(width), "provider": str(provider)})
+
+    def value(self, name: str, labels: dict[str, str] | None = None) -> float:
+        """Current value of a sample by its exposed name (for tests and STATUS=); 0.0 when absent."""
+        v = self.registry.get_sample_value(name, labels or {})
+        return 0.0 if v is None else float(v)
+
+    def exposition(self) -> str:
+        return generate_latest(self.registry).decode()
+
+
+@dataclass
+class MetricsServer:
+    """A running HTTP exposition server; ``close()`` stops it."""
+
+    address: str
+    port: int
+    _server: Any = field(repr=False, default=None)
+    _thread: Any = field(repr=False, default=None)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> MetricsServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def serve(config: MetricsConfig, metrics: Metrics | None = None) -> MetricsServer | None:
+    """Serve ``metrics`` (default ``METRICS``) on config.address:config.port; port 0 picks a free port."""
+    if not config.enabled:
+        return None
+    m = metrics if metrics is not None else METRICS
+    try:
+        server, thread = start_http_server(config.port, addr=config.address, registry=m.registry)
+    except OSError as exc:
+        raise MetricsError(
+            f"cannot serve metrics on {config.address}:{config.port} ({exc.strerror}); "
+            "set metrics.port to a free port (or metrics.enabled: false)"
+        ) from None
+    port = int(server.server_address[1])
+    log.info("metrics on http://%s:%d/metrics", config.address, port)
+    return MetricsServer(config.address, port, server, thread)
+
+
+METRICS = Metrics(process_collectors=True)

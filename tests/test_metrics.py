@@ -1,0 +1,90 @@
+"""Metrics: names from DESIGN.md exposed exactly, served over real HTTP on loopback, capture sync."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from inspector.config import MetricsConfig
+from inspector.metrics import Metrics, MetricsError, serve
+
+DESIGN_NAMES = [
+    "inspector_frames_captured_total",
+    "inspector_frames_inspected_total",
+    "inspector_frames_dropped_total",
+    "inspector_tiles_inferred_total",
+    "inspector_inference_batch_seconds",
+    "inspector_decision_latency_seconds",
+    "inspector_decision_slack_seconds",
+    "inspector_bunches_total",
+    "inspector_rejects_acked_total",
+    "inspector_reject_retransmits_total",
+    "inspector_rejects_missed_total",
+    "inspector_controller_heartbeat_age_seconds",
+    "inspector_camera_up",
+    "inspector_belt_speed_mm_per_second",
+    "inspector_model_info",
+]
+
+
+def _fresh() -> Metrics:
+    return Metrics(CollectorRegistry())
+
+
+def test_design_names_exposed_exactly() -> None:
+    m = _fresh()
+    m.bunches.labels(decision="reject", reason="spider").inc()
+    m.set_model("demo-vgg16-w4", 4, "CPUExecutionProvider")
+    m.inference_batch_seconds.observe(0.1)
+    m.decision_latency_seconds.observe(0.2)
+    m.decision_slack_seconds.observe(0.5)
+    text = m.exposition()
+    names = {
+        line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")
+    }
+    for name in DESIGN_NAMES:
+        if name.endswith("_seconds") and name.replace("_seconds", "") in (
+            "inspector_inference_batch",
+            "inspector_decision_latency",
+            "inspector_decision_slack",
+        ):
+            assert f"{name}_bucket" in names and f"{name}_count" in names, name
+        else:
+            assert name in names, name
+    assert not any("_total_total" in n for n in names)
+    assert 'inspector_model_info{name="demo-vgg16-w4",provider="CPUExecutionProvider",width="4"} 1.0' in text
+    assert m.value("inspector_bunches_total", {"decision": "reject", "reason": "spider"}) == 1.0
+
+
+def test_sync_capture_adds_only_increase() -> None:
+    m = _fresh()
+    m.sync_capture(captured=10, dropped=2, reconnects=0)
+    m.sync_capture(captured=10, dropped=2, reconnects=0)
+    m.sync_capture(captured=15, dropped=3, reconnects=1)
+    assert m.value("inspector_frames_captured_total") == 15
+    assert m.value("inspector_frames_dropped_total") == 3
+    assert m.value("inspector_capture_reconnects_total") == 1
+
+
+def test_served_over_http_on_loopback() -> None:
+    m = _fresh()
+    m.frames_inspected.inc(3)
+    server = serve(MetricsConfig(port=0), m)
+    assert server is not None
+    with server:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5).read().decode()
+    assert "inspector_frames_inspected_total 3.0" in body
+
+
+def test_port_in_use_is_a_clear_error() -> None:
+    m = _fresh()
+    first = serve(MetricsConfig(port=0), m)
+    assert first is not None
+    with first, pytest.raises(MetricsError, match=r"metrics\.port"):
+        serve(MetricsConfig(port=first.port), _fresh())
+
+
+def test_disabled_serves_nothing() -> None:
+    assert serve(MetricsConfig(enabled=False), _fresh()) is None
