@@ -341,3 +341,80 @@ def test_example_calibration_files_validate() -> None:
     for path in files:
         load_calibration(path)
         assert yaml.safe_load(path.read_text())
+
+
+# ------------------------------------------------------------------------------------------------ command line
+def _cli(argv: list[str]) -> int:
+    from inspector.cli import main
+
+    return main(argv)
+
+
+def test_cli_full_procedure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    calib = tmp_path / "line.yaml"
+    # target
+    assert _cli(["calibrate", "target", "--dpi", "100", "-o", str(tmp_path / "board")]) == 0
+    assert (tmp_path / "board.png").is_file() and (tmp_path / "board.pdf").read_bytes().startswith(b"%PDF")
+    assert _cli(["calibrate", "target", "--marker", "--dpi", "100", "-o", str(tmp_path / "marker")]) == 0
+    # scale
+    board = tmp_path / "belt_board.png"
+    cv2.imwrite(str(board), render_board_topdown(0.37, 4.0))
+    assert _cli(["calibrate", "scale", str(board), "--pattern", "9x6", "--square-mm", "20", "-f", str(calib)]) == 0
+    assert abs(load_calibration(calib).mm_per_px - 0.37) / 0.37 < 0.01
+    # belt, from a folder of frames
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    for i, frame in enumerate(render_belt_clip(7.5, "-y", n_frames=10)):
+        cv2.imwrite(str(clip / f"{i:04d}.png"), frame)
+    assert _cli(["calibrate", "belt", str(clip), "--fps", "40", "-f", str(calib)]) == 0
+    loaded = load_calibration(calib)
+    assert loaded.belt_direction == "-y"
+    assert abs(loaded.belt_speed_mm_s - 7.5 * 40 * loaded.mm_per_px) / loaded.belt_speed_mm_s < 0.02
+    # ejector, by hand, and the spider span
+    assert _cli(["calibrate", "ejector", "--camera-to-ejector-mm", "812.5", "-f", str(calib)]) == 0
+    assert _cli(["calibrate", "set", "--spider-span-mm", "3", "10", "-f", str(calib)]) == 0
+    loaded = load_calibration(calib)
+    assert loaded.camera_to_ejector_mm == 812.5 and loaded.spider_span_mm == (3.0, 10.0)
+    assert abs(loaded.mm_per_px - 0.37) / 0.37 < 0.01  # earlier steps' keys kept
+    out = capsys.readouterr().out
+    assert "still at defaults" in out  # after the first step
+
+
+def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    calib = tmp_path / "c.yaml"
+    cases = [
+        (["calibrate", "scale", str(tmp_path / "missing.png"), "-f", str(calib)], "image not found"),
+        (["calibrate", "belt", str(tmp_path / "missing.mp4"), "-f", str(calib)], "clip not found"),
+        (["calibrate", "ejector", "-f", str(calib)], "give either"),
+        (["calibrate", "set", "-f", str(calib)], "nothing to set"),
+        (["calibrate", "set", "--spider-span-mm", "12", "4", "-f", str(calib)], "spider_span_mm"),
+    ]
+    for argv, words in cases:
+        capsys.readouterr()
+        assert _cli(argv) == 1, argv
+        err = capsys.readouterr().err.strip()
+        assert words in err and "\n" not in err and "Traceback" not in err, err
+    # belt before scale; a frame folder without --fps
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    for i, frame in enumerate(render_belt_clip(4.0, "+x", n_frames=6)):
+        cv2.imwrite(str(clip / f"{i}.png"), frame)
+    assert _cli(["calibrate", "belt", str(clip), "--fps", "30", "-f", str(calib)]) == 1
+    assert "run `inspector calibrate scale`" in capsys.readouterr().err
+    assert _cli(["calibrate", "set", "--mm-per-px", "0.5", "-f", str(calib)]) == 0
+    assert _cli(["calibrate", "belt", str(clip), "-f", str(calib)]) == 1
+    assert "pass --fps" in capsys.readouterr().err
+    assert not (tmp_path / "c.yaml.tmp").exists()
+
+
+def test_cli_ejector_from_marker_clip(tmp_path: Path) -> None:
+    calib = tmp_path / "c.yaml"
+    assert _cli(["calibrate", "set", "--belt-speed-mm-s", "200", "--belt-direction", "+x", "-f", str(calib)]) == 0
+    clip = tmp_path / "marker"
+    clip.mkdir()
+    for i, frame in enumerate(render_marker_clip("+x", 8.0, 25)):
+        cv2.imwrite(str(clip / f"{i:03d}.png"), frame)
+    argv = ["calibrate", "ejector", "--clip", str(clip), "--fps", "20", "--ejector-at-s", "4.625", "-f", str(calib)]
+    assert _cli(argv) == 0
+    # crossing at frame 12.5 = 0.625 s; 4 s later at 200 mm/s -> 800 mm
+    assert load_calibration(calib).camera_to_ejector_mm == pytest.approx(800.0, abs=3.0)
