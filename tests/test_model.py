@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from vgg_graphs import manifest_dict, vgg_graph, write_model
 
 from inspector.errors import ModelError
 from inspector.model import Inference, Manifest, Model, choose_providers, load_manifest, preprocess, softmax_prob
+from tests.vgg_graphs import manifest_dict, vgg_graph, write_model
 
 SIZE = 64
 
