@@ -126,9 +126,7 @@ def plan_tiles(
 
 def baseline_scales(scales: tuple[TileScale, ...], overlap_fraction: float = 0.25) -> tuple[TileScale, ...]:
     """The seed paper's way for comparison: the same tile sizes, a fixed fractional overlap (default 25 %)."""
-    return tuple(
-        TileScale(s.tile_px, max(1, round(s.tile_px * (1 - overlap_fraction))), s.span_mm) for s in scales
-    )
+    return tuple(TileScale(s.tile_px, max(1, round(s.tile_px * (1 - overlap_fraction))), s.span_mm) for s in scales)
 
 
 def describe_plan(scales: tuple[TileScale, ...], calibration: Calibration) -> list[str]:

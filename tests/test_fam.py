@@ -63,7 +63,9 @@ def test_normalized_mode_divides_each_layer_by_its_scale() -> None:
     pools = random_pools(rng, 2)
     fams = [p.sum(axis=1) for p in pools]
     scales = [1.0, 2.0, 4.0, 8.0, 16.0]
-    np.testing.assert_allclose(tile_fam(fams, 32, "normalized", scales), ref_eq1(pools, 32, scales), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        tile_fam(fams, 32, "normalized", scales), ref_eq1(pools, 32, scales), rtol=1e-4, atol=1e-4
+    )
 
 
 def test_normalized_mode_keeps_clean_tiles_cool() -> None:

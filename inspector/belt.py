@@ -1,0 +1,209 @@
+"""Belt and bunches: produce segmentation, belt motion, bunch tracking with stable ids, frame selection.
+
+Coordinates: frame pixels (x, y). "Belt coordinates" are frame pixels minus the belt's cumulative travel
+`travel_xy` since the first frame, so a berry keeps its belt coordinates while it rides through the view.
+
+- Segmentation: the belt is a uniform surface; its colour (CIE Lab) is given in config or learned from the first
+  frame (median colour: the belt is most of the picture) and then follows slow lighting drift (running mean of the
+  pixels classified as belt). Produce = pixels farther than `color_threshold` from it, cleaned by morphology, at
+  1/`SEG_DOWNSCALE` resolution for speed. Connected components larger than `min_bunch_area_mm2` are bunches.
+- Motion: nominal belt speed from calibration, refined by phase correlation between consecutive frames (accepted
+  only when the correlation is confident and within 50 % of the nominal shift, else the nominal shift is used).
+- Tracking: a bunch's box is predicted forward by the belt shift and matched to detections by IoU; ids are stable.
+  A track whose predicted box has left the frame on the exit side has *departed*; a track unseen for
+  `MAX_MISSES` frames inside the view is departed as well (lost).
+- Frame selection: a frame is inspected when the belt has advanced `step` pixels since the last inspected frame,
+  with step = (view length along the belt − largest spider − one frame's advance) / inspections_per_point, so every stretch of
+  belt is inspected at least `inspections_per_point` times while in view.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from inspector.config import BeltConfig, Calibration
+from inspector.types import BoolArray, Box, Bunch, U8Array
+
+SEG_DOWNSCALE = 4
+MAX_MISSES = 3
+_MIN_IOU = 0.2
+
+
+def _lab(frame_bgr: U8Array) -> np.ndarray:
+    return cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2LAB).astype(np.float32)
+
+
+def _small(frame_bgr: U8Array) -> U8Array:
+    h, w = frame_bgr.shape[:2]
+    size_wh = (max(1, w // SEG_DOWNSCALE), max(1, h // SEG_DOWNSCALE))
+    return np.asarray(cv2.resize(frame_bgr, size_wh, interpolation=cv2.INTER_AREA), np.uint8)
+
+
+class BeltSegmenter:
+    """Produce mask from colour distance to the (learned or configured) belt colour."""
+
+    def __init__(self, config: BeltConfig) -> None:
+        self.config = config
+        self.belt_lab: np.ndarray | None = None
+        if config.belt_bgr is not None:
+            px = np.array([[config.belt_bgr]], np.uint8)
+            self.belt_lab = _lab(px)[0, 0]
+        self._frames_seen = 0
+
+    def mask(self, frame_bgr: U8Array) -> BoolArray:
+        """(H, W) bool produce mask in full frame pixels."""
+        h, w = frame_bgr.shape[:2]
+        lab = _lab(_small(frame_bgr))
+        if self.belt_lab is None:
+            self.belt_lab = np.median(lab.reshape(-1, 3), axis=0)
+        dist = np.linalg.norm(lab - self.belt_lab, axis=2)
+        small_mask = (dist > self.config.color_threshold).astype(np.uint8)
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
+        pad = 3  # zero border: a closing must not glue a bunch near the edge to the edge
+        small_mask = cv2.copyMakeBorder(small_mask, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+        small_mask = cv2.morphologyEx(small_mask, cv2.MORPH_OPEN, kernel)
+        small_mask = cv2.morphologyEx(small_mask, cv2.MORPH_CLOSE, kernel, iterations=2)[pad:-pad, pad:-pad]
+        self._frames_seen += 1
+        if self.config.belt_bgr is None:
+            belt_pixels = lab[small_mask == 0]
+            if belt_pixels.size and self._frames_seen <= self.config.learn_frames:
+                self.belt_lab = np.median(belt_pixels, axis=0)
+            elif belt_pixels.size:
+                self.belt_lab = 0.98 * self.belt_lab + 0.02 * belt_pixels.mean(axis=0)
+        return cv2.resize(small_mask, (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+
+
+def find_bunches(mask: BoolArray, min_area_px: float) -> list[tuple[Box, BoolArray]]:
+    """Connected components of the produce mask, largest first: (box, mask cropped to the box)."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    found = []
+    for label in range(1, n):
+        x, y, w, h, area = (int(v) for v in stats[label])
+        if area < min_area_px:
+            continue
+        crop = labels[y : y + h, x : x + w] == label
+        found.append((Box(x, y, x + w, y + h), crop))
+    found.sort(key=lambda item: -int(item[1].sum()))
+    return found
+
+
+def estimate_shift(prev_gray: np.ndarray, gray: np.ndarray, expected_xy: tuple[float, float]) -> tuple[float, float]:
+    """Belt shift in frame pixels between two grey frames at 1/SEG_DOWNSCALE; the expected shift when unsure."""
+    if prev_gray.shape != gray.shape:
+        return expected_xy
+    window = cv2.createHanningWindow((gray.shape[1], gray.shape[0]), cv2.CV_32F)
+    (dx, dy), response = cv2.phaseCorrelate(prev_gray, gray, window)
+    dx, dy = dx * SEG_DOWNSCALE, dy * SEG_DOWNSCALE
+    ex, ey = expected_xy
+    nominal = float(np.hypot(ex, ey))
+    if response < 0.1 or np.hypot(dx - ex, dy - ey) > max(0.5 * nominal, 2.0 * SEG_DOWNSCALE):
+        return expected_xy
+    return (float(dx), float(dy))
+
+
+@dataclass
+class Track:
+    bunch_id: int
+    box: Box
+    mask: BoolArray = field(repr=False)
+    misses: int = 0
+    seen_frames: int = 1
+
+
+class BunchTracker:
+    """Stable bunch ids across frames from detections and the belt shift."""
+
+    def __init__(self, frame_wh: tuple[int, int], calibration: Calibration) -> None:
+        self.frame_wh = frame_wh
+        self.axis = calibration.travel_axis
+        self.sign = calibration.travel_sign
+        self.tracks: dict[int, Track] = {}
+        self._next_id = 1
+
+    def _shifted(self, box: Box, shift_xy: tuple[float, float]) -> Box:
+        dx, dy = round(shift_xy[0]), round(shift_xy[1])
+        return Box(box.x1 + dx, box.y1 + dy, box.x2 + dx, box.y2 + dy)
+
+    def _gone(self, box: Box) -> bool:
+        w, h = self.frame_wh
+        lo, hi = (box.x1, box.x2) if self.axis == 0 else (box.y1, box.y2)
+        length = w if self.axis == 0 else h
+        return lo >= length if self.sign > 0 else hi <= 0
+
+    def update(
+        self, detections: list[tuple[Box, BoolArray]], shift_xy: tuple[float, float]
+    ) -> tuple[list[Bunch], list[int]]:
+        """Match detections to tracks. Returns (bunches in this frame with ids, ids of departed tracks)."""
+        predicted = {tid: self._shifted(t.box, shift_xy) for tid, t in self.tracks.items()}
+        pairs = sorted(
+            ((predicted[tid].iou(box), tid, i) for tid in predicted for i, (box, _) in enumerate(detections)),
+            reverse=True,
+        )
+        used_tracks: set[int] = set()
+        used_dets: set[int] = set()
+        assignment: dict[int, int] = {}
+        for iou, tid, i in pairs:
+            if iou < _MIN_IOU:
+                break
+            if tid in used_tracks or i in used_dets:
+                continue
+            used_tracks.add(tid)
+            used_dets.add(i)
+            assignment[i] = tid
+        bunches: list[Bunch] = []
+        for i, (box, mask) in enumerate(detections):
+            matched = assignment.get(i)
+            if matched is None:
+                tid = self._next_id
+                self._next_id += 1
+                self.tracks[tid] = Track(tid, box, mask)
+            else:
+                tid = matched
+                track = self.tracks[tid]
+                track.box, track.mask, track.misses = box, mask, 0
+                track.seen_frames += 1
+            bunches.append(Bunch(tid, box, mask))
+        departed: list[int] = []
+        for tid, box in predicted.items():
+            if tid in used_tracks:
+                continue
+            track = self.tracks[tid]
+            track.box = box
+            track.misses += 1
+            if self._gone(box) or track.misses > MAX_MISSES:
+                departed.append(tid)
+        for tid in departed:
+            del self.tracks[tid]
+        return bunches, departed
+
+    def drain(self) -> list[int]:
+        """End of footage: every remaining track departs."""
+        ids = list(self.tracks)
+        self.tracks.clear()
+        return ids
+
+
+class FrameSelector:
+    """Belt-synchronised frame selection: inspect when the belt has advanced `step_px` since the last inspection."""
+
+    def __init__(self, frame_wh: tuple[int, int], calibration: Calibration, config: BeltConfig, fps: float) -> None:
+        view_px = frame_wh[calibration.travel_axis]
+        per_frame_px = calibration.px_per_s / fps
+        spider_px = calibration.spider_span_mm[1] / calibration.mm_per_px  # a spider must be wholly in view
+        self.every_frame = config.mode == "whole_frame"
+        self.step_px = max(0.0, (view_px - spider_px - per_frame_px) / config.inspections_per_point)
+        self._last_travel: float | None = None
+
+    def select(self, travel_along_px: float) -> bool:
+        if self.every_frame or self._last_travel is None or travel_along_px - self._last_travel >= self.step_px:
+            self._last_travel = travel_along_px
+            return True
+        return False
+
+
+def gray_small(frame_bgr: U8Array) -> np.ndarray:
+    """Grey frame at 1/SEG_DOWNSCALE, float32, for phase correlation."""
+    return cv2.cvtColor(_small(frame_bgr), cv2.COLOR_BGR2GRAY).astype(np.float32)

@@ -1,0 +1,223 @@
+"""The inspection pipeline, frame by frame — the same object in `inspector run` and `inspector replay`.
+
+    frame ─► belt segmentation + tracking ─► frame selection ─► tile plan over the produce mask
+          ─► model (spider probabilities + fam1..5, one pass) ─► tile FAMs ─► frame heat map ─► bunch heat maps
+          ─► bunch scores ─► rejects as soon as a bunch crosses the threshold; a verdict when it leaves the view
+
+`Pipeline.process(frame_bgr, ref)` returns a `StepResult`; the caller (daemon or replay) sends `rejects` to the
+ejector at once and logs/publishes `final`. `finish()` decides every bunch still in view at the end of footage.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from inspector.belt import (
+    SEG_DOWNSCALE,
+    BeltSegmenter,
+    BunchTracker,
+    FrameSelector,
+    estimate_shift,
+    find_bunches,
+    gray_small,
+)
+from inspector.config import Calibration, Config
+from inspector.decision import BunchRecord, decide
+from inspector.fam import BunchHeat, stitch, tile_fam
+from inspector.model import Model
+from inspector.tiling import baseline_scales, plan_tiles, tile_scales
+from inspector.types import Box, Bunch, Decision, FloatArray, FrameRef, HeatMap, TilePlan, U8Array
+
+log = logging.getLogger(__name__)
+
+HEAT_DOWNSCALE = 4  # frame heat maps at 1/4 of frame resolution
+COVERAGE_TOLERANCE_PX = 2 * SEG_DOWNSCALE  # bunch boxes come from a 1/4-resolution mask: +-4 px each side
+FAM_SIZE = 56  # Eq. 1 evaluated on a 56x56 grid per tile: enough for 1/4-resolution frame maps
+
+
+@dataclass
+class StepResult:
+    ref: FrameRef
+    inspected: bool
+    bunches: list[Bunch]
+    plan: TilePlan | None = None
+    tile_probs: FloatArray | None = None
+    heat: HeatMap | None = None
+    rejects: list[Decision] = field(default_factory=list)  # send to the ejector now
+    final: list[Decision] = field(default_factory=list)  # bunches that left the view, decided
+    infer_s: float = 0.0
+    belt_speed_mm_s: float = 0.0
+
+
+def crop_tiles(frame_bgr: U8Array, plan: TilePlan, size: int) -> U8Array:
+    """(N, size, size, 3) uint8 tiles, each box resized to the model input (area when shrinking, linear else)."""
+    out = np.empty((len(plan), size, size, 3), np.uint8)
+    for i, tile in enumerate(plan.tiles):
+        x1, y1, x2, y2 = tile.box.xyxy
+        crop = frame_bgr[y1:y2, x1:x2]
+        interp = cv2.INTER_AREA if crop.shape[0] > size else cv2.INTER_LINEAR
+        out[i] = cv2.resize(crop, (size, size), interpolation=interp)
+    return out
+
+
+def tiles_over_bunch(boxes_xyxy: np.ndarray, bunch: Bunch) -> np.ndarray:
+    """Indices of tiles that hold at least one pixel of the bunch's mask."""
+    if boxes_xyxy.shape[0] == 0:
+        return np.zeros(0, np.int64)
+    b = bunch.box
+    x1 = np.maximum(boxes_xyxy[:, 0], b.x1)
+    y1 = np.maximum(boxes_xyxy[:, 1], b.y1)
+    x2 = np.minimum(boxes_xyxy[:, 2], b.x2)
+    y2 = np.minimum(boxes_xyxy[:, 3], b.y2)
+    candidates = np.nonzero((x2 > x1) & (y2 > y1))[0]
+    keep = [i for i in candidates if bunch.mask[y1[i] - b.y1 : y2[i] - b.y1, x1[i] - b.x1 : x2[i] - b.x1].any()]
+    return np.asarray(keep, np.int64)
+
+
+class Pipeline:
+    """Belt → tiles → model → FAM → decisions, for one camera."""
+
+    def __init__(self, config: Config, calibration: Calibration, model: Model, fps: float) -> None:
+        self.config = config
+        self.calibration = calibration
+        self.model = model
+        self.fps = fps
+        self.threshold = config.decision.threshold
+        scales = tile_scales(calibration, config.tiling.min_fraction, config.tiling.max_fraction)
+        self.baseline = config.belt.mode == "whole_frame"
+        self.scales = baseline_scales(scales, config.tiling.baseline_overlap) if self.baseline else scales
+        self.segmenter = BeltSegmenter(config.belt)
+        self.min_area_px = config.belt.min_bunch_area_mm2 / calibration.mm_per_px**2
+        self.frame_wh: tuple[int, int] | None = None
+        self.tracker: BunchTracker | None = None
+        self.selector: FrameSelector | None = None
+        self.records: dict[int, BunchRecord] = {}
+        self.travel_xy = (0.0, 0.0)
+        self.belt_speed_mm_s = calibration.belt_speed_mm_s
+        self._prev_gray: np.ndarray | None = None
+        self._prev_t: float | None = None
+        self._direction = np.zeros(2)
+        self._direction[calibration.travel_axis] = calibration.travel_sign
+
+    # ------------------------------------------------------------------------------------------------ helpers
+    def _start(self, frame_wh: tuple[int, int]) -> None:
+        self.frame_wh = frame_wh
+        self.tracker = BunchTracker(frame_wh, self.calibration)
+        self.selector = FrameSelector(frame_wh, self.calibration, self.config.belt, self.fps)
+        biggest = max(s.tile_px for s in self.scales)
+        if biggest > min(frame_wh):
+            log.warning("tile size %d px exceeds the frame %s: tiles will be stretched", biggest, frame_wh)
+
+    def _belt_shift(self, frame_bgr: U8Array, t_s: float) -> tuple[float, float]:
+        gray = gray_small(frame_bgr)
+        dt = 0.0 if self._prev_t is None else max(0.0, t_s - self._prev_t)
+        expected = tuple(float(v) for v in self._direction * self.calibration.px_per_s * dt)
+        shift: tuple[float, float] = (expected[0], expected[1])
+        if self._prev_gray is not None and dt > 0 and self.config.belt.refine_with_phase_correlation:
+            measured = estimate_shift(self._prev_gray, gray, shift)
+            along = float(np.dot(measured, self._direction))  # the belt moves along its axis only
+            shift = (along * float(self._direction[0]), along * float(self._direction[1]))
+        if dt > 0:
+            speed = float(np.hypot(*shift)) * self.calibration.mm_per_px / dt
+            self.belt_speed_mm_s = 0.9 * self.belt_speed_mm_s + 0.1 * speed
+        self._prev_gray, self._prev_t = gray, t_s
+        return shift
+
+    def _record(self, bunch_id: int) -> BunchRecord:
+        record = self.records.get(bunch_id)
+        if record is None:
+            record = self.records[bunch_id] = BunchRecord(bunch_id, BunchHeat(HEAT_DOWNSCALE))
+        return record
+
+    def _decide(self, record: BunchRecord, final: bool) -> Decision:
+        assert self.frame_wh is not None
+        return decide(
+            record,
+            threshold=self.threshold,
+            how=self.config.decision.aggregate,
+            frame_wh=self.frame_wh,
+            calibration=self.calibration,
+            belt_speed_mm_s=self.belt_speed_mm_s,
+            final=final,
+            tolerance_px=COVERAGE_TOLERANCE_PX,
+        )
+
+    # ------------------------------------------------------------------------------------------------ per frame
+    def process(self, frame_bgr: U8Array, ref: FrameRef) -> StepResult:
+        h, w = frame_bgr.shape[:2]
+        if self.frame_wh is None:
+            self._start((w, h))
+        elif self.frame_wh != (w, h):
+            raise ValueError(f"frame size changed from {self.frame_wh} to {(w, h)}")
+        assert self.tracker is not None and self.selector is not None and self.frame_wh is not None
+        shift = self._belt_shift(frame_bgr, ref.t_capture_s)
+        self.travel_xy = (self.travel_xy[0] + shift[0], self.travel_xy[1] + shift[1])
+        mask = self.segmenter.mask(frame_bgr)
+        bunches, departed = self.tracker.update(find_bunches(mask, self.min_area_px), shift)
+        for bunch in bunches:
+            self._record(bunch.bunch_id).observe(
+                ref.seq, ref.t_capture_s, bunch.box, self.travel_xy, self.frame_wh, self.calibration
+            )
+        result = StepResult(ref, False, bunches, belt_speed_mm_s=self.belt_speed_mm_s)
+        along = float(np.dot(self.travel_xy, self._direction))
+        if bunches and self.selector.select(along):
+            self._inspect(frame_bgr, mask, bunches, result)
+        for bunch_id in departed:
+            record = self.records.pop(bunch_id, None)
+            if record is not None:
+                self._finalize(record, result)
+        return result
+
+    def _inspect(self, frame_bgr: U8Array, mask: np.ndarray, bunches: list[Bunch], result: StepResult) -> None:
+        assert self.frame_wh is not None
+        plan = plan_tiles(self.frame_wh, self.scales, None if self.baseline else mask, self._roi())
+        manifest = self.model.manifest
+        tiles = crop_tiles(frame_bgr, plan, manifest.input.size)
+        start = time.perf_counter()
+        inference = self.model.infer(tiles)
+        result.infer_s = time.perf_counter() - start
+        probs = inference.spider_prob
+        maps = tile_fam(inference.fams, FAM_SIZE, self.config.model.fam_mode, manifest.fam_layer_scale)
+        boxes = plan.boxes_xyxy()
+        heat = stitch(self.frame_wh, boxes, maps, probs, HEAT_DOWNSCALE)
+        result.inspected, result.plan, result.tile_probs, result.heat = True, plan, probs, heat
+        for bunch in bunches:
+            record = self._record(bunch.bunch_id)
+            idx = tiles_over_bunch(boxes, bunch)
+            record.inspected(bunch.box, self.travel_xy, probs[idx].tolist(), self.calibration.travel_axis)
+            record.heat.add(heat, bunch.box, self.travel_xy)
+            if not record.reject_sent and record.score(self.config.decision.aggregate) >= self.threshold:
+                record.reject_sent = True
+                result.rejects.append(self._decide(record, final=False))
+
+    def _roi(self) -> Box | None:
+        roi = self.calibration.roi_xyxy
+        return None if roi is None else Box(*roi)
+
+    def _finalize(self, record: BunchRecord, result: StepResult) -> None:
+        decision = self._decide(record, final=True)
+        if decision.decision == "reject" and not record.reject_sent:
+            record.reject_sent = True
+            result.rejects.append(decision)
+        result.final.append(decision)
+
+    def finish(self, ref: FrameRef | None = None) -> StepResult:
+        """End of footage: every bunch still in view is decided (uninspected stretches are rejected)."""
+        result = StepResult(ref or FrameRef(-1, -1, self._prev_t or 0.0), False, [])
+        if self.tracker is not None:
+            self.tracker.drain()
+        for bunch_id in sorted(self.records):
+            self._finalize(self.records[bunch_id], result)
+        self.records.clear()
+        return result
+
+    def set_threshold(self, threshold: float) -> None:
+        """Reload (SIGHUP): takes effect from the next frame, no frame dropped."""
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+        self.threshold = threshold

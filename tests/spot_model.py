@@ -1,0 +1,86 @@
+"""A real, hand-weighted ONNX model that honours the model contract: a VGG-shaped dark-spot detector.
+
+Five blocks of 3x3 conv + ReLU + 2x2 MaxPool on one channel; conv1 responds to dark pixels
+(relu(DARK - mean(RGB))), the later convs pass the response on, so pool5 holds the darkest spot's strength;
+a Gemm head turns its sum into the spider logit. fam1..fam5 are channel sums of the pools, computed in the graph.
+Used by pipeline tests on drawn frames (belt, green bunches, black dots as spiders) so the pipeline's mechanics can be
+checked with known answers independently of the trained demo model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import yaml
+from onnx import TensorProto, helper, numpy_helper
+
+DARK = 0.3  # pixels darker than this (0..1 mean RGB) count as spider
+
+
+def spot_model(size: int = 64) -> onnx.ModelProto:
+    nodes: list[onnx.NodeProto] = []
+    inits: list[onnx.TensorProto] = []
+    x = "input"
+    w1 = np.zeros((1, 3, 3, 3), np.float32)
+    w1[0, :, 1, 1] = -1.0 / 3.0
+    inits += [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(np.array([DARK], np.float32), "b1")]
+    nodes.append(helper.make_node("Conv", [x, "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]))
+    nodes.append(helper.make_node("Relu", ["c1"], ["r1"]))
+    nodes.append(helper.make_node("MaxPool", ["r1"], ["pool1"], kernel_shape=[2, 2], strides=[2, 2]))
+    wid = np.zeros((1, 1, 3, 3), np.float32)
+    wid[0, 0, 1, 1] = 1.0
+    inits += [numpy_helper.from_array(wid, "wid"), numpy_helper.from_array(np.zeros(1, np.float32), "bid")]
+    prev = "pool1"
+    for block in range(2, 6):
+        nodes.append(helper.make_node("Conv", [prev, "wid", "bid"], [f"c{block}"], pads=[1, 1, 1, 1]))
+        nodes.append(helper.make_node("Relu", [f"c{block}"], [f"r{block}"]))
+        nodes.append(helper.make_node("MaxPool", [f"r{block}"], [f"pool{block}"], kernel_shape=[2, 2], strides=[2, 2]))
+        prev = f"pool{block}"
+    inits.append(numpy_helper.from_array(np.array([1], np.int64), "axis1"))
+    for block in range(1, 6):
+        nodes.append(helper.make_node("ReduceSum", [f"pool{block}", "axis1"], [f"fam{block}"], keepdims=0))
+    cells = (size // 32) ** 2
+    wh = np.zeros((2, cells), np.float32)
+    wh[1, :] = 40.0
+    inits += [numpy_helper.from_array(wh, "wh"), numpy_helper.from_array(np.array([0.0, -2.0], np.float32), "bh")]
+    nodes.append(helper.make_node("Flatten", ["pool5"], ["flat"], axis=1))
+    nodes.append(helper.make_node("Gemm", ["flat", "wh", "bh"], ["logits"], transB=1))
+    graph = helper.make_graph(
+        nodes,
+        "spot",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])]
+        + [
+            helper.make_tensor_value_info(f"fam{b}", TensorProto.FLOAT, ["N", size >> b, size >> b])
+            for b in range(1, 6)
+        ],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def write_spot_model(dir_path: Path, size: int = 64) -> Path:
+    path = dir_path / "spot.onnx"
+    onnx.save(spot_model(size), str(path))
+    manifest = {
+        "name": "spot-detector",
+        "input": {
+            "name": "input",
+            "size": size,
+            "layout": "NCHW",
+            "color": "RGB",
+            "scale": 1 / 255,
+            "mean": [0.0, 0.0, 0.0],
+            "std": [1.0, 1.0, 1.0],
+        },
+        "outputs": {"logits": "logits", "fam": [f"fam{i}" for i in range(1, 6)]},
+        "spider_index": 1,
+        "fam_layer_scale": [1.0, 1.0, 1.0, 1.0, 1.0],
+    }
+    (dir_path / "spot.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    return path

@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from inspector.config import BeltConfig, Config, ModelConfig
+from inspector.decision import fire_time_s
+from inspector.model import Model
+from inspector.pipeline import Pipeline
+from inspector.types import Decision, FrameRef
+from tests.drawn import calibration, center_x, draw, scene
+from tests.spot_model import write_spot_model
+
+FPS = 10.0
+
+
+@pytest.fixture(scope="module")
+def spot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_spot_model(tmp_path_factory.mktemp("spot"))
+
+
+def run(spot: Path, frames: list[int], mode: str = "belt", n_frames: int = 40) -> tuple[list[Decision], list[Decision]]:
+    cal = calibration()
+    config = Config(model=ModelConfig(path=spot, batch_size=8), belt=BeltConfig(mode=mode, min_bunch_area_mm2=200))  # type: ignore[arg-type]
+    bunches = scene()
+    finals: list[Decision] = []
+    rejects: list[Decision] = []
+    with Model(spot, batch_size=8) as model:
+        pipe = Pipeline(config, cal, model, FPS)
+        for f in frames:
+            step = pipe.process(draw(f, bunches, FPS, cal), FrameRef(0, f, f / FPS))
+            finals += step.final
+            rejects += step.rejects
+        end = pipe.finish()
+        finals += end.final
+        rejects += end.rejects
+    return finals, rejects
+
+
+def test_spider_bunches_rejected_clean_ones_passed(spot: Path) -> None:
+    cal = calibration()
+    finals, rejects = run(spot, list(range(40)))
+    by_id = {d.bunch_id: d for d in finals}
+    assert sorted(by_id) == [1, 2, 3, 4]
+    truth = {b.bunch_id: b for b in scene()}
+    for bid, d in by_id.items():
+        expected = "spider" if truth[bid].spider_dxy is not None else "pass"
+        assert d.reason == expected, d
+        assert d.inspected_frames >= 2  # inspections_per_point defaults to 2
+    # every reject was sent once, as soon as the bunch crossed the threshold
+    assert sorted(r.bunch_id for r in rejects) == [2, 4]
+    for d in finals:
+        b = truth[d.bunch_id]
+        cx = center_x(b, d.frame, FPS, cal)
+        assert abs((d.bbox_xyxy[0] + d.bbox_xyxy[2]) / 2 - cx) <= 3
+        assert abs(cx - 160) <= 16  # the most central frame
+        assert d.fire_at_s == pytest.approx(
+            fire_time_s(d.frame / FPS, (cx, b.y), (320, 240), cal), abs=1 / FPS
+        )  # one frame interval
+        if b.spider_dxy is not None:
+            assert d.spider_xy is not None
+            assert abs(d.spider_xy[0] - (cx + b.spider_dxy[0])) <= 8
+            assert abs(d.spider_xy[1] - (b.y + b.spider_dxy[1])) <= 8
+
+
+def test_fire_time_is_when_the_bunch_reaches_the_ejector() -> None:
+    cal = calibration()
+    # centre 20 px (10 mm) past the centre line: 790 mm to go at 150 mm/s
+    assert fire_time_s(2.0, (180.0, 100.0), (320, 240), cal) == pytest.approx(2.0 + 790 / 150)
+    assert fire_time_s(2.0, (180.0, 100.0), (320, 240), calibration("-x")) == pytest.approx(2.0 + 810 / 150)
+
+
+def test_dropped_frames_give_uninspected_rejects_never_a_pass(spot: Path) -> None:
+    # a long gap: frames 12..27 never arrive (capture dropped them / inspection fell behind)
+    frames = [f for f in range(40) if not 12 <= f < 28]
+    finals, rejects = run(spot, frames)
+    assert finals, "bunches must still be decided"
+    for d in finals:
+        if d.decision == "pass":
+            assert d.inspected_frames > 0
+    assert any(d.reason == "uninspected" for d in finals)
+    assert {d.bunch_id for d in rejects} >= {d.bunch_id for d in finals if d.decision == "reject"}
+
+
+def test_bunches_in_view_at_end_of_footage_are_rejected_uninspected(spot: Path) -> None:
+    finals, _ = run(spot, list(range(12)))
+    assert finals
+    # the last bunch is still entering the view at frame 11: it cannot have been wholly inspected
+    last = max(finals, key=lambda d: d.bunch_id)
+    assert last.decision == "reject"
+
+
+def test_whole_frame_baseline_inspects_every_frame(spot: Path) -> None:
+    finals, _ = run(spot, list(range(40)), mode="whole_frame")
+    by_id = {d.bunch_id: d for d in finals}
+    assert by_id[2].reason == "spider" and by_id[1].reason == "pass"
+    assert by_id[1].inspected_frames > 5
