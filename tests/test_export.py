@@ -69,8 +69,15 @@ def test_export_parity_manifest_and_dynamic_batch(tmp_path: Path) -> None:
         "mean": [0.485, 0.456, 0.406],
         "std": [0.229, 0.224, 0.225],
     }
-    assert manifest["outputs"] == {"logits": "logits", "fam": ["fam1", "fam2", "fam3", "fam4", "fam5"]}
+    assert manifest["outputs"] == {
+        "logits": "logits",
+        "fam": ["fam1", "fam2", "fam3", "fam4", "fam5"],
+        "pool": ["pool1", "pool2", "pool3", "pool4", "pool5"],
+    }
     assert manifest["spider_index"] == 1 and manifest["width"] == 16
+    from inspector.model import load_manifest  # the daemon's reader accepts what we write
+
+    assert load_manifest(onnx_path).name == "tiny"
 
     # the BN model itself (not only the folded copy) agrees with the graph, at another batch size
     x = np.random.default_rng(1).standard_normal((3, 3, 224, 224)).astype(np.float32)

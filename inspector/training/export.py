@@ -28,8 +28,12 @@ def manifest_dict(
     width: int,
     fam_layer_scale: Sequence[float] = (1.0, 1.0, 1.0, 1.0, 1.0),
     model_card: str | None = None,
+    pool_outputs: bool = False,
 ) -> dict[str, Any]:
-    """The manifest (DESIGN.md keys, in that order, plus ``width`` and optional ``model_card``)."""
+    """The manifest (DESIGN.md keys, in that order, plus ``width`` and optional ``model_card``).
+
+    With ``pool_outputs`` the raw pool maps are named under ``outputs.pool``.
+    """
     if len(fam_layer_scale) != 5 or any(not (float(s) > 0) for s in fam_layer_scale):
         raise ValueError(f"fam_layer_scale needs 5 positive numbers, got {list(fam_layer_scale)}")
     manifest: dict[str, Any] = {
@@ -48,6 +52,8 @@ def manifest_dict(
         "fam_layer_scale": [float(s) for s in fam_layer_scale],
         "width": int(width),
     }
+    if pool_outputs:
+        manifest["outputs"]["pool"] = [f"pool{i}" for i in range(1, 6)]
     if model_card:
         manifest["model_card"] = model_card
     return manifest
@@ -121,7 +127,7 @@ def export_model(
 ) -> dict[str, float]:
     """Export ONNX + ``NAME.yaml`` beside it; returns the parity figures (max abs diff per output)."""
     plain = export_onnx(model, onnx_path, pool_outputs=pool_outputs)
-    manifest = manifest_dict(name or onnx_path.stem, model.width, fam_layer_scale, model_card)
+    manifest = manifest_dict(name or onnx_path.stem, model.width, fam_layer_scale, model_card, pool_outputs)
     write_manifest(onnx_path.with_suffix(".yaml"), manifest)
     return parity(plain, onnx_path, n_samples=parity_samples)
 

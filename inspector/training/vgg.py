@@ -250,9 +250,7 @@ def read_hed_kernels(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
         for block, names in HED_CONV_NAMES:
             for name in names:
                 grp = f[f"block{block}/layers/{name}/vars"]
-                k = np.asarray(grp["0"], dtype=np.float32).transpose(
-                    3, 2, 0, 1
-                )  # (3,3,in,out) -> (out,in,3,3)
+                k = np.asarray(grp["0"], dtype=np.float32).transpose(3, 2, 0, 1)  # (3,3,in,out) -> (out,in,3,3)
                 b = np.asarray(grp["1"], dtype=np.float32)
                 out.append((k, b))
     return out
@@ -293,9 +291,7 @@ def load_hed_h5(model: VGG16, path: Path) -> None:
             bias = bias + (w.sum(axis=(2, 3)) * offset[None, :]).sum(axis=1)
             w = w * (255.0 * std)[None, :, None, None]
         if tuple(conv.weight.shape) != w.shape:
-            raise ValueError(
-                f"{path}: conv {layer_i} shape {w.shape} does not fit {tuple(conv.weight.shape)}"
-            )
+            raise ValueError(f"{path}: conv {layer_i} shape {w.shape} does not fit {tuple(conv.weight.shape)}")
         conv.weight.data.copy_(torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)))
         assert conv.bias is not None
         conv.bias.data.copy_(torch.from_numpy(bias.astype(np.float32)))

@@ -1,0 +1,87 @@
+"""Evaluate an exported model on a tile set through the daemon's own path: onnxruntime + numpy, no torch.
+
+The model runs through :class:`inspector.model.Model` (manifest preprocessing, batching) and the FAM is the
+paper's Eq. 1 from :func:`inspector.fam.tile_fam` (bilinear upsampling of fam1..fam5 to 224, summed).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from inspector.fam import FamMode, tile_fam
+from inspector.model import Model
+from inspector.training.composite import TileSet
+from inspector.training.metrics import TileFigures, tile_figures
+
+# The seed paper's test accuracies (Menikdiwela et al.), for the side-by-side table.
+PAPER_FIGURES = (("VGG16 (paper)", 0.84), ("Faster R-CNN (paper)", 0.72), ("CAM (paper)", 0.9532))
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    figures: TileFigures
+    per_kind_accuracy: dict[str, float]
+    tiles_per_s: float
+
+
+def evaluate_model(
+    model_path: Path,
+    tiles: TileSet,
+    mode: FamMode = "paper",
+    threshold: float = 0.5,
+    batch: int = 32,
+    threads: int = 2,
+) -> Evaluation:
+    """Run ``model_path`` over every tile; FAM peaks for the spider tiles; all figures."""
+    import time
+
+    with Model(model_path, providers=("cpu",), threads=threads, batch_size=batch) as model:
+        scale = model.manifest.fam_layer_scale
+        size = model.manifest.input.size
+        probs: list[np.ndarray] = []
+        maps_pos: list[np.ndarray] = []
+        t0 = time.monotonic()
+        for i in range(0, len(tiles.labels), batch):
+            inf = model.infer(tiles.images[i : i + batch])
+            probs.append(inf.spider_prob)
+            pos = tiles.labels[i : i + batch] == 1
+            if pos.any():
+                maps_pos.append(tile_fam([f[pos] for f in inf.fams], size, mode, scale))
+        elapsed = time.monotonic() - t0
+    p = np.concatenate(probs) if probs else np.zeros(0, np.float32)
+    pos_all = tiles.labels == 1
+    maps = np.concatenate(maps_pos) if maps_pos else None
+    boxes = tiles.boxes_xyxy[pos_all] * (size / tiles.images.shape[1])
+    figures = tile_figures(p, tiles.labels, maps, boxes, threshold=threshold)
+    per_kind: dict[str, float] = {}
+    for kind in sorted(set(tiles.kinds.tolist())):
+        k = tiles.kinds == kind
+        per_kind[kind] = float(np.mean((p[k] >= threshold) == (tiles.labels[k] == 1)))
+    return Evaluation(figures, per_kind, len(p) / elapsed if elapsed > 0 else float("nan"))
+
+
+def _pct(v: float) -> str:
+    return "—" if math.isnan(v) else f"{100 * v:.1f} %"
+
+
+def format_table(rows: list[tuple[str, Evaluation]]) -> str:
+    """Markdown table: one row per evaluated tile set, then the seed paper's accuracies."""
+    head = (
+        "| tile set | tiles (spider) | accuracy | precision | recall | ROC AUC | recall @ 1 % false rejects "
+        "| FAM pointing |\n|---|---|---|---|---|---|---|---|\n"
+    )
+    lines = []
+    for name, ev in rows:
+        f = ev.figures
+        auc = "—" if math.isnan(f.roc_auc) else f"{f.roc_auc:.3f}"
+        lines.append(
+            f"| {name} | {f.n} ({f.n_pos}) | {_pct(f.accuracy)} | {_pct(f.precision)} | {_pct(f.recall)} "
+            f"| {auc} | {_pct(f.recall_at_far)} | {_pct(f.pointing)} |"
+        )
+    for name, acc in PAPER_FIGURES:
+        lines.append(f"| {name} | — | {_pct(acc)} | — | — | — | — | — |")
+    return head + "\n".join(lines) + "\n"

@@ -1,0 +1,313 @@
+"""Fine-tuning loop for the inspector's VGG16 on tile sets (see :mod:`inspector.training.composite` for the format).
+
+All layers train (as in the seed paper), with flips, 90° rotations, colour jitter and noise, class-balanced
+sampling, a validation split and early stopping. Two location signals help the small widths learn at all on a
+2-core CPU (TRAINING-NOTES.md: class loss alone did not get going from scratch):
+
+- a training-only 1x1-conv *objectness* head on pool4 (14x14 cells; target: cells the spider box touches);
+- a *FAM mass* loss: on spider tiles, minus the log of the share of the paper's Eq. 1 map (computed at 56x56)
+  that lies inside the spider box — it trains exactly what the pointing game measures.
+
+Neither survives export: the head lives outside :class:`VGG16` and the loss is only a loss.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from inspector.training.composite import TileSet
+from inspector.training.metrics import TileFigures, tile_figures
+from inspector.training.vgg import IMAGENET_MEAN, IMAGENET_STD, INPUT_SIZE, VGG16, fold_batchnorm, load_weights
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainSettings:
+    width: int = 8
+    epochs: int = 12
+    batch: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    val_frac: float = 0.1
+    patience: int = 4
+    max_minutes: float = 30.0
+    seed: int = 0
+    threads: int = 2
+    weights: Path | None = None
+    batch_norm: bool = True
+    aux_objectness: float = 1.0  # weight of the pool4 objectness loss (0: off)
+    aux_fam_mass: float = 0.5  # weight of the FAM mass loss (0: off)
+    steps_per_epoch: int | None = None  # default: one pass over the training split
+    weights_note: str = ""
+
+
+@dataclass
+class EpochLog:
+    epoch: int
+    seconds: float
+    train_loss: float
+    val: TileFigures
+
+
+@dataclass
+class TrainResult:
+    model: VGG16  # best epoch, BN folded, eval mode
+    history: list[EpochLog] = field(default_factory=list)
+    best_epoch: int = 0
+    seconds: float = 0.0
+    n_train: int = 0
+    n_val: int = 0
+    stopped: str = ""
+
+
+def to_input(images_bgr: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 224, 224, 3) BGR -> float (N, 3, 224, 224) RGB normalised as in the manifest."""
+    x = images_bgr.flip(-1).permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def augment(images: torch.Tensor, boxes: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random flips, 90° rotations, brightness/contrast/saturation jitter and noise on uint8 BGR tiles.
+
+    ``boxes`` (N, 4) xyxy (negative = none) follow the geometry. Returns float BGR in 0..255 and new boxes.
+    """
+    n, s = images.shape[0], images.shape[1]
+    x = images.float()
+    b = boxes.clone()
+    has = b[:, 0] >= 0
+    out = torch.empty_like(x)
+    k = torch.randint(0, 4, (n,), generator=gen)
+    flip = torch.rand(n, generator=gen) < 0.5
+    for i in range(n):
+        img = x[i]
+        bx = b[i].clone()
+        if flip[i]:
+            img = img.flip(1)
+            bx = torch.stack([s - bx[2], bx[1], s - bx[0], bx[3]])
+        for _ in range(int(k[i])):  # rotate 90° counter-clockwise: (x, y) -> (y, s - x)
+            img = img.rot90(1, (0, 1))
+            bx = torch.stack([bx[1], s - bx[2], bx[3], s - bx[0]])
+        out[i] = img
+        if has[i]:
+            b[i] = bx
+    bright = torch.empty(n, 1, 1, 1).uniform_(0.75, 1.25, generator=gen)
+    contrast = torch.empty(n, 1, 1, 1).uniform_(0.75, 1.25, generator=gen)
+    sat = torch.empty(n, 1, 1, 1).uniform_(0.7, 1.3, generator=gen)
+    mean = out.mean(dim=(1, 2, 3), keepdim=True)
+    out = (out - mean) * contrast + mean
+    gray = out.mean(dim=3, keepdim=True)
+    out = (out - gray) * sat + gray
+    out = out * bright
+    out = out + torch.randn(out.shape, generator=gen) * torch.empty(n, 1, 1, 1).uniform_(0, 6, generator=gen)
+    return out.clamp_(0, 255), b
+
+
+def _cells_target(boxes: torch.Tensor, labels: torch.Tensor, cells: int) -> torch.Tensor:
+    """(N, cells, cells) float: 1 where a cell overlaps the spider box, 0 elsewhere and on negatives."""
+    n = boxes.shape[0]
+    t = torch.zeros(n, cells, cells)
+    step = INPUT_SIZE / cells
+    for i in range(n):
+        if labels[i] != 1 or boxes[i, 0] < 0:
+            continue
+        x1, y1, x2, y2 = (float(v) for v in boxes[i])
+        c1, c2 = int(x1 // step), min(cells - 1, math.ceil(x2 / step) - 1)
+        r1, r2 = int(y1 // step), min(cells - 1, math.ceil(y2 / step) - 1)
+        t[i, max(r1, 0) : r2 + 1, max(c1, 0) : c2 + 1] = 1.0
+    return t
+
+
+def _box_mask(boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, size, size) 1 inside each box (scaled from 224 to ``size``), at least one pixel."""
+    n = boxes.shape[0]
+    m = torch.zeros(n, size, size)
+    f = size / INPUT_SIZE
+    for i in range(n):
+        x1, y1, x2, y2 = (float(v) * f for v in boxes[i])
+        c1, r1 = int(max(0, math.floor(x1))), int(max(0, math.floor(y1)))
+        c2, r2 = int(min(size, math.ceil(x2))), int(min(size, math.ceil(y2)))
+        m[i, r1 : max(r2, r1 + 1), c1 : max(c2, c1 + 1)] = 1.0
+    return m
+
+
+def eq1_map(fams: Sequence[torch.Tensor], size: int) -> torch.Tensor:
+    """Paper Eq. 1 in torch: sum over layers of bilinear-upsampled channel sums (align_corners=False)."""
+    total = torch.zeros(fams[0].shape[0], size, size)
+    for f in fams:
+        total = total + F.interpolate(f.unsqueeze(1), size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+    return total
+
+
+class Trainer:
+    def __init__(self, settings: TrainSettings) -> None:
+        self.s = settings
+        torch.manual_seed(settings.seed)
+        torch.set_num_threads(settings.threads)
+        self.model = VGG16(width=settings.width, batch_norm=settings.batch_norm)
+        if settings.weights is not None:
+            settings.weights_note = load_weights(self.model, settings.weights)
+            log.info("start weights: %s", settings.weights_note)
+        c4 = 512 // settings.width
+        self.obj_head = nn.Conv2d(c4, 1, kernel_size=1)
+        params = list(self.model.parameters()) + list(self.obj_head.parameters())
+        self.opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+
+    def _loss(self, x: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        pools = self.model.pools(x)
+        logits = self.model.head(pools[-1])
+        loss = F.cross_entropy(logits, labels.long())
+        if self.s.aux_objectness > 0:
+            obj = self.obj_head(pools[3])[:, 0]
+            target = _cells_target(boxes, labels, obj.shape[-1])
+            loss = loss + self.s.aux_objectness * F.binary_cross_entropy_with_logits(obj, target)
+        pos = labels == 1
+        if self.s.aux_fam_mass > 0 and bool(pos.any()):
+            fams = [p[pos].sum(dim=1) for p in pools]
+            h = eq1_map(fams, 56)
+            mask = _box_mask(boxes[pos], 56)
+            share = (h * mask).sum(dim=(1, 2)) / (h.sum(dim=(1, 2)) + 1e-6)
+            loss = loss + self.s.aux_fam_mass * (-torch.log(share + 1e-4)).mean()
+        return loss
+
+    def fit(self, data: TileSet, on_epoch: Callable[[EpochLog], None] | None = None) -> TrainResult:
+        s = self.s
+        t0 = time.monotonic()
+        rng = np.random.default_rng(s.seed)
+        n = len(data.labels)
+        # validation split stratified by label
+        val_idx: list[int] = []
+        for label in (0, 1):
+            idx = np.flatnonzero(data.labels == label)
+            rng.shuffle(idx)
+            val_idx += idx[: max(1, round(s.val_frac * len(idx)))].tolist() if len(idx) > 1 else []
+        val_mask = np.zeros(n, bool)
+        val_mask[val_idx] = True
+        tr = np.flatnonzero(~val_mask)
+        va = np.flatnonzero(val_mask)
+        images = torch.from_numpy(data.images)
+        labels = torch.from_numpy(data.labels.astype(np.int64))
+        boxes = torch.from_numpy(data.boxes_xyxy.astype(np.float32))
+        # class-balanced sampling weights
+        tr_labels = data.labels[tr]
+        counts = np.bincount(tr_labels.astype(np.int64), minlength=2).astype(np.float64)
+        w = 1.0 / np.maximum(counts[tr_labels.astype(np.int64)], 1.0)
+        w /= w.sum()
+        steps = s.steps_per_epoch or max(1, len(tr) // s.batch)
+        gen = torch.Generator().manual_seed(s.seed)
+        result = TrainResult(model=self.model, n_train=len(tr), n_val=len(va))
+        best_score, best_state, bad = -1.0, None, 0
+        sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=s.lr, total_steps=steps * s.epochs, pct_start=0.15)
+        for epoch in range(1, s.epochs + 1):
+            te = time.monotonic()
+            self.model.train()
+            self.obj_head.train()
+            losses = []
+            for _ in range(steps):
+                bi = rng.choice(tr, size=min(s.batch, len(tr)), replace=True, p=w)
+                bi_t = torch.from_numpy(bi)
+                imgs, bxs = augment(images[bi_t], boxes[bi_t], gen)
+                x = to_input_float(imgs)
+                loss = self._loss(x, labels[bi_t], bxs)
+                self.opt.zero_grad()
+                loss.backward()
+                self.opt.step()
+                sched.step()
+                losses.append(float(loss.detach()))
+                if (time.monotonic() - t0) / 60 > s.max_minutes:
+                    break
+            val = self.evaluate(data, va)
+            ep = EpochLog(epoch, time.monotonic() - te, float(np.mean(losses)), val)
+            result.history.append(ep)
+            if on_epoch:
+                on_epoch(ep)
+            score = _score(val)
+            if score > best_score:
+                best_score, bad, result.best_epoch = score, 0, epoch
+                best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            else:
+                bad += 1
+            if bad >= s.patience:
+                result.stopped = f"early stop: no validation gain for {s.patience} epochs"
+                break
+            if (time.monotonic() - t0) / 60 > s.max_minutes:
+                result.stopped = f"time budget of {s.max_minutes:g} min reached"
+                break
+        else:
+            result.stopped = f"all {s.epochs} epochs"
+        if best_state is not None:
+            self.model.load_state_dict(best_state)
+        self.model.eval()
+        result.model = fold_batchnorm(self.model) if self.model.batch_norm else self.model
+        result.seconds = time.monotonic() - t0
+        return result
+
+    @torch.no_grad()
+    def predict(self, images_bgr: np.ndarray, batch: int = 64) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Spider probabilities and fam1..fam5 for uint8 BGR tiles, in eval mode."""
+        self.model.eval()
+        probs, fams = [], []
+        for i in range(0, len(images_bgr), batch):
+            x = to_input(torch.from_numpy(images_bgr[i : i + batch]))
+            out = self.model(x)
+            probs.append(torch.softmax(out[0], dim=1)[:, 1].numpy())
+            fams.append([f.numpy() for f in out[1:6]])
+        return np.concatenate(probs), [np.concatenate([f[j] for f in fams]) for j in range(5)]
+
+    def evaluate(self, data: TileSet, idx: np.ndarray) -> TileFigures:
+        probs, fams = self.predict(data.images[idx])
+        labels = data.labels[idx]
+        pos = labels == 1
+        maps = eq1_map([torch.from_numpy(f[pos]) for f in fams], INPUT_SIZE).numpy() if pos.any() else None
+        return tile_figures(probs, labels, maps, data.boxes_xyxy[idx][pos])
+
+
+def to_input_float(images_bgr: torch.Tensor) -> torch.Tensor:
+    """float BGR 0..255 (N, 224, 224, 3) -> normalised RGB NCHW."""
+    x = images_bgr.flip(-1).permute(0, 3, 1, 2) / 255.0
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def _score(v: TileFigures) -> float:
+    """Model selection on validation: accuracy plus half the pointing share (NaN counts as 0)."""
+    p = 0.0 if math.isnan(v.pointing) else v.pointing
+    a = 0.0 if math.isnan(v.accuracy) else v.accuracy
+    return a + 0.5 * p
+
+
+def fam_layer_scale(model: VGG16, images_bgr: np.ndarray, batch: int = 64) -> list[float]:
+    """Per-layer mean of each fam map on spider-free tiles (manifest ``fam_layer_scale``)."""
+    model.eval()
+    sums = np.zeros(5)
+    count = 0
+    with torch.no_grad():
+        for i in range(0, len(images_bgr), batch):
+            out = model(to_input(torch.from_numpy(images_bgr[i : i + batch])))
+            for j in range(5):
+                sums[j] += float(out[1 + j].mean()) * out[1 + j].shape[0]
+            count += out[0].shape[0]
+    return [max(float(v / max(count, 1)), 1e-6) for v in sums]
+
+
+def concat_tilesets(sets: Sequence[TileSet]) -> TileSet:
+    return TileSet(
+        images=np.concatenate([t.images for t in sets]),
+        labels=np.concatenate([t.labels for t in sets]),
+        boxes_xyxy=np.concatenate([t.boxes_xyxy for t in sets]),
+        kinds=np.concatenate([t.kinds for t in sets]),
+        meta={"parts": [t.meta for t in sets]},
+    )

