@@ -15,7 +15,12 @@ from collections.abc import Callable, Sequence
 from inspector.errors import InspectorError
 
 # module path -> it defines add_parser(subparsers) that sets `func` on its parser
-_SUBCOMMANDS: tuple[str, ...] = ("inspector.commands.check_config", "inspector.commands.calibrate", "inspector.commands.model")
+_SUBCOMMANDS: tuple[str, ...] = (
+    "inspector.commands.check_config",
+    "inspector.commands.replay",
+    "inspector.commands.calibrate",
+    "inspector.commands.model",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

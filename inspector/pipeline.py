@@ -26,8 +26,9 @@ from inspector.belt import (
     find_bunches,
     gray_small,
 )
-from inspector.config import Calibration, Config
-from inspector.decision import BunchRecord, decide
+from inspector.config import Calibration, Config, ModelConfig
+from inspector.decision import BunchRecord, along_offset_px, decide
+from inspector.evidence import Snapshot, take_snapshot
 from inspector.fam import BunchHeat, stitch, tile_fam
 from inspector.model import Model
 from inspector.tiling import baseline_scales, plan_tiles, tile_scales
@@ -38,6 +39,11 @@ log = logging.getLogger(__name__)
 HEAT_DOWNSCALE = 4  # frame heat maps at 1/4 of frame resolution
 COVERAGE_TOLERANCE_PX = 2 * SEG_DOWNSCALE  # bunch boxes come from a 1/4-resolution mask: +-4 px each side
 FAM_SIZE = 56  # Eq. 1 evaluated on a 56x56 grid per tile: enough for 1/4-resolution frame maps
+
+
+def open_model(config: ModelConfig) -> Model:
+    """The model session as configured (providers, threads, batch size); use as a context manager."""
+    return Model(config.path, tuple(config.providers), config.threads, config.batch_size)
 
 
 @dataclass
@@ -52,6 +58,7 @@ class StepResult:
     final: list[Decision] = field(default_factory=list)  # bunches that left the view, decided
     infer_s: float = 0.0
     belt_speed_mm_s: float = 0.0
+    evidence: dict[int, Snapshot] = field(default_factory=dict)  # for decided bunches, when keep_evidence
 
 
 def crop_tiles(frame_bgr: U8Array, plan: TilePlan, size: int) -> U8Array:
@@ -82,8 +89,12 @@ def tiles_over_bunch(boxes_xyxy: np.ndarray, bunch: Bunch) -> np.ndarray:
 class Pipeline:
     """Belt → tiles → model → FAM → decisions, for one camera."""
 
-    def __init__(self, config: Config, calibration: Calibration, model: Model, fps: float) -> None:
+    def __init__(
+        self, config: Config, calibration: Calibration, model: Model, fps: float, keep_evidence: bool = False
+    ) -> None:
         self.config = config
+        self.keep_evidence = keep_evidence
+        self._snapshots: dict[int, tuple[float, Snapshot]] = {}  # bunch id -> (centre offset, snapshot)
         self.calibration = calibration
         self.model = model
         self.fps = fps
@@ -191,6 +202,12 @@ class Pipeline:
             idx = tiles_over_bunch(boxes, bunch)
             record.inspected(bunch.box, self.travel_xy, probs[idx].tolist(), self.calibration.travel_axis)
             record.heat.add(heat, bunch.box, self.travel_xy)
+            if self.keep_evidence:
+                offset = abs(along_offset_px(bunch.box.center_xy, self.frame_wh, self.calibration))
+                kept = self._snapshots.get(bunch.bunch_id)
+                if kept is None or offset < kept[0]:
+                    snap = take_snapshot(frame_bgr, heat, plan, probs, bunch.box, result.ref.seq)
+                    self._snapshots[bunch.bunch_id] = (offset, snap)
             if not record.reject_sent and record.score(self.config.decision.aggregate) >= self.threshold:
                 record.reject_sent = True
                 result.rejects.append(self._decide(record, final=False))
@@ -201,6 +218,9 @@ class Pipeline:
 
     def _finalize(self, record: BunchRecord, result: StepResult) -> None:
         decision = self._decide(record, final=True)
+        kept = self._snapshots.pop(record.bunch_id, None)
+        if kept is not None:
+            result.evidence[record.bunch_id] = kept[1]
         if decision.decision == "reject" and not record.reject_sent:
             record.reject_sent = True
             result.rejects.append(decision)

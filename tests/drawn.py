@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -56,3 +57,43 @@ def draw(
             sx, sy = cx + b.spider_dxy[0], b.y + b.spider_dxy[1]
             cv2.circle(img, (round(sx), round(sy)), 5, (15, 15, 20), -1, lineType=cv2.LINE_AA)
     return img
+
+
+def write_footage(
+    out_dir: Path, n_frames: int = 40, fps: float = 10.0, wh: tuple[int, int] = (320, 240)
+) -> tuple[Path, Path, Path]:
+    """An MJPG video of the drawn scene, its calibration file and labels.jsonl in the footage generator's format."""
+    import json
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cal = calibration()
+    bunches = scene()
+    video = out_dir / "footage.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"MJPG"), fps, wh)
+    tracks: dict[int, list[list[int]]] = {b.bunch_id: [] for b in bunches}
+    for f in range(n_frames):
+        writer.write(draw(f, bunches, fps, cal, wh))
+        for b in bunches:
+            cx = center_x(b, f, fps, cal)
+            x1, x2 = max(0, round(cx - b.radius)), min(wh[0], round(cx + b.radius))
+            if x2 > x1:
+                tracks[b.bunch_id].append([f, x1, round(b.y - b.radius), x2, round(b.y + b.radius)])
+    writer.release()
+    labels = out_dir / "labels.jsonl"
+    with labels.open("w") as fh:
+        for b in bunches:
+            fh.write(
+                json.dumps(
+                    {
+                        "bunch_id": b.bunch_id,
+                        "spider": b.spider_dxy is not None,
+                        "spider_span_mm": 5.0,
+                        "track": tracks[b.bunch_id],
+                        "spider_track": [],
+                    }
+                )
+                + "\n"
+            )
+    cal_path = out_dir / "calibration.yaml"
+    cal_path.write_text(cal.to_yaml())
+    return video, cal_path, labels

@@ -8,7 +8,7 @@ from pathlib import Path
 from inspector.config import calibration_for, load_calibration, load_config
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("check-config", help="validate a config file; exit 0 when valid, 1 when not")
     p.add_argument("file", type=Path, help="daemon config YAML")
     p.add_argument("--calibration", action="store_true", help="FILE is a calibration file")

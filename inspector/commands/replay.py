@@ -1,0 +1,120 @@
+"""`inspector replay` and `inspector tune`: replay footage through the daemon's pipeline; pick a threshold."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from inspector.config import DEMO_MODEL, Config, ModelConfig, load_calibration, load_config
+from inspector.errors import InspectorError
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("replay", help="replay a video file or image folder through the inspection pipeline")
+    p.add_argument("footage", type=Path, help="video file or folder of images")
+    p.add_argument("--calibration", type=Path, required=True, help="calibration YAML of the camera that filmed it")
+    p.add_argument("--config", type=Path, help="daemon config (embedded defaults when absent)")
+    p.add_argument(
+        "--model", type=Path, help=f"ONNX model with its manifest (default: config's, else {DEMO_MODEL.name})"
+    )
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--labels", type=Path, help="labels.jsonl: write report.json, report.md and plots")
+    p.add_argument("--pace", choices=["max", "realtime"], default="max", help="max: every frame; realtime: as a camera")
+    p.add_argument("--fps", type=float, help="frame rate (image folders; overrides a video's)")
+    p.add_argument("--threshold", type=float, help="override decision.threshold")
+    p.add_argument("--target-recall", type=float, default=0.99, help="for the recommended threshold (default 0.99)")
+    p.add_argument("--video", action="store_true", help="also write annotated.avi with the heat map overlaid")
+    p.add_argument("--no-evidence", action="store_true", help="skip evidence images")
+    p.add_argument(
+        "--write-threshold",
+        type=Path,
+        metavar="NEW_CONFIG",
+        help="with --labels: write a config copy with the recommended threshold",
+    )
+    p.set_defaults(func=run_replay)
+
+    t = sub.add_parser("tune", help="write the threshold recommended by a replay report into a copy of a config")
+    t.add_argument("report", type=Path, help="report.json of `inspector replay --labels`")
+    t.add_argument("--config", type=Path, help="config to copy (embedded defaults when absent)")
+    t.add_argument("--out", type=Path, required=True, help="where to write the new config")
+    t.set_defaults(func=run_tune)
+
+
+def _config(args: argparse.Namespace) -> Config:
+    config = load_config(args.config) if args.config else Config()
+    updates: dict[str, object] = {}
+    if args.model is not None:
+        updates["model"] = ModelConfig.model_validate({**config.model.model_dump(), "path": args.model})
+    if args.threshold is not None:
+        if not 0 <= args.threshold <= 1:
+            raise InspectorError(f"--threshold {args.threshold}: must be between 0 and 1")
+        updates["decision"] = config.decision.model_copy(update={"threshold": args.threshold})
+    return config.model_copy(update=updates)
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    from inspector.replay import replay, write_report
+
+    calibration = load_calibration(args.calibration)
+    try:
+        config = _config(args)
+    except ValueError as exc:  # pydantic validation of --model
+        raise InspectorError(f"--model {args.model}: {str(exc).splitlines()[-1].strip()}") from None
+    summary = replay(
+        args.footage,
+        calibration,
+        config,
+        args.out,
+        pace=args.pace,
+        evidence=not args.no_evidence,
+        video=args.video,
+        fps=args.fps,
+    )
+    print(f"replay: {summary.line()}")
+    print(f"replay: decisions in {args.out / 'decisions.jsonl'}")
+    status = 0
+    if summary.error:
+        print(f"inspector: error: {summary.error} (decisions up to there are kept)")
+        status = 1
+    if args.labels:
+        report = write_report(args.out, args.labels, config.decision.threshold, args.target_recall, str(args.footage))
+        pct = lambda v: "n/a" if v is None else f"{100 * v:.1f} %"  # noqa: E731
+        print(
+            f"report: recall {pct(report['recall'])}, false-reject rate {pct(report['false_reject_rate'])}, "
+            f"precision {pct(report['precision'])}, ROC AUC {report['roc_auc'] if report['roc_auc'] is not None else 'n/a'}, "
+            f"recommended threshold {report['recommended_threshold']} -> {args.out / 'report.md'}"
+        )
+        if args.write_threshold:
+            write_tuned(args.config, args.out / "report.json", args.write_threshold)
+    return status
+
+
+def write_tuned(config_path: Path | None, report_path: Path, out: Path) -> float:
+    if not report_path.is_file():
+        raise InspectorError(f"{report_path}: report not found; run `inspector replay ... --labels LABELS` first")
+    report = json.loads(report_path.read_text())
+    threshold = report.get("recommended_threshold")
+    if threshold is None:
+        raise InspectorError(
+            f"{report_path}: no threshold reaches the target recall {report.get('target_recall')}; nothing written"
+        )
+    data: dict[str, Any] = {}
+    if config_path is not None:
+        load_config(config_path)  # refuse to copy a broken config
+        data = yaml.safe_load(config_path.read_text()) or {}
+    data.setdefault("decision", {})["threshold"] = round(float(threshold), 6)
+    header = f"# written by `inspector tune` from {report_path} (recall target {report.get('target_recall')})\n"
+    out.write_text(header + yaml.safe_dump(data, sort_keys=False))
+    if config_path is not None:
+        load_config(out)
+    print(f"tune: decision.threshold = {threshold:.6f} written to {out}")
+    return float(threshold)
+
+
+def run_tune(args: argparse.Namespace) -> int:
+    write_tuned(args.config, args.report, args.out)
+    return 0
