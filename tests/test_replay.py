@@ -79,7 +79,7 @@ def test_image_folder_replays_like_the_video(footage: tuple[Path, Path, Path, Pa
             break
         cv2.imwrite(str(folder / f"{n:05d}.png"), frame)
         n += 1
-    video, cal, _, model = footage
+    _, cal, _, model = footage
     out = tmp_path / "folder_run"
     assert (
         main(
