@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Install (or remove) the grape spider inspector on a line PC. Idempotent: run it again to upgrade.
+#
+#   sudo deploy/install.sh --cpu            # CPU onnxruntime
+#   sudo deploy/install.sh --gpu            # onnxruntime-gpu + the NVIDIA device drop-in for the unit
+#   sudo deploy/install.sh --uninstall      # remove venv, unit and command; keep config and data
+#   sudo deploy/install.sh --uninstall --purge   # also remove /etc/inspector, /var/lib/inspector, user
+#
+# Lays out:  /opt/inspector/venv                 virtual environment with the package and its extra
+#            /usr/local/bin/inspector            -> /opt/inspector/venv/bin/inspector
+#            /etc/inspector/config.yaml          from deploy/config.example.yaml, NEVER overwritten
+#            /etc/systemd/system/inspector.service (+ inspector.service.d/gpu.conf with --gpu)
+#            /var/lib/inspector                  state, recordings, decisions (owned by user `inspector`)
+#            user and group `inspector` (system account, member of `video`)
+#
+# Options:   --prefix DIR   install under DIR (a DESTDIR-style root) instead of /; then no user is created and
+#                           systemd is not touched (for packaging and tests)
+#            --dry-run      print what would be done, change nothing
+#            --no-venv      lay out files only, do not create the virtual environment (packaging, tests)
+#            --source DIR   the repository to install from (default: this script's repository)
+#            --python EXE   interpreter for the venv (default python3, needs >= 3.11)
+# After installing: calibrate (calibration/README.md), then  sudo systemctl enable --now inspector
+set -euo pipefail
+
+usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; }
+
+PREFIX=""
+EXTRA="cpu"
+ACTION="install"
+PURGE=0
+DRY=0
+VENV=1
+SOURCE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PYTHON="python3"
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --cpu) EXTRA="cpu" ;;
+    --gpu) EXTRA="gpu" ;;
+    --uninstall) ACTION="uninstall" ;;
+    --purge) PURGE=1 ;;
+    --dry-run) DRY=1 ;;
+    --no-venv) VENV=0 ;;
+    --prefix) [ $# -ge 2 ] || { echo "install.sh: --prefix needs a folder" >&2; exit 2; }; PREFIX="${2%/}"; shift ;;
+    --source) [ $# -ge 2 ] || { echo "install.sh: --source needs a folder" >&2; exit 2; }; SOURCE="$2"; shift ;;
+    --python) [ $# -ge 2 ] || { echo "install.sh: --python needs an interpreter" >&2; exit 2; }; PYTHON="$2"; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "install.sh: unknown option '$1'; see --help" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+OPT="$PREFIX/opt/inspector"
+VENV_DIR="$OPT/venv"
+ETC="$PREFIX/etc/inspector"
+STATE="$PREFIX/var/lib/inspector"
+UNIT_DIR="$PREFIX/etc/systemd/system"
+BIN_LINK="$PREFIX/usr/local/bin/inspector"
+SYSTEM_ROOT=0
+[ -z "$PREFIX" ] && SYSTEM_ROOT=1
+
+say() { echo "install.sh: $*"; }
+run() {  # print, then run unless --dry-run
+  echo "+ $*"
+  [ "$DRY" -eq 1 ] || "$@"
+}
+have_systemd() { [ "$SYSTEM_ROOT" -eq 1 ] && command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; }
+
+if [ "$SYSTEM_ROOT" -eq 1 ] && [ "$DRY" -eq 0 ] && [ "$(id -u)" -ne 0 ]; then
+  echo "install.sh: must run as root to install under /; use sudo, or --prefix DIR / --dry-run to try it" >&2
+  exit 1
+fi
+
+do_uninstall() {
+  if have_systemd; then
+    run systemctl disable --now inspector.service || true
+  fi
+  run rm -f "$UNIT_DIR/inspector.service" "$UNIT_DIR/inspector.service.d/gpu.conf"
+  [ -d "$UNIT_DIR/inspector.service.d" ] && run rmdir --ignore-fail-on-non-empty "$UNIT_DIR/inspector.service.d"
+  have_systemd && run systemctl daemon-reload
+  run rm -f "$BIN_LINK"
+  run rm -rf "$OPT"
+  if [ "$PURGE" -eq 1 ]; then
+    run rm -rf "$ETC" "$STATE"
+    if [ "$SYSTEM_ROOT" -eq 1 ] && id inspector >/dev/null 2>&1; then run userdel inspector; fi
+    say "removed everything, configuration and data included"
+  else
+    say "removed; kept $ETC and $STATE (add --purge to remove them and the user)"
+  fi
+}
+
+do_install() {
+  [ -f "$SOURCE/pyproject.toml" ] && [ -f "$SOURCE/deploy/inspector.service" ] || {
+    echo "install.sh: $SOURCE is not the inspector repository; pass --source DIR" >&2; exit 1; }
+
+  # 1. system user (only on the real root)
+  if [ "$SYSTEM_ROOT" -eq 1 ]; then
+    if id inspector >/dev/null 2>&1; then
+      say "user inspector exists"
+    else
+      run useradd --system --user-group --home-dir /var/lib/inspector --no-create-home \
+        --shell /usr/sbin/nologin --comment "grape spider inspector" inspector
+    fi
+    getent group video >/dev/null 2>&1 && run usermod -a -G video inspector
+  else
+    say "prefix $PREFIX: not creating the user inspector"
+  fi
+
+  # 2. virtual environment with the package and the chosen onnxruntime
+  if [ "$VENV" -eq 1 ]; then
+    if [ ! -x "$VENV_DIR/bin/python" ]; then
+      run mkdir -p "$OPT"
+      run "$PYTHON" -m venv "$VENV_DIR"
+    fi
+    run "$VENV_DIR/bin/pip" install --quiet --upgrade pip
+    # onnxruntime and onnxruntime-gpu install the same module: remove the other one first
+    local other="onnxruntime-gpu"
+    [ "$EXTRA" = "gpu" ] && other="onnxruntime"
+    run "$VENV_DIR/bin/pip" uninstall --quiet --yes "$other" || true
+    run "$VENV_DIR/bin/pip" install --quiet "$SOURCE[$EXTRA]"
+  else
+    say "--no-venv: not creating $VENV_DIR"
+  fi
+  run mkdir -p "$(dirname "$BIN_LINK")"
+  run ln -sfn /opt/inspector/venv/bin/inspector "$BIN_LINK"
+
+  # 3. configuration: never overwrite what the line already has
+  run mkdir -p "$ETC"
+  if [ -e "$ETC/config.yaml" ]; then
+    say "keeping existing $ETC/config.yaml (new example: $ETC/config.example.yaml)"
+  else
+    run install -m 0644 "$SOURCE/deploy/config.example.yaml" "$ETC/config.yaml"
+  fi
+  run install -m 0644 "$SOURCE/deploy/config.example.yaml" "$ETC/config.example.yaml"
+  [ -e "$ETC/calibration.yaml" ] || say "no $ETC/calibration.yaml yet: calibrate the line (calibration/README.md)"
+
+  # 4. state folder
+  run mkdir -p "$STATE/recordings" "$STATE/evidence"
+  if [ "$SYSTEM_ROOT" -eq 1 ]; then
+    run chown -R inspector:inspector "$STATE"
+    run chmod 0750 "$STATE"
+  fi
+
+  # 5. systemd unit (+ GPU drop-in)
+  run mkdir -p "$UNIT_DIR"
+  run install -m 0644 "$SOURCE/deploy/inspector.service" "$UNIT_DIR/inspector.service"
+  if [ "$EXTRA" = "gpu" ]; then
+    run mkdir -p "$UNIT_DIR/inspector.service.d"
+    run install -m 0644 "$SOURCE/deploy/gpu.conf" "$UNIT_DIR/inspector.service.d/gpu.conf"
+  else
+    run rm -f "$UNIT_DIR/inspector.service.d/gpu.conf"
+  fi
+  if have_systemd; then
+    run systemctl daemon-reload
+    say "installed; calibrate, then: sudo systemctl enable --now inspector"
+  else
+    say "installed under ${PREFIX:-/} ($EXTRA); systemd not touched"
+  fi
+}
+
+if [ "$ACTION" = "uninstall" ]; then do_uninstall; else do_install; fi

@@ -1,0 +1,316 @@
+"""deploy/: the systemd unit verifies, install.sh lays out a prefix idempotently, the example config validates and
+documents every key, Prometheus rules check, and every metric named in rules and dashboard exists."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from inspector.config import Config, load_config
+from inspector.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+UNIT = DEPLOY / "inspector.service"
+RULES = DEPLOY / "prometheus" / "inspector-alerts.yml"
+SCRAPE = DEPLOY / "prometheus" / "prometheus.yml"
+DASHBOARD = DEPLOY / "grafana" / "inspector-dashboard.json"
+
+# DESIGN.md "Metrics": names are an interface
+DESIGN_METRICS = [
+    "inspector_frames_captured_total",
+    "inspector_frames_inspected_total",
+    "inspector_frames_dropped_total",
+    "inspector_tiles_inferred_total",
+    "inspector_inference_batch_seconds",
+    "inspector_decision_latency_seconds",
+    "inspector_decision_slack_seconds",
+    "inspector_bunches_total",
+    "inspector_rejects_acked_total",
+    "inspector_reject_retransmits_total",
+    "inspector_rejects_missed_total",
+    "inspector_controller_heartbeat_age_seconds",
+    "inspector_camera_up",
+    "inspector_belt_speed_mm_per_second",
+    "inspector_model_info",
+]
+METRIC_RE = re.compile(r"\binspector_[a-z0-9_]+")
+
+
+# ------------------------------------------------------------------------------------------------ systemd unit
+def _unit_settings(path: Path) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith(("#", "[")) and "=" in line:
+            key, value = line.split("=", 1)
+            out.setdefault(key.strip(), []).append(value.strip())
+    return out
+
+
+def test_unit_has_the_required_hardening() -> None:
+    s = _unit_settings(UNIT)
+    expect = {
+        "Type": "notify",
+        "NotifyAccess": "main",
+        "Restart": "on-failure",
+        "User": "inspector",
+        "ProtectSystem": "strict",
+        "PrivateTmp": "yes",
+        "NoNewPrivileges": "yes",
+        "CapabilityBoundingSet": "",
+        "DevicePolicy": "closed",
+        "DeviceAllow": "char-video4linux rw",
+        "SupplementaryGroups": "video",
+        "ReadWritePaths": "/var/lib/inspector",
+        "ExecReload": "/bin/kill -HUP $MAINPID",
+        "ExecStartPre": "/opt/inspector/venv/bin/inspector check-config /etc/inspector/config.yaml",
+        "ExecStart": "/opt/inspector/venv/bin/inspector run --config /etc/inspector/config.yaml",
+    }
+    for key, value in expect.items():
+        assert s.get(key) == [value], (key, s.get(key))
+    assert int(s["WatchdogSec"][0]) > 0
+    assert int(s["StartLimitBurst"][0]) > 0 and int(s["StartLimitIntervalSec"][0]) > 0
+
+
+def _verify(unit_text: str, tmp_path: Path, name: str = "inspector.service") -> str:
+    """systemd-analyze verify on a copy whose ExecStart binaries exist (/bin/true): any message is a failure."""
+    text = unit_text.replace("/opt/inspector/venv/bin/inspector", shutil.which("true") or "/bin/true")
+    path = tmp_path / name
+    path.write_text(text)
+    proc = subprocess.run(
+        ["systemd-analyze", "verify", str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    return (proc.stdout + proc.stderr).strip() + ("" if proc.returncode == 0 else f"\nrc={proc.returncode}")
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+def test_systemd_analyze_verify(tmp_path: Path) -> None:
+    assert _verify(UNIT.read_text(), tmp_path) == ""
+    # with the GPU drop-in merged in (systemd merges repeated sections)
+    merged = UNIT.read_text() + "\n" + (DEPLOY / "gpu.conf").read_text()
+    assert _verify(merged, tmp_path) == ""
+    # the check can fail: a misspelt key is reported
+    assert "Unknown key" in _verify(UNIT.read_text().replace("PrivateTmp=", "PrivateTemp="), tmp_path)
+    # the original only lacks the installed binary
+    proc = subprocess.run(["systemd-analyze", "verify", str(UNIT)], capture_output=True, text=True, check=False)
+    for line in (proc.stdout + proc.stderr).strip().splitlines():
+        assert "/opt/inspector/venv/bin/inspector is not executable" in line, line
+
+
+# ------------------------------------------------------------------------------------------------ install.sh
+def _install(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(DEPLOY / "install.sh"), *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_install_into_prefix_is_idempotent_and_keeps_config(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    proc = _install("--prefix", str(root), "--no-venv", "--gpu")
+    assert proc.returncode == 0, proc.stderr
+    config = root / "etc/inspector/config.yaml"
+    assert config.read_text() == (DEPLOY / "config.example.yaml").read_text()
+    assert (root / "etc/systemd/system/inspector.service").read_text() == UNIT.read_text()
+    assert (root / "etc/systemd/system/inspector.service.d/gpu.conf").is_file()
+    assert (root / "var/lib/inspector/recordings").is_dir()
+    link = root / "usr/local/bin/inspector"
+    assert link.is_symlink() and str(link.readlink()) == "/opt/inspector/venv/bin/inspector"
+    assert "not creating the user" in proc.stdout
+    # a second run (now CPU) keeps the edited config and drops the GPU drop-in
+    config.write_text("# edited on the line\n")
+    proc = _install("--prefix", str(root), "--no-venv", "--cpu")
+    assert proc.returncode == 0, proc.stderr
+    assert config.read_text() == "# edited on the line\n"
+    assert "keeping existing" in proc.stdout
+    assert not (root / "etc/systemd/system/inspector.service.d/gpu.conf").exists()
+    # uninstall keeps config and data; --purge removes them
+    assert _install("--prefix", str(root), "--uninstall").returncode == 0
+    assert not (root / "etc/systemd/system/inspector.service").exists() and not link.is_symlink()
+    assert config.is_file() and (root / "var/lib/inspector").is_dir()
+    assert _install("--prefix", str(root), "--uninstall", "--purge").returncode == 0
+    assert not (root / "etc/inspector").exists() and not (root / "var/lib/inspector").exists()
+
+
+@pytest.mark.parametrize(
+    ("flag", "package", "other"), [("--cpu", "[cpu]", "onnxruntime-gpu"), ("--gpu", "[gpu]", "onnxruntime")]
+)
+def test_install_dry_run_changes_nothing_and_picks_the_extra(
+    tmp_path: Path, flag: str, package: str, other: str
+) -> None:
+    root = tmp_path / "root"
+    proc = _install("--prefix", str(root), "--dry-run", flag)
+    assert proc.returncode == 0, proc.stderr
+    assert not root.exists()
+    lines = proc.stdout.splitlines()
+    assert any(line.startswith("+ python3 -m venv") for line in lines)
+    assert any(line.startswith("+ ") and line.endswith(package) and "pip install" in line for line in lines)
+    assert any(f"pip uninstall --quiet --yes {other}" in line for line in lines)
+
+
+def test_install_rejects_unknown_options() -> None:
+    proc = _install("--frobnicate")
+    assert proc.returncode == 2 and "unknown option" in proc.stderr
+
+
+# ------------------------------------------------------------------------------------------------ config example
+def _fields(model: type[BaseModel], prefix: str = "") -> list[str]:
+    out = []
+    for name, field in model.model_fields.items():
+        out.append(prefix + name)
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out.extend(_fields(ann, prefix + name + "."))
+    return out
+
+
+def test_config_example_validates(tmp_path: Path) -> None:
+    shutil.copy(DEPLOY / "config.example.yaml", tmp_path / "config.yaml")
+    with pytest.raises(ConfigError, match="inspector calibrate"):  # not calibrated yet: clear message
+        load_config(tmp_path / "config.yaml")
+    shutil.copy(ROOT / "calibration" / "example-line1.yaml", tmp_path / "calibration.yaml")
+    config = load_config(tmp_path / "config.yaml")
+    assert config.source.kind == "camera" and config.model.path.name == "demo.onnx"
+
+
+def test_config_example_documents_every_key() -> None:
+    text = (DEPLOY / "config.example.yaml").read_text()
+    missing = []
+    for dotted in _fields(Config):
+        key = dotted.rsplit(".", 1)[-1]
+        found = re.search(rf"^\s*#?\s*{re.escape(key)}:.*$", text, re.MULTILINE)
+        if found is None:
+            missing.append(dotted)
+    assert not missing, f"config.example.yaml lacks {missing}"
+    # every key line that is not a section header carries a comment, or the line above is a comment
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        m = re.match(r"^\s+#?\s*([a-z_]+):\s*\S", line)
+        if m and "#" not in line.split(":", 1)[1] and not lines[i - 1].strip().startswith("#"):
+            pytest.fail(f"config.example.yaml:{i + 1}: key {m.group(1)} has no comment")
+
+
+# ------------------------------------------------------------------------------------------------ prometheus
+def test_rules_and_scrape_config_parse() -> None:
+    rules = yaml.safe_load(RULES.read_text())
+    alerts = {r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
+    for name in (
+        "InspectorDown",
+        "InspectorFpsBelowBeltNeed",
+        "InspectorUninspectedBunches",
+        "InspectorRejectMissed",
+        "InspectorControllerHeartbeatLost",
+        "InspectorCameraDown",
+        "InspectorModelOnCpu",
+    ):
+        assert name in alerts
+    scrape = yaml.safe_load(SCRAPE.read_text())
+    assert scrape["scrape_configs"][0]["job_name"] == "inspector"
+    assert "inspector-alerts.yml" in scrape["rule_files"]
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (Debian package prometheus)")
+def test_promtool_checks(tmp_path: Path) -> None:
+    for argv in (
+        ["check", "rules", str(RULES)],
+        ["check", "config", str(SCRAPE)],
+        ["test", "rules", "alerts-test.yml"],
+    ):
+        proc = subprocess.run(
+            ["promtool", *argv], capture_output=True, text=True, timeout=60, check=False, cwd=RULES.parent
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    broken = tmp_path / "broken.yml"
+    broken.write_text(RULES.read_text().replace("increase(inspector_rejects_missed_total[5m])", "increase(("))
+    proc = subprocess.run(["promtool", "check", "rules", str(broken)], capture_output=True, text=True, check=False)
+    assert proc.returncode != 0
+
+
+# ------------------------------------------------------------------------------------------------ metric names
+def _exposed_sample_names() -> set[str]:
+    """Every sample name the daemon's registry can expose, from the text exposition's TYPE lines."""
+    metrics_mod = pytest.importorskip("inspector.metrics")
+    from prometheus_client import generate_latest
+
+    text = generate_latest(metrics_mod.Metrics().registry).decode()
+    names: set[str] = set()
+    for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", text, re.MULTILINE):
+        names.add(name)
+        if kind == "histogram":
+            names.update({f"{name}_bucket", f"{name}_sum", f"{name}_count"})
+        if kind == "summary":
+            names.update({f"{name}_sum", f"{name}_count"})
+    return names
+
+
+def _dashboard_exprs() -> list[str]:
+    dash = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+    for var in dash["templating"]["list"]:
+        q = var.get("query")
+        if isinstance(q, dict):
+            exprs.append(q["query"])
+    return exprs
+
+
+def _rule_exprs() -> list[str]:
+    rules = yaml.safe_load(RULES.read_text())
+    return [r["expr"] for g in rules["groups"] for r in g["rules"]]
+
+
+def test_every_metric_in_dashboard_and_rules_exists() -> None:
+    exposed = _exposed_sample_names()
+    for where, exprs in (("dashboard", _dashboard_exprs()), ("alert rules", _rule_exprs())):
+        used = {m for e in exprs for m in METRIC_RE.findall(e)}
+        assert used, where
+        unknown = sorted(used - exposed)
+        assert not unknown, f"{where} uses metrics the daemon does not expose: {unknown}"
+
+
+def test_design_metrics_are_exposed_and_each_has_a_dashboard_panel() -> None:
+    exposed = _exposed_sample_names()
+    assert not [m for m in DESIGN_METRICS if m not in exposed]
+    dash = json.loads(DASHBOARD.read_text())
+    per_panel = [{m for t in p.get("targets", []) for m in METRIC_RE.findall(t["expr"])} for p in dash["panels"]]
+    for metric in DESIGN_METRICS:
+        assert any(metric in used or any(u.startswith(metric + "_") for u in used) for used in per_panel), (
+            f"no dashboard panel shows {metric}"
+        )
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))
+
+
+def test_design_md_metric_list_matches_when_available() -> None:
+    design = ROOT.parent / "shared" / "DESIGN.md"
+    if not design.is_file():
+        pytest.skip("../shared/DESIGN.md not beside the checkout")
+    text = design.read_text()
+    section = text.split("## Metrics", 1)[1].split("##", 1)[0]
+    listed = set(METRIC_RE.findall(section))
+    assert listed == set(DESIGN_METRICS)
+
+
+def _walk(obj: Any) -> list[Any]:
+    out = [obj]
+    if isinstance(obj, dict):
+        for v in obj.values():
+            out.extend(_walk(v))
+    elif isinstance(obj, list):
+        for v in obj:
+            out.extend(_walk(v))
+    return out
+
+
+def test_dashboard_panels_use_the_datasource_variable() -> None:
+    dash = json.loads(DASHBOARD.read_text())
+    for node in _walk(dash):
+        if isinstance(node, dict) and "datasource" in node and isinstance(node["datasource"], dict):
+            assert node["datasource"]["uid"] == "${datasource}"
