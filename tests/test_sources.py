@@ -24,7 +24,7 @@ def decode_index(img: np.ndarray) -> int:
 
 
 def write_video(path: Path, n: int, fps: float = 25.0, wh: tuple[int, int] = (64, 48)) -> Path:
-    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, wh)
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, wh)
     assert out.isOpened()
     for i in range(n):
         out.write(coded_frame(i, wh))
