@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from inspector.belt import BeltSegmenter, BunchTracker, FrameSelector, estimate_shift, find_bunches, gray_small
+from inspector.config import BeltConfig
+from inspector.types import Box
+from tests.drawn import BELT_BGR, calibration, draw, scene
+
+
+def test_segmentation_finds_each_bunch_and_not_the_belt() -> None:
+    cal = calibration()
+    frame = draw(16, scene(), 10.0, cal)  # bunches 1..3 partly or wholly in view
+    mask = BeltSegmenter(BeltConfig()).mask(frame)
+    found = find_bunches(mask, 200 / 0.25)
+    boxes = sorted(b.xyxy for b, _ in found)
+    assert len(boxes) == 2
+    for box, crop in found:
+        assert crop.shape == (box.y2 - box.y1, box.x2 - box.x1) and crop.any()
+
+
+def test_empty_belt_gives_no_bunches_and_a_given_belt_colour_is_used() -> None:
+    frame = np.full((120, 160, 3), BELT_BGR, np.uint8)
+    assert find_bunches(BeltSegmenter(BeltConfig()).mask(frame), 10) == []
+    seg = BeltSegmenter(BeltConfig(belt_bgr=(20, 20, 20)))
+    assert seg.mask(frame).mean() > 0.99  # a grey belt is far from the configured black belt colour
+
+
+def test_segmentation_does_not_glue_bunches_to_the_frame_edge() -> None:
+    frame = np.full((120, 160, 3), BELT_BGR, np.uint8)
+    cv2.circle(frame, (140, 60), 14, (60, 170, 70), -1)  # right edge of the disc at x = 154
+    (box, _), *_ = find_bunches(BeltSegmenter(BeltConfig()).mask(frame), 10)
+    assert box.x2 <= 158
+
+
+@pytest.mark.parametrize("dx, dy", [(12, 0), (-16, 0), (0, 8), (0, -12)])
+def test_phase_correlation_measures_the_belt_shift(dx: int, dy: int) -> None:
+    rng = np.random.default_rng(0)
+    texture = cv2.GaussianBlur(rng.integers(0, 255, (400, 400, 3), dtype=np.uint8), (5, 5), 0)
+    a = texture[100:340, 100:340]
+    b = texture[100 - dy : 340 - dy, 100 - dx : 340 - dx]
+    got = estimate_shift(gray_small(a), gray_small(b), (float(dx) * 1.2, float(dy) * 1.2))
+    assert got == pytest.approx((dx, dy), abs=2.5)
+
+
+def test_phase_correlation_falls_back_to_nominal_on_a_blank_belt() -> None:
+    blank = np.full((240, 240, 3), 128, np.uint8)
+    assert estimate_shift(gray_small(blank), gray_small(blank), (30.0, 0.0)) == (30.0, 0.0)
+
+
+def test_tracker_keeps_ids_and_reports_departures() -> None:
+    tracker = BunchTracker((320, 240), calibration())
+    mask = np.ones((20, 20), bool)
+    b1, _ = tracker.update([(Box(10, 10, 30, 30), mask)], (0.0, 0.0))
+    assert [b.bunch_id for b in b1] == [1]
+    b2, gone = tracker.update([(Box(40, 10, 60, 30), mask), (Box(0, 100, 20, 120), mask)], (30.0, 0.0))
+    assert sorted(b.bunch_id for b in b2) == [1, 2] and gone == []
+    # bunch 1 predicted beyond the exit edge: it departs; bunch 2 keeps its id
+    _, gone = tracker.update([(Box(300, 100, 320, 120), mask)], (300.0, 0.0))
+    assert gone == [1]
+    assert tracker.drain() == [3] or tracker.tracks == {}
+
+
+def test_frame_selection_inspects_each_stretch_the_configured_number_of_times() -> None:
+    cal = calibration()  # 300 px/s
+    selector = FrameSelector((320, 240), cal, BeltConfig(inspections_per_point=2), fps=10.0)
+    picked = [f for f in range(200) if selector.select(30.0 * f)]
+    gaps = np.diff(picked) * 30.0
+    assert (gaps >= selector.step_px).all()
+    # a belt point p is at x = p + 30 f in frame f; a spider there is wholly in view while 0 <= x <= 320 - 16
+    checked = 0
+    for p in range(-5000, -320, 7):
+        enter_f, leave_f = -p / 30.0, (304 - p) / 30.0
+        if enter_f < picked[0] or leave_f > picked[-1]:
+            continue
+        checked += 1
+        assert sum(0 <= p + 30.0 * f <= 304 for f in picked) >= 2, p
+    assert checked > 100
+    every = FrameSelector((320, 240), cal, BeltConfig(mode="whole_frame"), fps=10.0)
+    assert all(every.select(30.0 * f) for f in range(10))

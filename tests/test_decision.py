@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import pytest
+
+from inspector.decision import BunchRecord, across_mm, aggregate_score, covered, decide, merge_intervals
+from inspector.fam import BunchHeat
+from inspector.types import Box
+from tests.drawn import calibration
+
+
+@pytest.mark.parametrize(
+    "probs, how, expected",
+    [([], "max", 0.0), ([0.2, 0.7, 0.1], "max", 0.7), ([], "noisy_or", 0.0), ([0.5, 0.5], "noisy_or", 0.75)],
+)
+def test_aggregate(probs: list[float], how: str, expected: float) -> None:
+    assert aggregate_score(probs, how) == pytest.approx(expected)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "seen, inspected, ok",
+    [
+        ([(0, 100)], [(0, 60), (50, 100)], True),
+        ([(0, 100)], [(0, 40), (60, 100)], False),  # a 20 px stretch never inspected
+        ([(0, 100)], [(0, 99)], True),  # within tolerance
+        ([(0, 50), (40, 100)], [(0, 100)], True),
+        ([(0, 100)], [], False),
+    ],
+)
+def test_coverage(seen: list[tuple[float, float]], inspected: list[tuple[float, float]], ok: bool) -> None:
+    assert covered(seen, inspected, tolerance_px=2) is ok
+
+
+def test_merge_intervals() -> None:
+    assert merge_intervals([(6, 9), (0, 3), (3.5, 4)]) == [(0, 4), (6, 9)]  # gaps of <= 1 px close
+
+
+def record_seen(boxes: list[Box], inspected: list[bool], probs: list[float]) -> BunchRecord:
+    cal = calibration()
+    rec = BunchRecord(1, BunchHeat(4))
+    for f, (box, insp) in enumerate(zip(boxes, inspected, strict=True)):
+        travel = (30.0 * f, 0.0)
+        rec.observe(f, f / 10, box, travel, (320, 240), cal)
+        if insp:
+            rec.inspected(box, travel, probs, 0)
+    return rec
+
+
+def shifted(x1: int, f: int) -> Box:
+    x = x1 + 30 * f
+    return Box(max(0, x), 100, min(320, x + 80), 180)
+
+
+def test_bunch_seen_whole_and_inspected_passes() -> None:
+    boxes = [shifted(-60, f) for f in range(14)]
+    rec = record_seen(boxes, [f in (4, 8) for f in range(14)], [0.1])
+    d = decide(
+        rec, threshold=0.5, how="max", frame_wh=(320, 240), calibration=calibration(), belt_speed_mm_s=None, final=True
+    )
+    assert (d.decision, d.reason, d.inspected_frames) == ("pass", "pass", 2)
+
+
+def test_bunch_only_inspected_while_cut_by_the_edge_is_uninspected() -> None:
+    boxes = [shifted(-60, f) for f in range(14)]
+    rec = record_seen(boxes, [f == 1 for f in range(14)], [0.1])  # only when half out of view
+    d = decide(
+        rec, threshold=0.5, how="max", frame_wh=(320, 240), calibration=calibration(), belt_speed_mm_s=None, final=True
+    )
+    assert (d.decision, d.reason) == ("reject", "uninspected")
+    # not final (still in view): no fail-safe verdict yet
+    d = decide(
+        rec, threshold=0.5, how="max", frame_wh=(320, 240), calibration=calibration(), belt_speed_mm_s=None, final=False
+    )
+    assert d.decision == "pass"
+
+
+def test_spider_score_rejects_and_position_across_the_belt() -> None:
+    boxes = [shifted(-60, f) for f in range(14)]
+    rec = record_seen(boxes, [f in (4, 8) for f in range(14)], [0.9])
+    d = decide(
+        rec, threshold=0.5, how="max", frame_wh=(320, 240), calibration=calibration(), belt_speed_mm_s=None, final=True
+    )
+    assert (d.decision, d.reason, d.score) == ("reject", "spider", pytest.approx(0.9))
+    assert across_mm((10.0, 140.0), (320, 240), calibration()) == pytest.approx(10.0)
+    assert across_mm((10.0, 140.0), (320, 240), calibration("+y")) == pytest.approx((10 - 160) * 0.5)
