@@ -26,7 +26,7 @@ class DrawnBunch:
 def calibration(direction: str = "+x") -> Calibration:
     return Calibration(
         mm_per_px=0.5,
-        belt_direction=direction,  # type: ignore[arg-type]
+        belt_direction=direction,  # type: ignore[arg-type,unused-ignore]
         belt_speed_mm_s=150.0,  # 300 px/s
         camera_to_ejector_mm=800.0,
         spider_span_mm=(4.0, 8.0),

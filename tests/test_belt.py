@@ -38,7 +38,7 @@ def test_segmentation_does_not_glue_bunches_to_the_frame_edge() -> None:
 @pytest.mark.parametrize("dx, dy", [(12, 0), (-16, 0), (0, 8), (0, -12)])
 def test_phase_correlation_measures_the_belt_shift(dx: int, dy: int) -> None:
     rng = np.random.default_rng(0)
-    texture = cv2.GaussianBlur(rng.integers(0, 255, (400, 400, 3), dtype=np.uint8), (5, 5), 0)
+    texture = np.asarray(cv2.GaussianBlur(rng.integers(0, 255, (400, 400, 3), dtype=np.uint8), (5, 5), 0), np.uint8)
     a = texture[100:340, 100:340]
     b = texture[100 - dy : 340 - dy, 100 - dx : 340 - dx]
     got = estimate_shift(gray_small(a), gray_small(b), (float(dx) * 1.2, float(dy) * 1.2))

@@ -51,8 +51,8 @@ def shifted(x1: int, f: int) -> Box:
 
 
 def test_bunch_seen_whole_and_inspected_passes() -> None:
-    boxes = [shifted(-60, f) for f in range(14)]
-    rec = record_seen(boxes, [f in (4, 8) for f in range(14)], [0.1])
+    boxes = [shifted(-60, f) for f in range(13)]
+    rec = record_seen(boxes, [f in (4, 8) for f in range(13)], [0.1])
     d = decide(
         rec, threshold=0.5, how="max", frame_wh=(320, 240), calibration=calibration(), belt_speed_mm_s=None, final=True
     )
@@ -60,8 +60,8 @@ def test_bunch_seen_whole_and_inspected_passes() -> None:
 
 
 def test_bunch_only_inspected_while_cut_by_the_edge_is_uninspected() -> None:
-    boxes = [shifted(-60, f) for f in range(14)]
-    rec = record_seen(boxes, [f == 1 for f in range(14)], [0.1])  # only when half out of view
+    boxes = [shifted(-60, f) for f in range(13)]
+    rec = record_seen(boxes, [f == 1 for f in range(13)], [0.1])  # only when half out of view
     d = decide(
         rec, threshold=0.5, how="max", frame_wh=(320, 240), calibration=calibration(), belt_speed_mm_s=None, final=True
     )
@@ -74,8 +74,8 @@ def test_bunch_only_inspected_while_cut_by_the_edge_is_uninspected() -> None:
 
 
 def test_spider_score_rejects_and_position_across_the_belt() -> None:
-    boxes = [shifted(-60, f) for f in range(14)]
-    rec = record_seen(boxes, [f in (4, 8) for f in range(14)], [0.9])
+    boxes = [shifted(-60, f) for f in range(13)]
+    rec = record_seen(boxes, [f in (4, 8) for f in range(13)], [0.9])
     d = decide(
         rec, threshold=0.5, how="max", frame_wh=(320, 240), calibration=calibration(), belt_speed_mm_s=None, final=True
     )
