@@ -418,3 +418,32 @@ def test_cli_ejector_from_marker_clip(tmp_path: Path) -> None:
     assert _cli(argv) == 0
     # crossing at frame 12.5 = 0.625 s; 4 s later at 200 mm/s -> 800 mm
     assert load_calibration(calib).camera_to_ejector_mm == pytest.approx(800.0, abs=3.0)
+
+
+@pytest.mark.parametrize("step", ["", "grab", "target", "intrinsics", "scale", "belt", "ejector", "set"])
+def test_cli_help(step: str, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["calibrate", *([step] if step else []), "--help"]
+    with pytest.raises(SystemExit) as info:
+        _cli(argv)
+    assert info.value.code == 0
+    assert "usage: inspector calibrate" in capsys.readouterr().out
+
+
+def test_cli_grab_from_video_then_belt(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    video = tmp_path / "belt.avi"
+    frames = render_belt_clip(6.0, "+x", n_frames=12)
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"MJPG"), 25.0, (320, 240))
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR))
+    writer.release()
+    assert _cli(["calibrate", "grab", str(video), "--frames", "10", "-o", str(tmp_path / "clip")]) == 0
+    assert len(list((tmp_path / "clip").glob("*.png"))) == 10
+    assert "pass --fps 25.00" in capsys.readouterr().out
+    calib = tmp_path / "c.yaml"
+    assert _cli(["calibrate", "set", "--mm-per-px", "0.5", "-f", str(calib)]) == 0
+    assert _cli(["calibrate", "belt", str(video), "-f", str(calib)]) == 0  # fps from the video file
+    loaded = load_calibration(calib)
+    assert loaded.belt_direction == "+x" and abs(loaded.belt_speed_mm_s - 75.0) / 75.0 < 0.02
+    assert _cli(["calibrate", "grab", str(tmp_path / "none.avi"), "-o", str(tmp_path / "x")]) == 1
+    assert _cli(["calibrate", "grab", str(video), "--frames", "50", "-o", str(tmp_path / "y")]) == 1
+    assert "file ended" in capsys.readouterr().err

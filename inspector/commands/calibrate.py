@@ -3,6 +3,7 @@
 Steps, in the order a technician runs them; each updates only its own keys of FILE (default calibration.yaml):
 
     target      print a checkerboard (or the ejector marker) to PNG + PDF at a known physical size
+    grab        save frames from the line camera (photos for intrinsics/scale, a clip for belt/ejector)
     intrinsics  camera_matrix, dist_coeffs   from 10-20 photos of the checkerboard at varied tilts
     scale       mm_per_px                    from one photo of the checkerboard lying flat on the belt
     belt        belt_speed_mm_s, belt_direction  from a few seconds of video of the running belt
@@ -73,7 +74,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     def step(name: str, help_text: str, with_board: bool = False) -> argparse.ArgumentParser:
         parents = [board] if with_board else []
         s = steps.add_parser(name, help=help_text, description=help_text, parents=parents)
-        if name != "target":
+        if name not in ("target", "grab"):
             s.add_argument(
                 "-f", "--file", type=Path, default=DEFAULT_FILE, help="calibration file to update (created if absent)"
             )
@@ -115,7 +116,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--roi-xyxy", type=_xyxy, help="x1,y1,x2,y2: the belt in the image")
     s.set_defaults(func=run_set)
 
-    s = step("target", "print a calibration target to PNG and PDF (print at 100 %, no 'fit to page')", with_board=True)
+    s = step("grab", "save frames from the line camera: photos (--frames 1) or a clip for belt/ejector")
+    s.add_argument("camera", help="camera index (0), device (/dev/video0), URL, or a video file")
+    s.add_argument("-o", "--out", type=Path, required=True, help="folder to write NNNN.png into")
+    s.add_argument("--frames", type=int, default=1, help="frames to save (default 1; a belt clip: 90-150)")
+    s.add_argument("--width", type=int, help="request this capture width (use the daemon's camera mode)")
+    s.add_argument("--height", type=int, help="request this capture height")
+    s.set_defaults(func=run_grab)
+
+    s = step(
+        "target", "print a calibration target to PNG and PDF (print at actual size, no 'fit to page')", with_board=True
+    )
     s.add_argument("--marker", action="store_true", help="the ejector-step marker instead of a checkerboard")
     s.add_argument("--marker-mm", type=_positive, default=80.0, help="marker side, mm (default 80)")
     s.add_argument("--dpi", type=_positive, default=300.0, help="image resolution (default 300)")
@@ -280,4 +291,33 @@ def run_target(args: argparse.Namespace) -> int:
     pdf.write_bytes(cal.pdf_with_image(page, dpi))
     w_mm, h_mm = page.shape[1] * cal.MM_PER_INCH / dpi, page.shape[0] * cal.MM_PER_INCH / dpi
     print(f"wrote {png} and {pdf} ({w_mm:.0f} x {h_mm:.0f} mm at 100 %)")
+    return 0
+
+
+def run_grab(args: argparse.Namespace) -> int:
+    if args.frames < 1:
+        raise InspectorError(f"--frames {args.frames}: give at least 1")
+    source: int | str = int(args.camera) if args.camera.isdigit() else args.camera
+    cap = cv2.VideoCapture(source)
+    try:
+        if not cap.isOpened():
+            raise InspectorError(f"{args.camera}: camera or file cannot be opened; check the device, URL or path")
+        if args.width and args.height:
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, args.width)
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, args.height)
+        reported_fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        args.out.mkdir(parents=True, exist_ok=True)
+        stamps_ms: list[float] = []
+        for i in range(args.frames):
+            ok, frame = cap.read()
+            if not ok:
+                raise InspectorError(f"{args.camera}: no frame {i} (camera lost or file ended); check the source")
+            stamps_ms.append(float(cap.get(cv2.CAP_PROP_POS_MSEC) or 0.0))
+            cv2.imwrite(str(args.out / f"{i:04d}.png"), frame)
+    finally:
+        cap.release()
+    span_s = (stamps_ms[-1] - stamps_ms[0]) / 1000.0 if len(stamps_ms) > 1 else 0.0
+    fps = (len(stamps_ms) - 1) / span_s if span_s > 0 else reported_fps
+    h, w = frame.shape[:2]
+    print(f"wrote {args.frames} frame(s) {w}x{h} to {args.out}/ (frame rate {fps:.2f} fps: pass --fps {fps:.2f})")
     return 0
