@@ -11,7 +11,7 @@ and serve it with ``serve(MetricsConfig)`` (an HTTP server thread on the configu
 
 Multiprocess design: only the main (inspection) process exports metrics. The capture process does not touch
 prometheus_client; it counts captured / dropped frames and reconnects in a small array of int64 counters
-that lives in the frame ring's shared-memory segment (``inspector.ring.CaptureCounters``), and the main
+that lives in the frame ring's shared-memory header (``FrameRing.counts()``), and the main
 process copies the increase into the counters here with ``Metrics.sync_capture(...)``. Those shared
 counters belong to the ring, not to the capture process, so a capture process that is killed and
 restarted does not lose or double-count anything. (prometheus_client's multiprocess mode was rejected: it
@@ -81,7 +81,7 @@ class Metrics:
         )
         self.frames_dropped = Counter(
             "inspector_frames_dropped_total",
-            "Frames captured but never inspected (consumer behind, or lost in a capture restart)",
+            "Frames never inspected: dropped when the consumer was behind, or skipped after a capture stall/restart",
             registry=r,
         )
         self.capture_reconnects = Counter(
@@ -97,18 +97,14 @@ class Metrics:
         self.queue_depth = Gauge("inspector_frame_queue_depth", "Frames waiting for inspection", registry=r)
         self.fps = Gauge("inspector_frames_per_second", "Inspected frames per second (recent)", registry=r)
         # ---- inference
-        self.tiles_inferred = Counter(
-            "inspector_tiles_inferred_total", "Tiles run through the model", registry=r
-        )
+        self.tiles_inferred = Counter("inspector_tiles_inferred_total", "Tiles run through the model", registry=r)
         self.inference_batch_seconds = Histogram(
             "inspector_inference_batch_seconds",
             "Wall time of one model batch",
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.model_info = Info(
-            "inspector_model", "Model in use: name, width, provider actually used", registry=r
-        )
+        self.model_info = Info("inspector_model", "Model in use: name, width, provider actually used", registry=r)
         self.belt_speed = Gauge(
             "inspector_belt_speed_mm_per_second", "Belt speed estimated from the footage", registry=r
         )
@@ -142,9 +138,7 @@ class Metrics:
         self.rejects_missed = Counter(
             "inspector_rejects_missed_total", "Rejects not acknowledged before their fire time", registry=r
         )
-        self.rejects_pending = Gauge(
-            "inspector_rejects_pending", "Rejects sent and not yet acked", registry=r
-        )
+        self.rejects_pending = Gauge("inspector_rejects_pending", "Rejects sent and not yet acked", registry=r)
         self.controller_heartbeat_age = Gauge(
             "inspector_controller_heartbeat_age_seconds",
             "Seconds since the controller was last heard",
@@ -162,12 +156,8 @@ class Metrics:
         self.restarts = Counter(
             "inspector_restarts_total", "Processes restarted by the supervisor", ["process"], registry=r
         )
-        self.watchdog_pings = Counter(
-            "inspector_watchdog_pings_total", "WATCHDOG=1 sent to systemd", registry=r
-        )
-        self.recordings_saved = Counter(
-            "inspector_recordings_saved_total", "Clips saved by the recorder", registry=r
-        )
+        self.watchdog_pings = Counter("inspector_watchdog_pings_total", "WATCHDOG=1 sent to systemd", registry=r)
+        self.recordings_saved = Counter("inspector_recordings_saved_total", "Clips saved by the recorder", registry=r)
         self.up = Gauge("inspector_up", "1 once the daemon is ready", registry=r)
         self._capture_seen = _CaptureSeen()
 
