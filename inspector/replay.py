@@ -4,10 +4,10 @@
                      [--pace max|realtime]
 
 Pacing. ``max`` processes every frame as fast as the machine allows: deterministic, the same footage always gives
-the same `decisions.jsonl`. ``realtime`` plays the footage at its frame rate like a camera: while a frame is being
-inspected the next ones keep "arriving", and only the newest is taken when the pipeline is free again — the others
-are dropped and counted, exactly as the capture ring does in the daemon, so a machine that is too slow shows the
-same drops and `uninspected` rejects here as on the line.
+the same `decisions.jsonl`. ``realtime`` plays the footage at its frame rate like a camera (the file source's own
+pacing): while a frame is being inspected the next ones keep "arriving", and the source skips to the frame that is
+due when the pipeline asks again — the skipped ones are counted as dropped, as the capture ring does in the daemon,
+so a machine that is too slow shows the same drops and `uninspected` rejects here as on the line.
 
 Time: frame f is at f / fps seconds of footage time; `fire_at_s` is in footage seconds.
 
@@ -22,7 +22,6 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TextIO
@@ -35,6 +34,7 @@ from inspector.errors import InspectorError, SourceError
 from inspector.evidence import overlay_frame, render
 from inspector.pipeline import Pipeline, StepResult, open_model
 from inspector.report import evaluate, load_labels, to_markdown, write_plots
+from inspector.sources import ImageFolderSource, VideoFileSource
 from inspector.types import Box, Decision, FrameRef
 
 log = logging.getLogger(__name__)
@@ -64,59 +64,6 @@ class ReplaySummary:
         )
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-FOLDER_FPS = 10.0  # an image folder has no frame rate of its own: give --fps
-
-
-def open_footage(path: Path, fps: float | None = None) -> tuple[Iterator[tuple[np.ndarray, int]], float, int | None]:
-    """(frames as (bgr, seq), fps, frame count or None) for a video file or an image folder.
-
-    A missing or unreadable file is a SourceError at once; a video that breaks off before its declared frame count
-    raises SourceError when the break is reached (after every good frame has been yielded)."""
-    if not path.exists():
-        raise SourceError(f"{path}: footage not found; give a video file or a folder of images")
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise SourceError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-
-        def folder() -> Iterator[tuple[np.ndarray, int]]:
-            for seq, file in enumerate(files):
-                image = cv2.imread(str(file), cv2.IMREAD_COLOR)
-                if image is None:
-                    raise SourceError(f"{file}: unreadable image (frame {seq}); replace or remove it")
-                yield image, seq
-
-        return folder(), fps or FOLDER_FPS, len(files)
-    capture = cv2.VideoCapture(str(path))
-    ok, first = capture.read() if capture.isOpened() else (False, None)
-    if not ok or first is None:
-        capture.release()
-        raise SourceError(f"{path}: not a readable video (empty, truncated or unknown codec); re-record or convert it")
-    video_fps = fps or capture.get(cv2.CAP_PROP_FPS) or 0.0
-    if not 0 < video_fps < 1000:
-        video_fps = FOLDER_FPS
-        log.warning("%s: no usable frame rate in the file; assuming %.0f fps (give --fps)", path, video_fps)
-    declared = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-
-    def video() -> Iterator[tuple[np.ndarray, int]]:
-        frame: np.ndarray | None = first
-        seq = 0
-        try:
-            while frame is not None:
-                yield frame, seq
-                seq += 1
-                ok, frame = capture.read()
-                if not ok:
-                    frame = None
-        finally:
-            capture.release()
-        if declared > 0 and seq < declared - 1:
-            raise SourceError(f"{path}: video breaks off at frame {seq} of {declared} (truncated or corrupt)")
-
-    return video(), float(video_fps), declared or None
-
-
 class _Progress:
     """A one-line progress bar on a terminal; silent otherwise."""
 
@@ -141,24 +88,6 @@ class _Progress:
     def close(self) -> None:
         if self.enabled:
             self.stream.write("\n")
-
-
-def _paced(
-    frames: Iterator[tuple[np.ndarray, int]], fps: float, pace: Pace, summary: ReplaySummary
-) -> Iterator[tuple[np.ndarray, int]]:
-    """Yield frames; in realtime pace, skip (and count) the ones that 'arrived' while the consumer was busy."""
-    start = time.monotonic()
-    for frame, seq in frames:
-        summary.frames_read += 1
-        if pace == "realtime":
-            due = start + seq / fps
-            now = time.monotonic()
-            if now < due:
-                time.sleep(due - now)
-            elif now - due >= 1.0 / fps:  # a newer frame has already arrived: this one is gone
-                summary.frames_dropped += 1
-                continue
-        yield frame, seq
 
 
 class _Outputs:
@@ -220,29 +149,39 @@ def replay(
 ) -> ReplaySummary:
     """Run the pipeline over a video file or image folder; write the outputs; never lose what was decided."""
     summary = ReplaySummary()
-    frames, footage_fps, total = open_footage(footage, fps)
+    source: VideoFileSource | ImageFolderSource
+    if footage.is_dir():
+        source = ImageFolderSource(footage, pace, fps=fps, clock=None)
+    elif footage.exists():
+        source = VideoFileSource(footage, pace, fps=fps, clock=None)
+    else:
+        raise SourceError(f"{footage}: footage not found; give a video file or a folder of images")
     started = time.monotonic()
-    with open_model(config.model) as model:
+    with source, open_model(config.model) as model:
+        footage_fps = source.fps or 10.0
         pipeline = Pipeline(config, calibration, model, footage_fps, keep_evidence=evidence)
         outputs = _Outputs(out_dir, evidence, video, footage_fps)
-        progress = _Progress(total)
-        last: tuple[np.ndarray, int] | None = None
+        progress = _Progress(source.frame_count or None)
+        last_seq: int | None = None
         try:
-            for frame, seq in _paced(frames, footage_fps, pace, summary):
-                step = pipeline.process(frame, FrameRef(0, seq, seq / footage_fps))
+            while (frame := source.read()) is not None:
+                expected = 0 if last_seq is None else last_seq + 1
+                summary.frames_dropped += frame.seq - expected  # realtime pace: frames that went by while busy
+                summary.frames_read += 1
+                step = pipeline.process(frame.image_bgr, FrameRef(0, frame.seq, frame.t_capture_s))
                 summary.frames_inspected += int(step.inspected)
                 summary.tiles_inferred += 0 if step.plan is None else len(step.plan)
                 summary.infer_s += step.infer_s
                 summary.decisions += step.final
-                outputs.step(frame, step)
+                outputs.step(frame.image_bgr, step)
                 progress.update(summary.frames_read, sum(d.decision == "reject" for d in summary.decisions))
-                last = (frame, seq)
+                last_seq = frame.seq
         except SourceError as exc:
             summary.error = str(exc)
             log.error("%s; decisions up to here are kept", exc)
         finally:
             progress.close()
-            end = pipeline.finish(None if last is None else FrameRef(0, last[1], last[1] / footage_fps))
+            end = pipeline.finish()
             summary.decisions += end.final
             outputs.step(None, end)
             outputs.close()
