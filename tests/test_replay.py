@@ -170,7 +170,7 @@ def test_realtime_pace_on_a_machine_too_slow_drops_frames_and_never_passes_unins
     footage: tuple[Path, Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # 250 fps footage of the same belt (1.2 px per frame): more frames than this machine inspects in real time
-    video, cal, labels = write_footage(tmp_path / "fast", n_frames=1000, fps=250.0)
+    video, cal, _ = write_footage(tmp_path / "fast", n_frames=1000, fps=250.0)
     out = tmp_path / "rt"
     args = ["replay", str(video), "--calibration", str(cal), "--model", str(footage[3]), "--out", str(out)]
     assert main([*args, "--pace", "realtime", "--no-evidence"]) == 0
