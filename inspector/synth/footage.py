@@ -1,0 +1,448 @@
+"""Conveyor footage with labels: plan the bunches on the belt, pre-render each once as a sprite, paste per frame.
+
+Work happens in a *canonical* frame where the belt moves +x (columns = along travel, rows = across); the finished
+frame and its boxes are then mirrored/transposed into the calibration's `belt_direction`.
+
+Outputs (see `generate_footage`): ``footage.avi`` (MJPG), ``calibration.yaml``, ``labels.jsonl`` with one line per
+bunch: ``{"bunch_id", "spider", "spider_span_mm", "track": [[frame, x1, y1, x2, y2], ...], "spider_track": [...]}``
+(pixel boxes, x2/y2 exclusive, clipped to the frame, for every frame in which the bunch/spider is visible;
+``spider_span_mm`` is null and ``spider_track`` empty for bunches without a spider).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import cv2
+import numpy as np
+
+from inspector.config import DEFAULT_CALIBRATION, Calibration
+from inspector.errors import InspectorError
+from inspector.synth.raster import Sprite, alpha_bbox_xyxy, belt_texture, motion_blur, pad_sprite, resize_sprite
+from inspector.synth.scene import (
+    BELT_COLOURS_BGR,
+    AssetSource,
+    BoxXYXY,
+    ProceduralSource,
+    decorate_bunch,
+    shadow_of,
+)
+from inspector.types import FloatArray, U8Array
+
+BUNCH_LENGTH_MM = (110.0, 220.0)
+BERRY_RADIUS_MM = (7.0, 11.0)
+GAP_MM = (40.0, 160.0)  # belt between consecutive bunches (they never touch)
+LEAD_IN_S = 0.6  # empty belt at the start (lets a belt-colour model learn)
+EXPOSURE_S = 1 / 150  # motion blur = belt speed x exposure
+
+
+class SynthError(InspectorError):
+    """Footage or tile synthesis cannot run with the given settings."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """One pre-rendered bunch on the belt (canonical frame): x at t=0 and y across the belt."""
+
+    bunch_id: int
+    sprite: Sprite
+    pre_bgr: FloatArray  # premultiplied colour (H, W, 3)
+    inv_alpha: FloatArray  # 1 - alpha, (H, W, 3)
+    shadow: FloatArray  # (H, W) darkening factor
+    shadow_dxy: tuple[int, int]
+    x0_px: float
+    y_px: int
+    box: BoxXYXY  # coverage box, sprite pixels
+    spider_box: BoxXYXY | None
+    spider_span_mm: float | None
+
+
+def make_source(real_dir: Path | None, split: str, seed: int) -> AssetSource:
+    """Procedural source, or real cut-outs from `real_dir` (imported lazily: only real mode reads photos)."""
+    if real_dir is None:
+        return ProceduralSource()
+    from inspector.synth.real import RealSource
+
+    return RealSource(Path(real_dir), split=split, seed=seed)
+
+
+def canonical_wh(width: int, height: int, calibration: Calibration) -> tuple[int, int]:
+    """(length along travel, width across) of the canonical frame."""
+    return (width, height) if calibration.travel_axis == 0 else (height, width)
+
+
+def to_frame_box(box: BoxXYXY, length: int, direction: str) -> BoxXYXY:
+    """Map a canonical box (x along travel, y across) into frame pixels for `direction`."""
+    x1, y1, x2, y2 = box
+    if direction == "+x":
+        return box
+    if direction == "-x":
+        return (length - x2, y1, length - x1, y2)
+    if direction == "+y":
+        return (y1, x1, y2, x2)
+    return (y1, length - x2, y2, length - x1)  # -y
+
+
+def to_frame_image(img: U8Array, direction: str) -> U8Array:
+    if direction == "+x":
+        return img
+    if direction == "-x":
+        return np.ascontiguousarray(img[:, ::-1])
+    t = np.ascontiguousarray(img.transpose(1, 0, 2))
+    return t if direction == "+y" else np.ascontiguousarray(t[::-1])
+
+
+def plan_bunches(
+    rng: np.random.Generator,
+    source: AssetSource,
+    calibration: Calibration,
+    canon_wh: tuple[int, int],
+    n_frames: int,
+    fps: float,
+    n_bunches: int | None,
+    spider_fraction: float,
+    seed: int,
+    exposure_s: float = EXPOSURE_S,
+) -> list[Placement]:
+    """Render every bunch that will be seen, and place them along the belt with gaps between them."""
+    length, across = canon_wh
+    mm = calibration.mm_per_px
+    v_px_s = calibration.px_per_s
+    blur_px = v_px_s * exposure_s
+    t_end = (n_frames - 1) / fps
+    fill = n_bunches is None
+    if n_bunches is None:
+        # enough bunches to keep the belt busy until the end of the footage (bounded by the smallest pitch)
+        travel = v_px_s * t_end + length
+        n_bunches = max(1, int(math.ceil(travel / ((BUNCH_LENGTH_MM[0] * 0.5 + GAP_MM[0]) / mm))) + 1)
+    n_spiders = int(round(n_bunches * spider_fraction))
+    with_spider = np.zeros(n_bunches, bool)
+    with_spider[rng.permutation(n_bunches)[:n_spiders]] = True
+
+    placements: list[Placement] = []
+    x_lead = -v_px_s * LEAD_IN_S  # where the leading (right) edge of the next bunch sits at t=0
+    for i in range(n_bunches):
+        if fill and x_lead + v_px_s * t_end <= 0:
+            break  # this one would never be seen
+        brng = np.random.default_rng([seed, 1, i])
+        length_px = brng.uniform(*BUNCH_LENGTH_MM) / mm
+        length_px = min(length_px, 0.85 * across)
+        cut = source.bunch(brng, length_px, brng.uniform(*BERRY_RADIUS_MM) / mm)
+        span_px = brng.uniform(*calibration.spider_span_mm) / mm if with_spider[i] else None
+        span_lo, span_hi = (s / mm for s in calibration.spider_span_mm)
+        dec = decorate_bunch(
+            brng, source, cut, span_px, mm, int(brng.poisson(1.2)), (0.8 * span_lo, 1.3 * span_hi)
+        )
+        # any angle, either face up; the spider box is carried through the same transform
+        sprite, spider_box = _pose_with_box(brng, dec.sprite, dec.spider_box)
+        scale = min(1.0, 0.95 * across / sprite.wh[1])
+        if scale < 1.0:
+            sprite = resize_sprite(sprite, scale)
+            if spider_box is not None:
+                spider_box = _scale_box(spider_box, scale)
+        n_blur = int(round(blur_px))
+        if n_blur >= 2:
+            sprite = pad_sprite(sprite, n_blur)
+            pre = motion_blur(sprite.bgr.astype(np.float32) * sprite.alpha[:, :, None], n_blur, 0)
+            a = np.clip(motion_blur(sprite.alpha, n_blur, 0), 0, 1).astype(np.float32)
+            bgr = np.clip(pre / np.maximum(a[:, :, None], 1e-3), 0, 255).astype(np.uint8)
+            sprite = Sprite(bgr, a)
+            if spider_box is not None:
+                x1, y1, x2, y2 = spider_box
+                spider_box = (x1 + n_blur - n_blur // 2, y1 + n_blur, x2 + n_blur + n_blur // 2, y2 + n_blur)
+        box = alpha_bbox_xyxy(sprite.alpha, 0.25) or (0, 0, *sprite.wh)
+        if spider_box is not None:
+            spider_box = _intersect(spider_box, box)
+        w, h = sprite.wh
+        x0 = x_lead - box[2]
+        y = int(brng.uniform(0, max(1, across - h)))
+        pre_bgr = sprite.bgr.astype(np.float32) * sprite.alpha[:, :, None]
+        inv = np.repeat((1.0 - sprite.alpha)[:, :, None], 3, axis=2)
+        shadow = shadow_of(sprite, brng.uniform(0.2, 0.35), brng.uniform(3, 8))
+        placements.append(
+            Placement(i, sprite, pre_bgr, inv, shadow, (int(brng.integers(2, 9)), int(brng.integers(2, 9))),
+                      x0, y, box, spider_box, dec.spider_span_mm if spider_box is not None else None)
+        )
+        gap_px = rng.uniform(*GAP_MM) / mm
+        x_lead = x0 + box[0] - gap_px
+    last = placements[-1]
+    if last.x0_px + last.box[2] + v_px_s * t_end <= 0:
+        raise SynthError(
+            f"{n_bunches} bunches do not pass the camera in {t_end:.1f} s at {calibration.belt_speed_mm_s} mm/s; "
+            "give more seconds or fewer bunches"
+        )
+    return placements
+
+
+def _pose_with_box(
+    rng: np.random.Generator, sprite: Sprite, box: BoxXYXY | None
+) -> tuple[Sprite, BoxXYXY | None]:
+    """Random pose of a sprite carrying a marked box: rotate a box mask alongside and re-measure it."""
+    mark = np.zeros(sprite.alpha.shape, np.float32)
+    if box is not None:
+        x1, y1, x2, y2 = box
+        mark[y1:y2, x1:x2] = 1.0
+    flip = rng.random() < 0.5
+    angle = rng.uniform(0, 360)
+    bgr, alpha = sprite.bgr, sprite.alpha
+    if flip:
+        bgr, alpha, mark = bgr[:, ::-1], alpha[:, ::-1], mark[:, ::-1]
+    h, w = alpha.shape
+    m = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), angle, 1.0)
+    cos, sin = abs(m[0, 0]), abs(m[0, 1])
+    nw, nh = int(np.ceil(h * sin + w * cos)), int(np.ceil(h * cos + w * sin))
+    m[0, 2] += nw / 2.0 - w / 2.0
+    m[1, 2] += nh / 2.0 - h / 2.0
+    bgr_r = cv2.warpAffine(np.ascontiguousarray(bgr), m, (nw, nh), flags=cv2.INTER_LINEAR)
+    a_r = np.clip(cv2.warpAffine(np.ascontiguousarray(alpha), m, (nw, nh), flags=cv2.INTER_LINEAR), 0, 1)
+    # the spider box in the rotated frame: the rotated corners' extent is too loose; use the mark's coverage
+    # restricted to the spider itself (alpha) and fall back to the mark when that is empty
+    mark_r = cv2.warpAffine(np.ascontiguousarray(mark), m, (nw, nh), flags=cv2.INTER_NEAREST)
+    new_box = None
+    if box is not None:
+        new_box = alpha_bbox_xyxy(mark_r * a_r, 0.25) or alpha_bbox_xyxy(mark_r, 0.5)
+    return Sprite(bgr_r, a_r.astype(np.float32)), new_box
+
+
+def _scale_box(box: BoxXYXY, s: float) -> BoxXYXY:
+    return (int(box[0] * s), int(box[1] * s), int(math.ceil(box[2] * s)), int(math.ceil(box[3] * s)))
+
+
+def _intersect(a: BoxXYXY, b: BoxXYXY) -> BoxXYXY | None:
+    x1, y1, x2, y2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+    return (x1, y1, x2, y2) if x2 > x1 and y2 > y1 else None
+
+
+def _clip_shift(box: BoxXYXY, dx: int, dy: int, length: int, across: int) -> BoxXYXY | None:
+    return _intersect((box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy), (0, 0, length, across))
+
+
+# --------------------------------------------------------------------------------------------- frames
+@dataclass(frozen=True)
+class Belt:
+    """The moving belt: a periodic texture pre-tiled so any scroll offset is one slice."""
+
+    strip: U8Array  # (across, length + period, 3)
+    period: int
+
+
+def make_belt(rng: np.random.Generator, canon_wh: tuple[int, int], colour_bgr: tuple[int, int, int]) -> Belt:
+    length, across = canon_wh
+    period = 512
+    tex = belt_texture(rng, (period, across), colour_bgr)
+    reps = length // period + 2
+    return Belt(np.ascontiguousarray(np.concatenate([tex] * reps, axis=1)), period)
+
+
+def compose_frame(belt: Belt, placements: list[Placement], t_s: float, v_px_s: float, length: int) -> U8Array:
+    """Canonical frame at time `t_s`: scrolled belt, bunch shadows, bunches (no camera effects)."""
+    shift = int(round(v_px_s * t_s))
+    start = (-shift) % belt.period
+    frame = belt.strip[:, start : start + length].copy()
+    across = frame.shape[0]
+    for p in placements:
+        x = int(round(p.x0_px + v_px_s * t_s))
+        w, h = p.sprite.wh
+        if x >= length or x + w <= 0:
+            continue
+        sx, sy = p.shadow_dxy
+        _darken(frame, p.shadow, x + sx, p.y_px + sy)
+        x1, x2 = max(x, 0), min(x + w, length)
+        y1, y2 = max(p.y_px, 0), min(p.y_px + h, across)
+        region = frame[y1:y2, x1:x2].astype(np.float32)
+        sl = (slice(y1 - p.y_px, y2 - p.y_px), slice(x1 - x, x2 - x))
+        region *= p.inv_alpha[sl]
+        region += p.pre_bgr[sl]
+        frame[y1:y2, x1:x2] = np.clip(region, 0, 255).astype(np.uint8)
+    return frame
+
+
+def _darken(dst: U8Array, shadow: FloatArray, x: int, y: int) -> None:
+    h, w = dst.shape[:2]
+    sh, sw = shadow.shape
+    x1, y1, x2, y2 = max(x, 0), max(y, 0), min(x + sw, w), min(y + sh, h)
+    if x2 > x1 and y2 > y1:
+        s = 1.0 - shadow[y1 - y : y2 - y, x1 - x : x2 - x, None]
+        dst[y1:y2, x1:x2] = (dst[y1:y2, x1:x2] * s).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class Camera:
+    """Per-frame camera effects: slow lighting drift (per-channel gain) and sensor noise from a small bank."""
+
+    drift_period_s: tuple[float, float, float]
+    drift_phase: tuple[float, float, float]
+    drift_amp: float
+    noise_pos: tuple[U8Array, ...]
+    noise_neg: tuple[U8Array, ...]
+
+    def apply(self, frame: U8Array, t_s: float, index: int) -> U8Array:
+        lut = np.empty((256, 1, 3), np.uint8)
+        ramp = np.arange(256, dtype=np.float32)
+        for c in range(3):
+            gain = 1.0 + self.drift_amp * math.sin(2 * math.pi * t_s / self.drift_period_s[c] + self.drift_phase[c])
+            lut[:, 0, c] = np.clip(ramp * gain, 0, 255).astype(np.uint8)
+        out = cv2.LUT(frame, lut)
+        k = index % len(self.noise_pos)
+        out = cv2.add(out, self.noise_pos[k])
+        return cv2.subtract(out, self.noise_neg[k])  # type: ignore[no-any-return]
+
+
+def make_camera(rng: np.random.Generator, shape: tuple[int, int, int], bank: int = 5) -> Camera:
+    sigma = rng.uniform(1.5, 3.5)
+    pos, neg = [], []
+    for _ in range(bank):
+        n = rng.normal(0.0, sigma, shape).astype(np.float32)
+        pos.append(np.clip(n, 0, 255).astype(np.uint8))
+        neg.append(np.clip(-n, 0, 255).astype(np.uint8))
+    base_period = rng.uniform(6.0, 15.0)
+    periods = tuple(float(base_period * rng.uniform(0.9, 1.1)) for _ in range(3))
+    phases = tuple(float(rng.uniform(0, 2 * math.pi)) for _ in range(3))
+    return Camera(periods, phases, float(rng.uniform(0.03, 0.08)), tuple(pos), tuple(neg))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Footage:
+    """A planned clip: iterate `frames()` for (index, BGR frame); `labels()` gives the label lines."""
+
+    width: int
+    height: int
+    fps: float
+    n_frames: int
+    calibration: Calibration
+    placements: list[Placement]
+    belt: Belt
+    camera: Camera
+
+    def frames(self) -> Iterator[tuple[int, U8Array]]:
+        length, _ = canonical_wh(self.width, self.height, self.calibration)
+        v = self.calibration.px_per_s  # canonical frame: always +x; direction is applied at the end
+        for f in range(self.n_frames):
+            t = f / self.fps
+            canon = compose_frame(self.belt, self.placements, t, v, length)
+            canon = self.camera.apply(canon, t, f)
+            yield f, to_frame_image(canon, self.calibration.belt_direction)
+
+    def labels(self) -> list[dict[str, object]]:
+        length, across = canonical_wh(self.width, self.height, self.calibration)
+        v = self.calibration.px_per_s
+        direction = self.calibration.belt_direction
+        lines: list[dict[str, object]] = []
+        for p in self.placements:
+            track: list[list[int]] = []
+            spider_track: list[list[int]] = []
+            for f in range(self.n_frames):
+                x = int(round(p.x0_px + v * f / self.fps))
+                b = _clip_shift(p.box, x, p.y_px, length, across)
+                if b is None:
+                    continue
+                track.append([f, *to_frame_box(b, length, direction)])
+                if p.spider_box is not None:
+                    s = _clip_shift(p.spider_box, x, p.y_px, length, across)
+                    if s is not None:
+                        spider_track.append([f, *to_frame_box(s, length, direction)])
+            if not track:
+                continue
+            lines.append(
+                {
+                    "bunch_id": p.bunch_id,
+                    "spider": p.spider_box is not None,
+                    "spider_span_mm": None if p.spider_span_mm is None else round(p.spider_span_mm, 2),
+                    "track": track,
+                    "spider_track": spider_track,
+                }
+            )
+        return lines
+
+
+def plan_footage(
+    *,
+    width: int,
+    height: int,
+    fps: float,
+    seconds: float,
+    calibration: Calibration,
+    n_bunches: int | None,
+    spider_fraction: float,
+    seed: int,
+    source: AssetSource,
+) -> Footage:
+    """Everything but the per-frame work: bunch sprites, belt, camera."""
+    if width < 32 or height < 32:
+        raise SynthError(f"frame {width}x{height} is too small; give --width/--height of at least 32 px")
+    if not 0.0 <= spider_fraction <= 1.0:
+        raise SynthError(f"spider fraction {spider_fraction} is outside [0, 1]; give a value like 0.5")
+    if fps <= 0 or seconds <= 0:
+        raise SynthError(f"fps {fps} and seconds {seconds} must be positive")
+    n_frames = max(1, int(round(seconds * fps)))
+    canon = canonical_wh(width, height, calibration)
+    rng = np.random.default_rng([seed, 0])
+    placements = plan_bunches(rng, source, calibration, canon, n_frames, fps, n_bunches, spider_fraction, seed)
+    belt_rng = np.random.default_rng([seed, 2])
+    colour = BELT_COLOURS_BGR[int(belt_rng.integers(len(BELT_COLOURS_BGR)))]
+    belt = make_belt(belt_rng, canon, colour)
+    camera = make_camera(np.random.default_rng([seed, 3]), (canon[1], canon[0], 3))
+    return Footage(width, height, fps, n_frames, calibration, placements, belt, camera)
+
+
+class VideoOut:
+    """cv2.VideoWriter as a context manager (MJPG in .avi: written and read back by every OpenCV build)."""
+
+    def __init__(self, path: Path, fps: float, wh: tuple[int, int]) -> None:
+        self.path = path
+        self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, wh)
+        if not self._writer.isOpened():
+            raise SynthError(f"{path}: OpenCV cannot write MJPG video here; check the folder is writable")
+
+    def write(self, frame: U8Array) -> None:
+        self._writer.write(frame)
+
+    def __enter__(self) -> VideoOut:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._writer.release()
+
+
+def generate_footage(
+    out_dir: Path | str,
+    *,
+    width: int = 1280,
+    height: int = 720,
+    fps: float = 15.0,
+    seconds: float = 60.0,
+    calibration: Calibration = DEFAULT_CALIBRATION,
+    n_bunches: int | None = None,
+    spider_fraction: float = 0.5,
+    seed: int = 0,
+    real_dir: Path | str | None = None,
+    split: str = "train",
+) -> Path:
+    """Write ``footage.avi``, ``calibration.yaml`` and ``labels.jsonl`` into `out_dir`; return the video's path.
+
+    Same arguments → identical frames and byte-identical labels. `real_dir` switches to real cut-outs
+    (``../shared/realdata`` layout, `split` "train" or "holdout").
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    source = make_source(Path(real_dir) if real_dir is not None else None, split, seed)
+    footage = plan_footage(
+        width=width, height=height, fps=fps, seconds=seconds, calibration=calibration, n_bunches=n_bunches,
+        spider_fraction=spider_fraction, seed=seed, source=source,
+    )
+    video = out / "footage.avi"
+    with VideoOut(video, fps, (width, height)) as writer:
+        for _, frame in footage.frames():
+            writer.write(frame)
+    (out / "calibration.yaml").write_text(calibration.to_yaml())
+    with (out / "labels.jsonl").open("w") as fh:
+        for line in footage.labels():
+            fh.write(json.dumps(line) + "\n")
+    return video

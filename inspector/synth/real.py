@@ -1,0 +1,256 @@
+"""Real cut-outs from a ``realdata`` folder (see ../shared/realdata/README.md for its layout).
+
+- bunches: WGISD photos with bunch boxes (``grapes/wgisd/index.json``), segmented inside the box with GrabCut;
+- spiders: spider photos with boxes (``spiders/photos/index.json``), segmented inside the box with GrabCut
+  (Black_Widow, the redback's close relative, drawn most often);
+- non-spider patches: random bits of the grape photos (leaves, stems, berries, wood, ground) and ImageNet produce
+  samples, segmented the same way, so pasting seams occur on spider and non-spider tiles alike.
+
+Photos are only *read* from the given folder; nothing is copied. Cut-outs are made lazily and cached in memory.
+GrabCut is seeded before every call, so the same inputs give the same cut-outs.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from inspector.errors import InspectorError
+from inspector.synth.procedural import fit_span, rotate_square
+from inspector.synth.raster import Sprite, crop_sprite, feather, resize_sprite
+from inspector.synth.scene import BunchCut
+from inspector.types import FloatArray, U8Array
+
+SPLITS = ("train", "holdout")
+SPIDER_CUT_PX = 96  # spiders end up <= a few dozen pixels: segment them at this size (fast, and enough)
+PATCH_CUT_PX = 64
+BUNCH_CUT_PX = 200
+SPIDER_POOL = 400  # distinct spider photos used per source (cut once, reused with new poses)
+PATCH_POOL = 160
+_IMAGENET_NON_SPIDER_EXCLUDE = ("spider", "widow", "tarantula", "harvestman", "tick", "scorpion")
+_SPECIES_WEIGHT = {"Black_Widow": 6.0}
+MIN_BUNCH_SIDE_PX = 60
+
+
+class RealDataError(InspectorError):
+    """The realdata folder is missing or not laid out as expected."""
+
+
+def _grabcut(img: U8Array, rect_xyxy: tuple[int, int, int, int], iterations: int = 4) -> FloatArray:
+    """Foreground coverage (float32 0/1) of the object inside `rect_xyxy`, by GrabCut seeded from the rect.
+
+    The outermost 2-pixel ring of the image is always background, so a box that fills the photo still leaves
+    GrabCut some background to learn from.
+    """
+    h, w = img.shape[:2]
+    x1, y1, x2, y2 = rect_xyxy
+    mask = np.full((h, w), cv2.GC_BGD, np.uint8)
+    mask[max(y1, 0) : min(y2, h), max(x1, 0) : min(x2, w)] = cv2.GC_PR_FGD
+    ring = 2
+    mask[:ring], mask[-ring:], mask[:, :ring], mask[:, -ring:] = (cv2.GC_BGD,) * 4
+    bgd = np.zeros((1, 65), np.float64)
+    fgd = np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(1234)
+    try:
+        cv2.grabCut(img, mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
+    except cv2.error:
+        return np.zeros((h, w), np.float32)
+    fg = ((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).astype(np.uint8)
+    return fg.astype(np.float32)
+
+
+def _shrink(img: U8Array, max_side: int) -> tuple[U8Array, float]:
+    """The image reduced (area interpolation) so its larger side is at most `max_side`; and the factor used."""
+    h, w = img.shape[:2]
+    f = min(1.0, max_side / max(h, w))
+    if f >= 1.0:
+        return img, 1.0
+    return cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA), f
+
+
+def _keep_main_components(fg: FloatArray, min_share: float) -> FloatArray:
+    """Drop specks: keep components holding at least `min_share` of the largest one's area."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(fg.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return fg
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    keep = np.nonzero(areas >= min_share * areas.max())[0] + 1
+    return np.isin(labels, keep).astype(np.float32)
+
+
+def _cutout(img: U8Array, fg: FloatArray, feather_px: float) -> Sprite:
+    return crop_sprite(Sprite(img.copy(), feather(fg, feather_px)))
+
+
+def _read(path: Path) -> U8Array:
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise RealDataError(f"{path}: cannot read this image; check the realdata folder is complete")
+    return img  # type: ignore[no-any-return]
+
+
+def _hash_split(name: str) -> str:
+    return "holdout" if zlib.crc32(name.encode()) % 3 == 0 else "train"
+
+
+class RealSource:
+    """Asset source cutting bunches, spiders and non-spider patches out of real photos of one split."""
+
+    name = "real"
+
+    def __init__(self, root: Path, split: str = "train", seed: int = 0) -> None:
+        if split not in SPLITS:
+            raise RealDataError(f"split '{split}' is not one of {SPLITS}; give --split train or --split holdout")
+        self.root = root
+        self.split = split
+        wgisd_index = root / "grapes" / "wgisd" / "index.json"
+        spider_index = root / "spiders" / "photos" / "index.json"
+        for p in (wgisd_index, spider_index):
+            if not p.is_file():
+                raise RealDataError(f"{p} not found; give --real the realdata folder (e.g. ../shared/realdata)")
+        wgisd = json.loads(wgisd_index.read_text())[split]
+        self._bunch_boxes: list[tuple[Path, tuple[float, float, float, float]]] = [
+            (root / "grapes" / "wgisd" / e["file"], tuple(b))  # type: ignore[misc]
+            for e in wgisd
+            for b in e["bunches_xywh"]
+            if min(b[2], b[3]) >= MIN_BUNCH_SIDE_PX
+        ]
+        self._grape_images = [root / "grapes" / "wgisd" / e["file"] for e in wgisd]
+        table = root / "grapes" / "table" / split
+        if table.is_dir():
+            self._grape_images += sorted(table.glob("*.jpg"))
+        imagenet = root / "imagenet_samples"
+        if imagenet.is_dir():
+            self._grape_images += [
+                p
+                for p in sorted(imagenet.glob("*.JPEG"))
+                if not any(k in p.name.lower() for k in _IMAGENET_NON_SPIDER_EXCLUDE) and _hash_split(p.name) == split
+            ]
+        spiders = json.loads(spider_index.read_text())[split]
+        self._spiders: list[tuple[Path, tuple[int, int, int, int]]] = [
+            (root / "spiders" / "photos" / e["file"], tuple(e["box_xyxy"])) for e in spiders  # type: ignore[misc]
+        ]
+        w = np.array([_SPECIES_WEIGHT.get(e["species"], 1.0) for e in spiders], np.float64)
+        self._spider_p = w / w.sum()
+        if not self._bunch_boxes or not self._spiders:
+            raise RealDataError(f"{root}: no usable bunch boxes or spider photos in split '{split}'")
+        pool_rng = np.random.default_rng([seed, 11])
+        k = min(SPIDER_POOL, len(self._spiders))
+        self._spider_pool = pool_rng.choice(len(self._spiders), size=k, replace=False, p=self._spider_p)
+        self._patch_cache: dict[int, Sprite] = {}
+        self._images: dict[Path, U8Array] = {}
+        self._bunch_cache: dict[int, Sprite | None] = {}
+        self._spider_cache: dict[int, Sprite | None] = {}
+
+    # ----------------------------------------------------------------------------------------- helpers
+    def _image(self, path: Path) -> U8Array:
+        img = self._images.get(path)
+        if img is None:
+            img = _read(path)
+            if len(self._images) > 64:
+                self._images.pop(next(iter(self._images)))
+            self._images[path] = img
+        return img
+
+    def _bunch_cut(self, index: int) -> Sprite | None:
+        if index in self._bunch_cache:
+            return self._bunch_cache[index]
+        path, (x, y, w, h) = self._bunch_boxes[index]
+        img = self._image(path)
+        ih, iw = img.shape[:2]
+        m = 0.15
+        cx1, cy1 = int(max(0, x - m * w)), int(max(0, y - m * h))
+        cx2, cy2 = int(min(iw, x + w * (1 + m))), int(min(ih, y + h * (1 + m)))
+        crop, f = _shrink(img[cy1:cy2, cx1:cx2], BUNCH_CUT_PX)
+        rect = (int((x - cx1) * f) + 1, int((y - cy1) * f) + 1, int((x - cx1 + w) * f) - 1, int((y - cy1 + h) * f) - 1)
+        w, h = w * f, h * f
+        fg = _grabcut(crop, rect, iterations=3)
+        share = fg.sum() / max(1.0, w * h)
+        sprite: Sprite | None = None
+        if 0.3 <= share <= 0.97:
+            sprite = _cutout(crop, _keep_main_components(fg, 0.25), 1.0)
+        self._bunch_cache[index] = sprite
+        return sprite
+
+    def _spider_cut(self, index: int) -> Sprite | None:
+        if index in self._spider_cache:
+            return self._spider_cache[index]
+        path, box0 = self._spiders[index]
+        img, f = _shrink(self._image(path), SPIDER_CUT_PX)
+        box = (int(box0[0] * f), int(box0[1] * f), int(np.ceil(box0[2] * f)), int(np.ceil(box0[3] * f)))
+        fg = _grabcut(img, box, iterations=3)
+        bw, bh = box[2] - box[0], box[3] - box[1]
+        share = fg.sum() / max(1.0, bw * bh)
+        sprite: Sprite | None = None
+        if 0.06 <= share <= 0.7:
+            fg = _keep_main_components(fg, 0.05)
+            sprite = _cutout(img, fg, 0.6)
+        self._spider_cache[index] = sprite
+        return sprite
+
+    # ----------------------------------------------------------------------------------------- AssetSource
+    def bunch(self, rng: np.random.Generator, length_px: float, berry_radius_px: float) -> BunchCut:
+        """A real bunch scaled to `length_px` on its longer side (berry size follows from the photo)."""
+        for _ in range(50):
+            cut = self._bunch_cut(int(rng.integers(len(self._bunch_boxes))))
+            if cut is not None:
+                break
+        else:
+            raise RealDataError(f"{self.root}: could not segment any bunch photo; check grapes/wgisd")
+        sprite = cut
+        scale = length_px / max(sprite.wh)
+        sprite = resize_sprite(sprite, scale)
+        # a touch of colour variation between bunches
+        gain = (rng.uniform(0.9, 1.1) * (1 + rng.normal(0, 0.03, 3))).astype(np.float32)
+        bgr = np.clip(sprite.bgr.astype(np.float32) * gain, 0, 255).astype(np.uint8)
+        return BunchCut(Sprite(bgr, sprite.alpha), softness_px=0.4 * max(scale, 1.0))
+
+    def spider(self, rng: np.random.Generator, span_px: float) -> Sprite:
+        """A real spider cut out of its photo, rotated at random, its larger side scaled to `span_px`."""
+        for _ in range(50):
+            sprite = self._spider_cut(int(self._spider_pool[int(rng.integers(len(self._spider_pool)))]))
+            if sprite is not None:
+                break
+        else:
+            raise RealDataError(f"{self.root}: could not segment any spider photo; check spiders/photos")
+        if rng.random() < 0.5:
+            sprite = Sprite(sprite.bgr[:, ::-1].copy(), sprite.alpha[:, ::-1].copy())
+        return fit_span(rotate_square(sprite, rng.uniform(0, 360)), span_px)
+
+    def patch(self, rng: np.random.Generator, size_px: float) -> Sprite:
+        """A non-spider bit of a grape/produce photo (leaf, stem, berry, wood), rotated, scaled to `size_px`."""
+        sprite = self._patch_cut(int(rng.integers(PATCH_POOL)))
+        if rng.random() < 0.5:
+            sprite = Sprite(sprite.bgr[:, ::-1].copy(), sprite.alpha[:, ::-1].copy())
+        return fit_span(rotate_square(sprite, rng.uniform(0, 360)), size_px)
+
+    def _patch_cut(self, slot: int) -> Sprite:
+        """Pool slot `slot`: GrabCut of a random crop of a grape/produce photo (seeded by the slot)."""
+        cached = self._patch_cache.get(slot)
+        if cached is not None:
+            return cached
+        rng = np.random.default_rng([zlib.crc32(self.split.encode()), 12, slot])
+        for _ in range(20):
+            img = self._image(self._grape_images[int(rng.integers(len(self._grape_images)))])
+            ih, iw = img.shape[:2]
+            side = int(rng.uniform(0.06, 0.25) * min(ih, iw))
+            x, y = int(rng.integers(0, iw - side)), int(rng.integers(0, ih - side))
+            crop, _ = _shrink(img[y : y + side, x : x + side], PATCH_CUT_PX)
+            cs = crop.shape[0]
+            inset = int(cs * rng.uniform(0.1, 0.25))
+            fg = _grabcut(crop, (inset, inset, cs - inset, cs - inset), iterations=2)
+            share = fg.sum() / float(cs * cs)
+            if 0.06 <= share <= 0.7:
+                sprite = _cutout(crop, _keep_main_components(fg, 0.05), 0.6)
+                break
+        else:
+            # no clean segment found: a feathered ellipse of the last crop
+            blob = np.zeros((cs, cs), np.float32)
+            cv2.ellipse(blob, (cs // 2, cs // 2), (cs // 3, cs // 5), rng.uniform(0, 180), 0, 360, 1.0, -1)
+            sprite = _cutout(crop, blob, 1.0)
+        self._patch_cache[slot] = sprite
+        return sprite

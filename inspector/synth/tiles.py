@@ -1,0 +1,266 @@
+"""224x224 tile sets for training and evaluation, cut at the planned tile scale from rendered scenes.
+
+No video round trip, but the same rendering and compositing as the footage: a decorated bunch sprite (same
+`decorate_bunch`/`place_object`, same `match_to_scene`) on a belt texture with a shadow, then the camera (motion
+blur along travel, lighting gain, sensor noise, MJPG-like JPEG artefacts) at frame scale; the tile is then cut at
+the frame-pixel size `inspector.tiling.tile_scales` plans for the spider's span, and resized to 224.
+
+Kinds: ``pos`` (a spider wholly inside, covering 1-5 % of the tile by the disc model), ``neg`` (bunch, no
+spider), ``hard_neg`` (a spider-like distractor or a pasted non-spider patch wholly inside, where a spider would
+be). Every tile (any kind) may also carry extra non-spider patches, so paste seams carry no signal.
+
+Saved format (`save_tile_set`): ``tiles.npz`` with ``images`` (N,224,224,3) uint8 BGR, ``labels`` (N,) int8
+(1 = spider), ``boxes_xyxy`` (N,4) float32 (spider box in tile pixels, -1 where none), ``kinds`` (N,) str;
+and ``meta.json`` (mode, source, split, seed, counts, calibration, scales).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from inspector.config import Calibration
+from inspector.synth.raster import (
+    Sprite,
+    belt_texture,
+    jpeg_roundtrip,
+    motion_blur,
+    paste,
+    sensor_noise,
+)
+from inspector.synth.scene import (
+    BELT_COLOURS_BGR,
+    AssetSource,
+    BoxXYXY,
+    BunchCut,
+    apply_shadow,
+    crop_window,
+    decorate_bunch,
+    distractor,
+    flip_rot90,
+    match_to_scene,
+    place_object,
+    random_pose,
+    shadow_of,
+)
+from inspector.tiling import spider_area_fraction, tile_scales
+from inspector.types import TileScale, U8Array
+
+TILE_SIZE = 224
+KINDS = ("pos", "neg", "hard_neg")
+DEFAULT_SHARES = (0.5, 0.3, 0.2)
+EXPOSURE_S = (1 / 400, 1 / 100)
+
+
+@dataclass
+class TileSet:
+    images: npt.NDArray[np.uint8]  # (N, 224, 224, 3) BGR
+    labels: npt.NDArray[np.int8]  # (N,)
+    boxes_xyxy: npt.NDArray[np.float32]  # (N, 4), -1 where no spider
+    kinds: npt.NDArray[np.str_]  # (N,)
+    meta: dict[str, object] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def scale_for_span(scales: tuple[TileScale, ...], span_mm: float) -> TileScale:
+    """The tile scale whose span range holds `span_mm` (the nearest one at the ends)."""
+    for s in scales:
+        if s.span_mm[0] <= span_mm <= s.span_mm[1]:
+            return s
+    return scales[0] if span_mm < scales[0].span_mm[0] else scales[-1]
+
+
+def kind_sequence(rng: np.random.Generator, n: int, shares: tuple[float, float, float]) -> list[str]:
+    """Exactly round(n * share) tiles of each kind (rest negatives), shuffled."""
+    n_pos = int(round(n * shares[0]))
+    n_hard = int(round(n * shares[2]))
+    kinds = ["pos"] * n_pos + ["hard_neg"] * n_hard + ["neg"] * max(0, n - n_pos - n_hard)
+    return [kinds[i] for i in rng.permutation(len(kinds))]
+
+
+@dataclass(frozen=True)
+class _Scene:
+    img: U8Array  # window around the target, frame scale, camera applied
+    target_xyxy: BoxXYXY  # in window pixels
+
+
+def _compose_window(
+    rng: np.random.Generator,
+    sprite: Sprite,
+    target: BoxXYXY,
+    win_px: int,
+    belts: list[U8Array],
+    calibration: Calibration,
+) -> _Scene:
+    """Belt + shadow + sprite in a `win_px` square centred on `target`, then the camera."""
+    cx, cy = (target[0] + target[2]) // 2, (target[1] + target[3]) // 2
+    ox, oy = cx - win_px // 2, cy - win_px // 2  # window origin in sprite pixels
+    belt = belts[int(rng.integers(len(belts)))]
+    bh, bw = belt.shape[:2]
+    bx, by = int(rng.integers(0, bw - win_px + 1)), int(rng.integers(0, bh - win_px + 1))
+    img = belt[by : by + win_px, bx : bx + win_px].copy()
+    shadow = shadow_of(sprite, rng.uniform(0.2, 0.35), rng.uniform(3, 8))
+    apply_shadow(img, shadow, -ox + int(rng.integers(2, 9)), -oy + int(rng.integers(2, 9)))
+    paste(img, sprite, -ox, -oy)
+    blur = calibration.px_per_s * rng.uniform(*EXPOSURE_S)
+    img = motion_blur(img, blur, calibration.travel_axis)
+    gain = rng.uniform(0.9, 1.1) * (1 + rng.normal(0, 0.025, 3))
+    img = np.clip(img.astype(np.float32) * gain[None, None, :].astype(np.float32), 0, 255).astype(np.uint8)
+    img = cv2.add(img.astype(np.int16), sensor_noise(rng, img.shape, rng.uniform(1.5, 3.5)), dtype=cv2.CV_8U)
+    img = jpeg_roundtrip(img, int(rng.integers(80, 96)))
+    t = target
+    return _Scene(img, (t[0] - ox, t[1] - oy, t[2] - ox, t[3] - oy))
+
+
+def _cut_tile(
+    rng: np.random.Generator, scene: _Scene, tile_px: int, out_px: int
+) -> tuple[U8Array, tuple[float, float, float, float]]:
+    """A `tile_px` square of the window holding the target box wholly, at a random offset, resized to `out_px`."""
+    x1, y1, x2, y2 = scene.target_xyxy
+    h, w = scene.img.shape[:2]
+    lo_x, hi_x = max(0, x2 - tile_px), min(x1, w - tile_px)
+    lo_y, hi_y = max(0, y2 - tile_px), min(y1, h - tile_px)
+    tx = int(rng.integers(lo_x, hi_x + 1)) if hi_x >= lo_x else max(0, min(x1, w - tile_px))
+    ty = int(rng.integers(lo_y, hi_y + 1)) if hi_y >= lo_y else max(0, min(y1, h - tile_px))
+    crop = scene.img[ty : ty + tile_px, tx : tx + tile_px]
+    interp = cv2.INTER_LINEAR if tile_px <= out_px else cv2.INTER_AREA
+    tile = cv2.resize(crop, (out_px, out_px), interpolation=interp)
+    s = out_px / tile_px
+    box = ((x1 - tx) * s, (y1 - ty) * s, (x2 - tx) * s, (y2 - ty) * s)
+    return tile, box
+
+
+def make_tile_set(
+    n: int,
+    source: AssetSource,
+    calibration: Calibration,
+    seed: int,
+    *,
+    shares: tuple[float, float, float] = DEFAULT_SHARES,
+    min_fraction: float = 0.01,
+    max_fraction: float = 0.05,
+    bunch_pool: int = 64,
+    out_px: int = TILE_SIZE,
+) -> TileSet:
+    """`n` tiles of the three kinds from `source`; same arguments → identical arrays."""
+    scales = tile_scales(calibration, min_fraction, max_fraction)
+    mm = calibration.mm_per_px
+    span_lo_px, span_hi_px = (s / mm for s in calibration.spider_span_mm)
+    max_tile = max(s.tile_px for s in scales)
+    win_px = int(max_tile * 1.6) + 4
+    belt_rng = np.random.default_rng([seed, 9])
+    belts = [
+        belt_texture(belt_rng, (max(512, win_px), max(512, win_px)), BELT_COLOURS_BGR[i % len(BELT_COLOURS_BGR)])
+        for i in range(6)
+    ]
+    pool: list[BunchCut] = []
+    for j in range(min(bunch_pool, max(1, n))):
+        brng = np.random.default_rng([seed, 5, j])
+        length_px = brng.uniform(110.0, 220.0) / mm
+        cut = source.bunch(brng, length_px, brng.uniform(7.0, 11.0) / mm)
+        pool.append(BunchCut(random_pose(brng, cut.sprite), cut.softness_px))
+
+    kinds = kind_sequence(np.random.default_rng([seed, 6]), n, shares)
+    images = np.zeros((n, out_px, out_px, 3), np.uint8)
+    labels = np.zeros(n, np.int8)
+    boxes = np.full((n, 4), -1.0, np.float32)
+    for i, kind in enumerate(kinds):
+        rng = np.random.default_rng([seed, 7, i])
+        whole = pool[int(rng.integers(len(pool)))]
+        posed = flip_rot90(whole.sprite, int(rng.integers(4)), bool(rng.random() < 0.5))
+        # work on the window around a point of the bunch where a spider could sit (cheap, and all a tile sees)
+        ys, xs = np.nonzero(posed.alpha >= 0.9)
+        k = int(rng.integers(len(xs))) if len(xs) else 0
+        ax, ay = (int(xs[k]), int(ys[k])) if len(xs) else (posed.wh[0] // 2, posed.wh[1] // 2)
+        local = crop_window(posed, ax, ay, win_px)
+        anchor = (win_px // 2, win_px // 2)
+        cut = BunchCut(local, whole.softness_px)
+        span_mm = rng.uniform(*calibration.spider_span_mm)
+        span_px = span_mm / mm
+        scale = scale_for_span(scales, span_mm)
+        dec = decorate_bunch(
+            rng, source, cut, span_px if kind == "pos" else None, mm, int(rng.poisson(0.8)),
+            (0.8 * span_lo_px, 1.3 * span_hi_px), spider_anchor_xy=anchor,
+        )
+        sprite, target = dec.sprite, dec.spider_box
+        anchor = (anchor[0] + dec.pad_px, anchor[1] + dec.pad_px)
+        if kind == "hard_neg":
+            obj = match_to_scene(rng, distractor(rng, span_px * rng.uniform(0.8, 1.25), source), cut.softness_px)
+            sprite, target = place_object(rng, sprite, obj, anchor)
+        if target is None or kind == "neg":
+            # a spider-sized box around the anchor point
+            r = int(span_px / 2)
+            target = (anchor[0] - r, anchor[1] - r, anchor[0] + r + 1, anchor[1] + r + 1)
+            if kind == "pos":
+                kind = kinds[i] = "neg"  # the spider vanished behind berries (rare): record the truth
+        scene = _compose_window(rng, sprite, target, win_px, belts, calibration)
+        tile, box = _cut_tile(rng, scene, scale.tile_px, out_px)
+        images[i] = tile
+        if kind == "pos":
+            labels[i] = 1
+            boxes[i] = box
+    counts = {k: int(sum(1 for x in kinds if x == k)) for k in KINDS}
+    meta: dict[str, object] = {
+        "source": source.name,
+        "seed": seed,
+        "n": n,
+        "counts": counts,
+        "tile_px": out_px,
+        "calibration": calibration.model_dump(mode="json", exclude_none=True),
+        "scales": [
+            {"tile_px": s.tile_px, "span_mm": list(s.span_mm),
+             "fraction": [spider_area_fraction(s.span_mm[0] / mm, s.tile_px),
+                          spider_area_fraction(s.span_mm[1] / mm, s.tile_px)]}
+            for s in scales
+        ],
+        "fraction_model": "disc of diameter span: pi*span^2/4 / tile^2",
+    }
+    return TileSet(images, labels, boxes, np.array(kinds, dtype=str), meta)
+
+
+def save_tile_set(tiles: TileSet, out_dir: Path, extra_meta: dict[str, object] | None = None) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        out_dir / "tiles.npz",
+        images=tiles.images,
+        labels=tiles.labels,
+        boxes_xyxy=tiles.boxes_xyxy,
+        kinds=tiles.kinds,
+    )
+    meta = {**tiles.meta, **(extra_meta or {})}
+    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def load_tile_set(out_dir: Path) -> TileSet:
+    with np.load(out_dir / "tiles.npz") as z:
+        tiles = TileSet(z["images"], z["labels"], z["boxes_xyxy"], z["kinds"])
+    tiles.meta = json.loads((out_dir / "meta.json").read_text())
+    return tiles
+
+
+def mosaic(tiles: TileSet, indices: list[int], cols: int = 8, draw_boxes: bool = False, cell_px: int = 160) -> U8Array:
+    """A preview grid of tiles (optionally with spider boxes and kind letters)."""
+    rows = math.ceil(len(indices) / cols)
+    out = np.zeros((rows * cell_px, cols * cell_px, 3), np.uint8)
+    s = cell_px / tiles.images.shape[1]
+    for k, i in enumerate(indices):
+        img = cv2.resize(tiles.images[i], (cell_px, cell_px), interpolation=cv2.INTER_AREA)
+        if draw_boxes:
+            if tiles.labels[i]:
+                x1, y1, x2, y2 = (float(v) * s for v in tiles.boxes_xyxy[i])
+                cv2.rectangle(img, (int(x1) - 2, int(y1) - 2), (int(x2) + 2, int(y2) + 2), (0, 255, 255), 1)
+            cv2.putText(img, str(tiles.kinds[i]), (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1)
+        r, c = divmod(k, cols)
+        out[r * cell_px : (r + 1) * cell_px, c * cell_px : (c + 1) * cell_px] = img
+    return out
+
+
+__all__ = ["KINDS", "TILE_SIZE", "TileSet", "load_tile_set", "make_tile_set", "mosaic", "save_tile_set"]
