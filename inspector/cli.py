@@ -18,6 +18,7 @@ from inspector.errors import InspectorError
 _SUBCOMMANDS: tuple[str, ...] = (
     "inspector.commands.check_config",
     "inspector.commands.replay",
+    "inspector.commands.plan",
     "inspector.commands.calibrate",
     "inspector.commands.model",
 )

@@ -122,3 +122,19 @@ def test_every_spider_in_mask_lies_wholly_in_a_tile_at_1_to_5_percent(
             ok = True
             break
     assert ok, f"no tile holds the disc (r={r_px:.1f} px at {cx:.1f},{cy:.1f}); scales {scales}"
+
+
+def test_plan_command_prints_scales_and_tile_counts(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from inspector.cli import main
+
+    cal = tmp_path / "cal.yaml"
+    cal.write_text(
+        cal_yaml
+        := "mm_per_px: 0.5\nbelt_direction: '+x'\nbelt_speed_mm_s: 300\ncamera_to_ejector_mm: 800\nspider_span_mm: [4, 12]\n"
+    )
+    assert cal_yaml
+    assert main(["plan", "--calibration", str(cal), "--frame", "1280x720", "--mask-fraction", "0.4"]) == 0
+    out = capsys.readouterr().out
+    assert "scale 0: tile 70 px" in out and "scale 1:" in out
+    assert "tiles per frame: 410 without a mask, 205 with a 40 % produce mask" in out
+    assert main(["plan", "--frame", "wide"]) == 1
