@@ -1,0 +1,177 @@
+"""Evaluation figures: hand-computed metric values, and tools/evaluate.py on a tile set with known answers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inspector.training.composite import load_tileset, write_tileset
+from inspector.training.metrics import (
+    peak_xy,
+    pointing_hits,
+    recall_at_false_reject,
+    roc_auc,
+    tile_figures,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_roc_auc_by_hand() -> None:
+    labels = np.array([1, 1, 0, 0])
+    assert roc_auc(np.array([0.9, 0.8, 0.2, 0.1]), labels) == 1.0
+    assert roc_auc(np.array([0.1, 0.2, 0.8, 0.9]), labels) == 0.0
+    # pairs (pos, neg): (0.9,0.5)=1 (0.9,0.1)=1 (0.3,0.5)=0 (0.3,0.1)=1 -> 3/4
+    assert roc_auc(np.array([0.9, 0.3, 0.5, 0.1]), labels) == pytest.approx(0.75)
+    # ties count half: all equal -> 0.5
+    assert roc_auc(np.full(4, 0.5), labels) == pytest.approx(0.5)
+    assert np.isnan(roc_auc(np.array([0.1, 0.2]), np.array([1, 1])))
+
+
+def test_recall_at_false_reject_by_hand() -> None:
+    neg = np.linspace(0.0, 0.99, 100)  # 100 negatives; at 1 % one may lie above the threshold -> t = 0.98
+    pos = np.array([0.985, 0.995, 0.5, 0.97])
+    scores = np.concatenate([neg, pos])
+    labels = np.concatenate([np.zeros(100, int), np.ones(4, int)])
+    assert recall_at_false_reject(scores, labels, 0.01) == pytest.approx(2 / 4)
+    assert recall_at_false_reject(scores, labels, 0.0) == pytest.approx(1 / 4)  # above 0.99 only
+
+
+def test_pointing_with_tolerance() -> None:
+    maps = np.zeros((3, 224, 224), np.float32)
+    maps[0, 50, 60] = 1.0  # inside [55, 45, 70, 60]
+    maps[1, 50, 73] = 1.0  # 3.5 px right of the box: inside the 4 px tolerance
+    maps[2, 50, 80] = 1.0  # 10.5 px right: miss
+    boxes = np.tile(np.array([[55, 45, 70, 60]], np.float32), (3, 1))
+    assert peak_xy(maps).tolist() == [[60, 50], [73, 50], [80, 50]]
+    assert pointing_hits(maps, boxes, 4.0).tolist() == [True, True, False]
+    assert pointing_hits(maps, boxes, 0.0).tolist() == [True, False, False]
+
+
+def test_tile_figures_by_hand() -> None:
+    probs = np.array([0.9, 0.6, 0.4, 0.2, 0.7, 0.1])
+    labels = np.array([1, 1, 1, 0, 0, 0])
+    f = tile_figures(probs, labels)
+    # predictions at 0.5: 1 1 0 0 1 0 -> tp 2, fn 1, fp 1, tn 2
+    assert f.accuracy == pytest.approx(4 / 6)
+    assert f.precision == pytest.approx(2 / 3)
+    assert f.recall == pytest.approx(2 / 3)
+    assert f.roc_auc == pytest.approx(7 / 9)
+    assert np.isnan(f.pointing)
+
+
+# --------------------------------------------------------------------------- end to end through onnxruntime
+def _red_detector_onnx(path: Path) -> None:
+    """A tiny contract-honouring graph: spider logit = 4 * max(normalised red); fam_l = avg-pooled red channel."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    from inspector.training.export import manifest_dict, write_manifest
+
+    nodes = [
+        helper.make_node("Slice", ["input", "c0", "c1", "ax1"], ["red"]),
+        helper.make_node("GlobalMaxPool", ["red"], ["mx"]),
+        helper.make_node("Flatten", ["mx"], ["mxf"]),
+        helper.make_node("Mul", ["mxf", "four"], ["spider"]),
+        helper.make_node("Mul", ["mxf", "zero"], ["other"]),
+        helper.make_node("Concat", ["other", "spider"], ["logits"], axis=1),
+    ]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])]
+    for layer in range(1, 6):
+        k = 2**layer
+        nodes.append(helper.make_node("AveragePool", ["red"], [f"p{layer}"], kernel_shape=[k, k], strides=[k, k]))
+        nodes.append(helper.make_node("Squeeze", [f"p{layer}", "ax1"], [f"fam{layer}"]))
+        outputs.append(helper.make_tensor_value_info(f"fam{layer}", TensorProto.FLOAT, ["N", 224 // k, 224 // k]))
+    inits = [
+        helper.make_tensor("c0", TensorProto.INT64, [1], [0]),
+        helper.make_tensor("c1", TensorProto.INT64, [1], [1]),
+        helper.make_tensor("ax1", TensorProto.INT64, [1], [1]),
+        helper.make_tensor("four", TensorProto.FLOAT, [], [4.0]),
+        helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "red",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 224, 224])],
+        outputs,
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    write_manifest(path.with_suffix(".yaml"), manifest_dict("red-detector", 1))
+
+
+def _known_tileset(out: Path) -> None:
+    """4 spider tiles (red square; the 4th square drawn outside its box) and 4 clean tiles (one with a red fleck)."""
+    tiles, boxes, labels, kinds = [], [], [], []
+    for i in range(4):
+        t = np.full((224, 224, 3), 40, np.uint8)
+        x, y = 30 + 40 * i, 100
+        box = (x, y, x + 24, y + 24)
+        sq_x = x if i < 3 else 180  # the 4th: the square lies far from the labelled box
+        t[y : y + 24, sq_x : sq_x + 24] = (0, 0, 255)  # BGR red
+        tiles.append(t)
+        boxes.append(box)
+        labels.append(1)
+        kinds.append("pos")
+    for i in range(4):
+        t = np.full((224, 224, 3), 40, np.uint8)
+        if i == 0:
+            t[10:14, 10:14] = (0, 0, 255)  # a red fleck: the red detector flags it (a false reject)
+        tiles.append(t)
+        boxes.append((-1, -1, -1, -1))
+        labels.append(0)
+        kinds.append("neg" if i < 2 else "hard_neg")
+    it = ((tiles[i], labels[i], tuple(float(v) for v in boxes[i]), kinds[i]) for i in range(8))
+    write_tileset(out, it, {"source": "test", "seed": 0, "split": "test"})
+
+
+def test_evaluate_cli_on_known_tiles(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    model = tmp_path / "red.onnx"
+    _red_detector_onnx(model)
+    _known_tileset(tmp_path / "known")
+    assert load_tileset(tmp_path / "known").images.shape == (8, 224, 224, 3)
+    out_json = tmp_path / "fig.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "tools" / "evaluate.py"),
+            "--model",
+            str(model),
+            "--tiles",
+            f"known={tmp_path / 'known'}",
+            "--json",
+            str(out_json),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "CAM (paper)" in proc.stdout and "95.3 %" in proc.stdout
+    fig = json.loads(out_json.read_text())["known"]
+    # all 4 spider tiles are red -> predicted spider; 1 of 4 clean tiles has a red fleck -> false reject
+    assert fig["accuracy"] == pytest.approx(7 / 8)
+    assert fig["precision"] == pytest.approx(4 / 5)
+    assert fig["recall"] == pytest.approx(1.0)
+    # FAM peak on the red square: inside the box for 3 of the 4 spider tiles
+    assert fig["pointing"] == pytest.approx(3 / 4)
+    assert fig["per_kind_accuracy"] == {"hard_neg": 1.0, "neg": 0.5, "pos": 1.0}
+
+
+def test_evaluate_cli_reports_missing_tiles(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "evaluate.py"), "--tiles", str(tmp_path / "nothing")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert "nothing" in proc.stderr and "Traceback" not in proc.stderr
