@@ -168,6 +168,7 @@ class CaptureProcess:
             self._wake_r, self._wake_w = self._ctx.Pipe(duplex=False)
             os.set_blocking(self._wake_r.fileno(), False)
         self.ring.set(H_ALIVE_NS, time.monotonic_ns())  # the child gets a fresh stall allowance
+        self.ring.set(H_PRODUCER_PID, 0)
         self._proc = self._ctx.Process(
             target=capture_main,
             args=(self.cfg, self.ring.name, self._wake_w, self.footage_time, logging.getLogger().level),
@@ -227,6 +228,11 @@ class CaptureProcess:
     @property
     def exitcode(self) -> int | None:
         return None if self._proc is None else self._proc.exitcode
+
+    @property
+    def child_started(self) -> bool:
+        """The child has attached to the ring (interpreter start and imports are over)."""
+        return self._proc is not None and self.ring.get(H_PRODUCER_PID) == self._proc.pid
 
     def seconds_since_alive(self) -> float:
         """Seconds since the child last showed progress (frame read or back-off tick)."""

@@ -1,0 +1,207 @@
+"""Supervisor: sd_notify on a real unix datagram socket, watchdog only on progress, capture restarts, signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from inspector.capture import CaptureProcess
+from inspector.config import SourceConfig, SupervisorConfig
+from inspector.metrics import Metrics
+from inspector.ring import FrameRing
+from inspector.supervisor import GaveUp, SdNotify, Supervisor
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[tuple[str, socket.socket]]:
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(5.0)
+    yield path, sock
+    sock.close()
+
+
+def received(sock: socket.socket) -> list[str]:
+    out = []
+    sock.setblocking(False)
+    try:
+        while True:
+            out.append(sock.recv(4096).decode())
+    except BlockingIOError:
+        pass
+    finally:
+        sock.settimeout(5.0)
+    return out
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def write_video(path: Path, n: int, fps: float) -> Path:
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (32, 24))
+    for i in range(n):
+        out.write(np.full((24, 32, 3), i % 250, np.uint8))
+    out.release()
+    return path
+
+
+def test_sd_notify_lines(notify_socket: tuple[str, socket.socket]) -> None:
+    path, sock = notify_socket
+    n = SdNotify(env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "4000000", "WATCHDOG_PID": str(os.getpid())})
+    assert n.enabled and n.ping_interval_s() == 2.0
+    assert n.ready("warm") and n.watchdog() and n.status("3.0 fps") and n.stopping()
+    assert received(sock) == ["READY=1\nSTATUS=warm", "WATCHDOG=1", "STATUS=3.0 fps", "STOPPING=1"]
+    assert not SdNotify(env={}).ready()  # not under systemd: silently nothing
+    assert SdNotify(env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000", "WATCHDOG_PID": "1"}).watchdog_usec == 0
+
+
+def test_ready_then_watchdog_only_while_frames_and_inferences_move(notify_socket: tuple[str, socket.socket]) -> None:
+    path, sock = notify_socket
+    clock = FakeClock()
+    m = Metrics(CollectorRegistry())
+    sup = Supervisor(SupervisorConfig(), metrics=m, notify=SdNotify(env={"NOTIFY_SOCKET": path}), clock=clock)
+    sup.progress(frames=0, inferences=0, ready=True)  # no frame yet: not ready
+    sup.progress(frames=1, inferences=1, ready=False)  # model not warm yet
+    assert not any(x.startswith("READY=1") for x in received(sock))
+    sup.progress(frames=2, inferences=1, queue_depth=3, provider="CPUExecutionProvider")
+    msgs = received(sock)
+    assert msgs[0].startswith("READY=1\nSTATUS=") and "queue 3" in msgs[0] and "CPUExecutionProvider" in msgs[0]
+    pings = []
+    frames = inferences = 2
+    for step in range(12):
+        clock.t += 1.5
+        frames += 1
+        if step < 4 or step >= 8:
+            inferences += 1  # steps 4..7: inference stalled while frames still arrive
+        sup.progress(frames=frames, inferences=inferences)
+        pings.append(sum(x == "WATCHDOG=1" for x in received(sock)))
+    assert pings == [1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1]
+    clock.t += 1.5
+    sup.progress(frames=frames, inferences=inferences + 5)  # frames stalled: no ping either
+    assert "WATCHDOG=1" not in received(sock)
+    assert m.value("inspector_watchdog_pings_total") == 8
+    sup.stopping()
+    assert received(sock)[-1] == "STOPPING=1"
+
+
+def test_sighup_reload_and_sigusr1_snapshot_run_between_frames() -> None:
+    calls: list[str] = []
+    sup = Supervisor(
+        SupervisorConfig(),
+        metrics=Metrics(CollectorRegistry()),
+        notify=SdNotify(env={}),
+        on_reload=lambda: calls.append("reload"),
+        on_snapshot=lambda: calls.append("snap"),
+    )
+    with sup.signals():
+        os.kill(os.getpid(), signal.SIGHUP)
+        os.kill(os.getpid(), signal.SIGUSR1)
+        time.sleep(0.05)
+        assert calls == []  # only flags in the handler
+        sup.progress(frames=1, inferences=1)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+    assert calls == ["reload", "snap"]
+    assert sup.should_stop and sup.stop_signal == signal.SIGTERM
+
+
+def _ring() -> FrameRing:
+    return FrameRing.create(f"test-{uuid.uuid4().hex[:8]}", 8, (32, 24))
+
+
+def _pump(sup: Supervisor, cap: CaptureProcess, seconds: float) -> int:
+    n = 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        sup.check_capture()
+        if cap.get(0.05) is not None:
+            n += 1
+    return n
+
+
+def test_crashed_capture_is_restarted_then_gives_up(tmp_path: Path) -> None:
+    video = write_video(tmp_path / "a.avi", 10, 20.0)
+    cfg = SourceConfig(kind="file", uri=str(video), pace="realtime", loop=True)
+    m = Metrics(CollectorRegistry())
+    scfg = SupervisorConfig(max_restarts=1, backoff_initial_s=0.1, stall_timeout_s=2.0)
+    with _ring() as ring, CaptureProcess(cfg, ring) as cap:
+        sup = Supervisor(scfg, cap, metrics=m, notify=SdNotify(env={}))
+        assert _pump(sup, cap, 1.0) > 0
+        assert cap.pid is not None
+        os.kill(cap.pid, signal.SIGKILL)
+        assert _pump(sup, cap, 2.5) > 0  # restarted after the back-off, frames flow again
+        assert cap.starts == 2
+        assert m.value("inspector_capture_restarts_total", {"cause": "crashed"}) == 1
+        assert cap.pid is not None
+        os.kill(cap.pid, signal.SIGKILL)
+        with pytest.raises(GaveUp, match=r"supervisor\.max_restarts"):
+            _pump(sup, cap, 5.0)
+
+
+def test_stalled_capture_is_restarted(tmp_path: Path) -> None:
+    video = write_video(tmp_path / "a.avi", 10, 20.0)
+    cfg = SourceConfig(kind="file", uri=str(video), pace="realtime", loop=True)
+    m = Metrics(CollectorRegistry())
+    scfg = SupervisorConfig(max_restarts=3, backoff_initial_s=0.1, stall_timeout_s=0.5)
+    with _ring() as ring, CaptureProcess(cfg, ring) as cap:
+        sup = Supervisor(scfg, cap, metrics=m, notify=SdNotify(env={}))
+        assert _pump(sup, cap, 1.0) > 0
+        assert cap.pid is not None
+        os.kill(cap.pid, signal.SIGSTOP)  # alive but frozen
+        assert _pump(sup, cap, 3.0) > 0
+    assert m.value("inspector_capture_restarts_total", {"cause": "stalled"}) == 1
+
+
+def test_sigterm_stops_a_running_loop_cleanly_within_5_s(
+    tmp_path: Path, notify_socket: tuple[str, socket.socket]
+) -> None:
+    path, sock = notify_socket
+    video = write_video(tmp_path / "a.avi", 10, 25.0)
+    script = textwrap.dedent(f"""
+        import sys, uuid
+        from inspector.capture import CaptureProcess
+        from inspector.config import SourceConfig, SupervisorConfig
+        from inspector.ring import FrameRing
+        from inspector.supervisor import Supervisor
+        cfg = SourceConfig(kind="file", uri={str(video)!r}, pace="realtime", loop=True)
+        if __name__ == "__main__":
+            with FrameRing.create("test-" + uuid.uuid4().hex[:8], 8, (32, 24)) as ring, \\
+                    CaptureProcess(cfg, ring) as cap:
+                sup = Supervisor(SupervisorConfig(), cap)
+                n = 0
+                with sup.signals():
+                    while not sup.should_stop:
+                        sup.check_capture()
+                        if cap.get(0.2) is not None:
+                            n += 1
+                        sup.progress(frames=n, inferences=n)
+                    sup.stopping()
+            print("clean", n, flush=True)
+    """)
+    (tmp_path / "daemon.py").write_text(script)
+    env = {**os.environ, "NOTIFY_SOCKET": path}
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "daemon.py")], env=env, stdout=subprocess.PIPE, text=True)
+    assert sock.recv(4096).decode().startswith("READY=1")
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=5)
+    assert proc.returncode == 0 and out.startswith("clean")
+    assert "STOPPING=1" in received(sock)
