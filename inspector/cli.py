@@ -16,6 +16,7 @@ from inspector.errors import InspectorError
 
 # module path -> it defines add_parser(subparsers) that sets `func` on its parser
 _SUBCOMMANDS: tuple[str, ...] = (
+    "inspector.commands.run",
     "inspector.commands.check_config",
     "inspector.commands.replay",
     "inspector.commands.plan",

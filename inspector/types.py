@@ -187,6 +187,7 @@ class Decision:
             "bbox_xyxy": list(self.bbox_xyxy),
             "spider_xy": None if self.spider_xy is None else [round(v, 2) for v in self.spider_xy],
             "fire_at_s": round(float(self.fire_at_s), 4),
+            "t_capture_s": round(float(self.t_capture_s), 4),
             "inspected_frames": self.inspected_frames,
             "across_mm": None if self.across_mm is None else round(self.across_mm, 2),
         }

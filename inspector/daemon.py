@@ -1,0 +1,213 @@
+"""`inspector run`: the daemon. Capture process → frame ring → inspection loop → actuator link, supervised.
+
+One main loop, one thread for the inspection (the link has its own socket thread, the capture its own process):
+
+    while not stopping:
+        supervisor.check_capture()          restart a crashed/stalled capture process (back-off, limit)
+        ref = capture.get()                 (slot, seq, t_capture) from the ring; the frame is a zero-copy view
+        step = pipeline.process(frame, ref) belt → tiles → model → FAM → decisions
+        link.send_reject(...)               at once for bunches that crossed the threshold (or left uninspected)
+        link.publish(...), decisions.jsonl  for every bunch decided
+        supervisor.progress(...)            READY=1 / WATCHDOG=1 only while frames and inspections advance
+
+Times are monotonic seconds (the capture process stamps frames with the same system-wide clock); `fire_at_s` in the
+decision log is on that clock too, next to a wall-clock `t_unix_s` for people.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import cv2
+
+from inspector.capture import CaptureProcess
+from inspector.config import Calibration, Config, SourceConfig, calibration_for, load_config
+from inspector.evidence import render
+from inspector.link import RejectLink
+from inspector.metrics import METRICS, Metrics, serve
+from inspector.pipeline import Pipeline, StepResult, open_model
+from inspector.ring import FrameRing
+from inspector.sources import probe
+from inspector.supervisor import Supervisor
+from inspector.types import Decision
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSummary:
+    frames: int = 0
+    inspected: int = 0
+    rejects: int = 0
+    decided: int = 0
+    uninspected: int = 0
+    last_fire_at_s: float = 0.0  # monotonic: when the last reject sent is due at the ejector
+
+    def line(self) -> str:
+        return (
+            f"{self.frames} frames ({self.inspected} inspected), {self.decided} bunches decided: "
+            f"{self.rejects} rejected ({self.uninspected} uninspected)"
+        )
+
+
+class _DecisionLog:
+    """decisions.jsonl (line-buffered, appended) and evidence images; both optional."""
+
+    def __init__(self, jsonl: Path | None, evidence_dir: Path | None) -> None:
+        self._fh: TextIO | None = None
+        if jsonl is not None:
+            jsonl.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = jsonl.open("a", encoding="utf-8", buffering=1)
+        self.evidence_dir = evidence_dir
+        if evidence_dir is not None:
+            evidence_dir.mkdir(parents=True, exist_ok=True)
+
+    def write(self, step: StepResult) -> None:
+        for d in step.final:
+            if self._fh is not None:
+                row = d.to_json_dict() | {"t_unix_s": round(time.time(), 3)}
+                self._fh.write(json.dumps(row) + "\n")
+            snap = step.evidence.get(d.bunch_id)
+            if self.evidence_dir is not None and snap is not None and d.decision == "reject":
+                name = f"{time.strftime('%Y%m%d-%H%M%S')}-bunch_{d.bunch_id:06d}.jpg"
+                cv2.imwrite(str(self.evidence_dir / name), render(snap, d))
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+
+
+class Daemon:
+    """The inspection loop and what it owns; `run()` returns the process exit status."""
+
+    def __init__(self, config: Config, config_path: Path | None = None, instance: str = "default") -> None:
+        self.config = config
+        self.config_path = config_path
+        self.instance = instance
+        self.calibration: Calibration = calibration_for(config)
+        self.metrics: Metrics = METRICS
+        self.summary = RunSummary()
+        self.pipeline: Pipeline | None = None
+
+    # ------------------------------------------------------------------------------------ signals
+    def reload(self) -> None:
+        """SIGHUP: re-read the config file; apply the decision threshold without dropping a frame."""
+        if self.config_path is None or self.pipeline is None:
+            return
+        fresh = load_config(self.config_path)
+        self.pipeline.set_threshold(fresh.decision.threshold)
+        log.info("threshold now %.4f", fresh.decision.threshold)
+
+    # ------------------------------------------------------------------------------------ per step
+    def _handle(self, step: StepResult, link: RejectLink | None, decisions: _DecisionLog) -> None:
+        m = self.metrics
+        now = time.monotonic()
+        for d in step.rejects:
+            if link is not None:
+                link.send_reject(d)
+            self.summary.last_fire_at_s = max(self.summary.last_fire_at_s, d.fire_at_s)
+            m.decision_latency_seconds.observe(max(0.0, now - step.ref.t_capture_s))
+            m.decision_slack_seconds.observe(d.fire_at_s - now)
+            if d.fire_at_s < now:
+                log.error("bunch %d: reject sent %.2f s after its fire time", d.bunch_id, now - d.fire_at_s)
+        for d in step.final:
+            self._count(d)
+            if link is not None:
+                link.publish(d)
+        decisions.write(step)
+        if step.inspected:
+            m.frames_inspected.inc()
+            self.summary.inspected += 1
+            tiles = 0 if step.plan is None else len(step.plan)
+            m.tiles_inferred.inc(tiles)
+            m.inference_batch_seconds.observe(step.infer_s)
+        m.belt_speed.set(step.belt_speed_mm_s)
+
+    def _count(self, d: Decision) -> None:
+        self.metrics.bunches.labels(decision=d.decision, reason=d.reason).inc()
+        self.summary.decided += 1
+        self.summary.rejects += d.decision == "reject"
+        self.summary.uninspected += d.reason == "uninspected"
+        level = logging.WARNING if d.decision == "reject" else logging.INFO
+        log.log(level, "bunch %d: %s (%s) score %.3f", d.bunch_id, d.decision, d.reason, d.score)
+
+    # ------------------------------------------------------------------------------------ main loop
+    def run(self) -> int:
+        cfg = self.config
+        source: SourceConfig = cfg.source
+        frame_wh, probed_fps = probe(source)
+        fps = source.fps or probed_fps or 10.0
+        with ExitStack() as stack:
+            server = serve(cfg.metrics, self.metrics)
+            if server is not None:
+                stack.enter_context(server)
+            model = stack.enter_context(open_model(cfg.model))
+            model.warmup()
+            info = model.describe()
+            self.metrics.set_model(info["name"], info.get("width") or "", model.provider)
+            self.pipeline = Pipeline(
+                cfg, self.calibration, model, fps, keep_evidence=cfg.output.evidence_dir is not None
+            )
+            ring = stack.enter_context(FrameRing.create(self.instance, cfg.ring.slots, frame_wh))
+            capture = stack.enter_context(CaptureProcess(source, ring))
+            link = (
+                stack.enter_context(RejectLink(cfg.link, self.metrics, model=info["name"]))
+                if cfg.link.enabled
+                else None
+            )
+            decisions = _DecisionLog(cfg.output.decisions_jsonl, cfg.output.evidence_dir)
+            stack.callback(decisions.close)
+            sup = Supervisor(cfg.supervisor, capture, self.metrics, on_reload=self.reload)
+            stack.enter_context(sup.signals())
+            log.info(
+                "inspecting %s (%dx%d at %.1f fps) with %s on %s; tiles %s",
+                source.uri or source.kind,
+                frame_wh[0],
+                frame_wh[1],
+                fps,
+                info["name"],
+                model.provider,
+                [s.tile_px for s in self.pipeline.scales],
+            )
+            processed = 0
+            try:
+                while not sup.should_stop:
+                    sup.check_capture()
+                    ref = capture.get(timeout_s=0.2)
+                    self.metrics.sync_capture(*ring.counts())
+                    if ref is None:
+                        if capture.eof:
+                            log.info("end of footage")
+                            break
+                        sup.progress(
+                            frames=ring.counts()[0],
+                            inferences=processed,
+                            queue_depth=ring.depth,
+                            provider=model.provider,
+                            ready=processed > 0,
+                        )
+                        continue
+                    self.metrics.camera_up.set(1)
+                    step = self.pipeline.process(ring.frame(ref), ref)
+                    processed += 1
+                    self.summary.frames += 1
+                    self._handle(step, link, decisions)
+                    sup.progress(
+                        frames=ring.counts()[0],
+                        inferences=processed,
+                        queue_depth=ring.depth,
+                        provider=model.provider,
+                        ready=True,
+                    )
+            finally:  # whatever ended the loop: bunches still in view are decided (fail-safe) and sent
+                sup.stopping()
+                end = self.pipeline.finish()
+                self._handle(end, link, decisions)
+                log.info("stopping: %s", self.summary.line())
+        return 0
