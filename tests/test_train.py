@@ -1,0 +1,162 @@
+"""Training: augmentation geometry, location targets, Eq. 1 in torch, a one-epoch smoke run, the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+torch = pytest.importorskip("torch")
+
+from inspector.fam import tile_fam  # noqa: E402
+from inspector.training.composite import TileSet, load_tileset, write_tileset  # noqa: E402
+from inspector.training.train import (  # noqa: E402
+    Trainer,
+    TrainSettings,
+    _box_mask,
+    _cells_target,
+    augment,
+    eq1_map,
+    fam_layer_scale,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+REALDATA = REPO.parent / "shared" / "realdata"
+
+
+def _tiny_tiles(n: int = 12, seed: int = 0) -> TileSet:
+    """Noisy green tiles; spider tiles carry a dark 8-legged blob in a known box."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(60, 140, (n, 224, 224, 3)).astype(np.uint8)
+    images[..., 1] = np.clip(images[..., 1].astype(int) + 60, 0, 255).astype(np.uint8)
+    labels = np.zeros(n, np.int8)
+    boxes = np.full((n, 4), -1, np.float32)
+    kinds = np.array(["neg"] * n)
+    for i in range(0, n, 2):
+        x, y = rng.integers(20, 170, 2)
+        images[i, y + 8 : y + 24, x + 8 : x + 24] = 15
+        for k in range(8):
+            ang = k * np.pi / 4
+            ex, ey = int(x + 16 + 15 * np.cos(ang)), int(y + 16 + 15 * np.sin(ang))
+            images[i, min(ey, y + 16) : max(ey, y + 16) + 2, min(ex, x + 16) : max(ex, x + 16) + 2] = 15
+        labels[i], boxes[i], kinds[i] = 1, (x, y, x + 32, y + 32), "pos"
+    return TileSet(images, labels, boxes, kinds, {"source": "test"})
+
+
+def test_augment_moves_boxes_with_the_pixels() -> None:
+    img = np.zeros((8, 224, 224, 3), np.uint8)
+    boxes = np.zeros((8, 4), np.float32)
+    for i in range(8):
+        x, y = 20 + 10 * i, 150 - 12 * i
+        img[i, y : y + 10, x : x + 30] = 255
+        boxes[i] = (x, y, x + 30, y + 10)
+    boxes[7] = -1
+    gen = torch.Generator().manual_seed(1)
+    out, new_boxes = augment(torch.from_numpy(img), torch.from_numpy(boxes), gen)
+    for i in range(7):
+        bright = out[i].mean(dim=-1) > 150
+        ys, xs = np.nonzero(bright.numpy())
+        x1, y1, x2, y2 = new_boxes[i].tolist()
+        assert xs.min() >= x1 - 1 and xs.max() + 1 <= x2 + 1
+        assert ys.min() >= y1 - 1 and ys.max() + 1 <= y2 + 1
+    assert new_boxes[7].tolist() == [-1, -1, -1, -1]
+
+
+def test_location_targets() -> None:
+    boxes = torch.tensor([[16.0, 32.0, 48.0, 40.0], [-1, -1, -1, -1]])
+    t = _cells_target(boxes, torch.tensor([1, 0]), 14)  # 16 px cells
+    # x 16..48 -> columns 1 and 2; y 32..40 -> row 2 only
+    assert t[0].sum() == 2
+    assert t[0, 2, 1] == 1 and t[0, 2, 2] == 1
+    assert t[1].sum() == 0
+    m = _box_mask(torch.tensor([[0.0, 0.0, 224.0, 112.0]]), 56)
+    assert m.sum() == 56 * 28
+
+
+def test_eq1_in_torch_matches_inspector_fam() -> None:
+    rng = np.random.default_rng(0)
+    fams = [rng.random((2, 224 >> k, 224 >> k)).astype(np.float32) for k in range(1, 6)]
+    ours = eq1_map([torch.from_numpy(f) for f in fams], 224).numpy()
+    np.testing.assert_allclose(ours, tile_fam(fams, 224, "paper"), rtol=1e-4, atol=1e-4)
+
+
+def test_one_epoch_smoke_and_export(tmp_path: Path) -> None:
+    data = _tiny_tiles()
+    settings = TrainSettings(width=16, epochs=1, batch=4, steps_per_epoch=2, val_frac=0.25, seed=0)
+    trainer = Trainer(settings)
+    before = trainer.model.features[0].weight.detach().clone()
+    result = trainer.fit(data)
+    assert len(result.history) == 1 and result.best_epoch == 1
+    assert result.n_val == 4 and result.n_train == 8
+    assert not torch.equal(before, trainer.model.features[0].weight)  # it trained
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in result.model.modules())  # folded
+    v = result.history[0].val
+    assert 0.0 <= v.accuracy <= 1.0 and 0.0 <= v.pointing <= 1.0
+    scales = fam_layer_scale(result.model, data.images[data.labels == 0])
+    assert len(scales) == 5 and min(scales) > 0
+
+
+def test_train_cli_writes_model_manifest_and_card(tmp_path: Path) -> None:
+    data = _tiny_tiles(8, seed=1)
+    it = (
+        (data.images[i], int(data.labels[i]), tuple(float(v) for v in data.boxes_xyxy[i]), str(data.kinds[i]))
+        for i in range(8)
+    )
+    write_tileset(tmp_path / "tiles", it, {"source": "test", "seed": 1, "split": "train"})
+    out = tmp_path / "m.onnx"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "tools" / "train.py"),
+            "--tiles",
+            str(tmp_path / "tiles"),
+            "--out",
+            str(out),
+            "--width",
+            "16",
+            "--epochs",
+            "1",
+            "--batch",
+            "4",
+            "--steps-per-epoch",
+            "1",
+            "--val-frac",
+            "0.25",
+            "--report-tiles",
+            f"same={tmp_path / 'tiles'}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    manifest = yaml.safe_load(out.with_suffix(".yaml").read_text())
+    assert manifest["model_card"] == "m.md" and manifest["width"] == 16
+    assert len(manifest["fam_layer_scale"]) == 5 and min(manifest["fam_layer_scale"]) > 0
+    card = out.with_suffix(".md").read_text()
+    assert "Data licences" in card and "Validation" in card and "CAM (paper)" in card
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [o.name for o in sess.get_outputs()] == ["logits", "fam1", "fam2", "fam3", "fam4", "fam5"]
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not (REALDATA / "spiders" / "photos" / "index.json").is_file(), reason="no ../shared/realdata")
+def test_real_composites_have_spiders_in_their_boxes(tmp_path: Path) -> None:
+    from inspector.training.composite import generate, load_sources
+
+    src = load_sources(REALDATA, "holdout", max_spiders=4, seed=0)
+    write_tileset(tmp_path / "t", generate(src, 10, seed=3), {"split": "holdout"})
+    t = load_tileset(tmp_path / "t")
+    pos = t.labels == 1
+    assert set(t.kinds[pos].tolist()) == {"pos"} and (t.boxes_xyxy[~pos] == -1).all()
+    for box in t.boxes_xyxy[pos]:
+        x1, y1, x2, y2 = box
+        frac = (x2 - x1) * (y2 - y1) / 224**2
+        assert 0.005 <= frac <= 0.07  # 1-5 % by construction, rounding of the rotated cut-out allowed
+        assert 0 <= x1 < x2 <= 224 and 0 <= y1 < y2 <= 224
