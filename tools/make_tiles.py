@@ -19,10 +19,10 @@ import cv2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from inspector.config import DEFAULT_CALIBRATION, load_calibration  # noqa: E402
-from inspector.errors import InspectorError  # noqa: E402
-from inspector.synth.footage import make_source  # noqa: E402
-from inspector.synth.tiles import make_tile_set, mosaic, save_tile_set  # noqa: E402
+from inspector.config import DEFAULT_CALIBRATION, load_calibration
+from inspector.errors import InspectorError
+from inspector.synth.footage import make_source
+from inspector.synth.tiles import make_tile_set, mosaic, save_tile_set
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -53,8 +53,12 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         tiles = make_tile_set(args.n, source, cal, args.seed, shares=(args.pos, 1 - args.pos - args.hard, args.hard))
         dt = time.perf_counter() - t0
-        extra = {"mode": args.mode, "split": args.split if real_dir else None,
-                 "real_dir": str(real_dir) if real_dir else None, "seconds": round(dt, 1)}
+        extra = {
+            "mode": args.mode,
+            "split": args.split if real_dir else None,
+            "real_dir": str(real_dir) if real_dir else None,
+            "seconds": round(dt, 1),
+        }
         save_tile_set(tiles, args.out, extra)
         if args.preview:
             args.preview.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import cv2
 import numpy as np
@@ -119,8 +120,8 @@ def plan_bunches(
     if n_bunches is None:
         # enough bunches to keep the belt busy until the end of the footage (bounded by the smallest pitch)
         travel = v_px_s * t_end + length
-        n_bunches = max(1, int(math.ceil(travel / ((BUNCH_LENGTH_MM[0] * 0.5 + GAP_MM[0]) / mm))) + 1)
-    n_spiders = int(round(n_bunches * spider_fraction))
+        n_bunches = max(1, math.ceil(travel / ((BUNCH_LENGTH_MM[0] * 0.5 + GAP_MM[0]) / mm)) + 1)
+    n_spiders = round(n_bunches * spider_fraction)
     with_spider = np.zeros(n_bunches, bool)
     with_spider[rng.permutation(n_bunches)[:n_spiders]] = True
 
@@ -135,9 +136,7 @@ def plan_bunches(
         cut = source.bunch(brng, length_px, brng.uniform(*BERRY_RADIUS_MM) / mm)
         span_px = brng.uniform(*calibration.spider_span_mm) / mm if with_spider[i] else None
         span_lo, span_hi = (s / mm for s in calibration.spider_span_mm)
-        dec = decorate_bunch(
-            brng, source, cut, span_px, mm, int(brng.poisson(1.2)), (0.8 * span_lo, 1.3 * span_hi)
-        )
+        dec = decorate_bunch(brng, source, cut, span_px, mm, int(brng.poisson(1.2)), (0.8 * span_lo, 1.3 * span_hi))
         # any angle, either face up; the spider box is carried through the same transform
         sprite, spider_box = _pose_with_box(brng, dec.sprite, dec.spider_box)
         scale = min(1.0, 0.95 * across / sprite.wh[1])
@@ -145,7 +144,7 @@ def plan_bunches(
             sprite = resize_sprite(sprite, scale)
             if spider_box is not None:
                 spider_box = _scale_box(spider_box, scale)
-        n_blur = int(round(blur_px))
+        n_blur = round(blur_px)
         if n_blur >= 2:
             sprite = pad_sprite(sprite, n_blur)
             pre = motion_blur(sprite.bgr.astype(np.float32) * sprite.alpha[:, :, None], n_blur, 0)
@@ -158,15 +157,26 @@ def plan_bunches(
         box = alpha_bbox_xyxy(sprite.alpha, 0.25) or (0, 0, *sprite.wh)
         if spider_box is not None:
             spider_box = _intersect(spider_box, box)
-        w, h = sprite.wh
+        _w, h = sprite.wh
         x0 = x_lead - box[2]
         y = int(brng.uniform(0, max(1, across - h)))
         pre_bgr = sprite.bgr.astype(np.float32) * sprite.alpha[:, :, None]
         inv = np.repeat((1.0 - sprite.alpha)[:, :, None], 3, axis=2)
         shadow = shadow_of(sprite, brng.uniform(0.2, 0.35), brng.uniform(3, 8))
         placements.append(
-            Placement(i, sprite, pre_bgr, inv, shadow, (int(brng.integers(2, 9)), int(brng.integers(2, 9))),
-                      x0, y, box, spider_box, dec.spider_span_mm if spider_box is not None else None)
+            Placement(
+                i,
+                sprite,
+                pre_bgr,
+                inv,
+                shadow,
+                (int(brng.integers(2, 9)), int(brng.integers(2, 9))),
+                x0,
+                y,
+                box,
+                spider_box,
+                dec.spider_span_mm if spider_box is not None else None,
+            )
         )
         gap_px = rng.uniform(*GAP_MM) / mm
         x_lead = x0 + box[0] - gap_px
@@ -179,9 +189,7 @@ def plan_bunches(
     return placements
 
 
-def _pose_with_box(
-    rng: np.random.Generator, sprite: Sprite, box: BoxXYXY | None
-) -> tuple[Sprite, BoxXYXY | None]:
+def _pose_with_box(rng: np.random.Generator, sprite: Sprite, box: BoxXYXY | None) -> tuple[Sprite, BoxXYXY | None]:
     """Random pose of a sprite carrying a marked box: rotate a box mask alongside and re-measure it."""
     mark = np.zeros(sprite.alpha.shape, np.float32)
     if box is not None:
@@ -198,11 +206,11 @@ def _pose_with_box(
     nw, nh = int(np.ceil(h * sin + w * cos)), int(np.ceil(h * cos + w * sin))
     m[0, 2] += nw / 2.0 - w / 2.0
     m[1, 2] += nh / 2.0 - h / 2.0
-    bgr_r = cv2.warpAffine(np.ascontiguousarray(bgr), m, (nw, nh), flags=cv2.INTER_LINEAR)
+    bgr_r = np.asarray(cv2.warpAffine(np.ascontiguousarray(bgr), m, (nw, nh), flags=cv2.INTER_LINEAR), np.uint8)
     a_r = np.clip(cv2.warpAffine(np.ascontiguousarray(alpha), m, (nw, nh), flags=cv2.INTER_LINEAR), 0, 1)
     # the spider box in the rotated frame: the rotated corners' extent is too loose; use the mark's coverage
     # restricted to the spider itself (alpha) and fall back to the mark when that is empty
-    mark_r = cv2.warpAffine(np.ascontiguousarray(mark), m, (nw, nh), flags=cv2.INTER_NEAREST)
+    mark_r = np.asarray(cv2.warpAffine(np.ascontiguousarray(mark), m, (nw, nh), flags=cv2.INTER_NEAREST), np.float32)
     new_box = None
     if box is not None:
         new_box = alpha_bbox_xyxy(mark_r * a_r, 0.25) or alpha_bbox_xyxy(mark_r, 0.5)
@@ -210,7 +218,7 @@ def _pose_with_box(
 
 
 def _scale_box(box: BoxXYXY, s: float) -> BoxXYXY:
-    return (int(box[0] * s), int(box[1] * s), int(math.ceil(box[2] * s)), int(math.ceil(box[3] * s)))
+    return (int(box[0] * s), int(box[1] * s), math.ceil(box[2] * s), math.ceil(box[3] * s))
 
 
 def _intersect(a: BoxXYXY, b: BoxXYXY) -> BoxXYXY | None:
@@ -241,12 +249,12 @@ def make_belt(rng: np.random.Generator, canon_wh: tuple[int, int], colour_bgr: t
 
 def compose_frame(belt: Belt, placements: list[Placement], t_s: float, v_px_s: float, length: int) -> U8Array:
     """Canonical frame at time `t_s`: scrolled belt, bunch shadows, bunches (no camera effects)."""
-    shift = int(round(v_px_s * t_s))
+    shift = round(v_px_s * t_s)
     start = (-shift) % belt.period
     frame = belt.strip[:, start : start + length].copy()
     across = frame.shape[0]
     for p in placements:
-        x = int(round(p.x0_px + v_px_s * t_s))
+        x = round(p.x0_px + v_px_s * t_s)
         w, h = p.sprite.wh
         if x >= length or x + w <= 0:
             continue
@@ -290,7 +298,7 @@ class Camera:
         out = cv2.LUT(frame, lut)
         k = index % len(self.noise_pos)
         out = cv2.add(out, self.noise_pos[k])
-        return cv2.subtract(out, self.noise_neg[k])  # type: ignore[no-any-return]
+        return np.asarray(cv2.subtract(out, self.noise_neg[k]), np.uint8)
 
 
 def make_camera(rng: np.random.Generator, shape: tuple[int, int, int], bank: int = 5) -> Camera:
@@ -328,16 +336,16 @@ class Footage:
             canon = self.camera.apply(canon, t, f)
             yield f, to_frame_image(canon, self.calibration.belt_direction)
 
-    def labels(self) -> list[dict[str, object]]:
+    def labels(self) -> list[dict[str, Any]]:
         length, across = canonical_wh(self.width, self.height, self.calibration)
         v = self.calibration.px_per_s
         direction = self.calibration.belt_direction
-        lines: list[dict[str, object]] = []
+        lines: list[dict[str, Any]] = []
         for p in self.placements:
             track: list[list[int]] = []
             spider_track: list[list[int]] = []
             for f in range(self.n_frames):
-                x = int(round(p.x0_px + v * f / self.fps))
+                x = round(p.x0_px + v * f / self.fps)
                 b = _clip_shift(p.box, x, p.y_px, length, across)
                 if b is None:
                     continue
@@ -379,7 +387,7 @@ def plan_footage(
         raise SynthError(f"spider fraction {spider_fraction} is outside [0, 1]; give a value like 0.5")
     if fps <= 0 or seconds <= 0:
         raise SynthError(f"fps {fps} and seconds {seconds} must be positive")
-    n_frames = max(1, int(round(seconds * fps)))
+    n_frames = max(1, round(seconds * fps))
     canon = canonical_wh(width, height, calibration)
     rng = np.random.default_rng([seed, 0])
     placements = plan_bunches(rng, source, calibration, canon, n_frames, fps, n_bunches, spider_fraction, seed)
@@ -395,7 +403,7 @@ class VideoOut:
 
     def __init__(self, path: Path, fps: float, wh: tuple[int, int]) -> None:
         self.path = path
-        self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, wh)
+        self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, wh)
         if not self._writer.isOpened():
             raise SynthError(f"{path}: OpenCV cannot write MJPG video here; check the folder is writable")
 
@@ -434,8 +442,15 @@ def generate_footage(
     out.mkdir(parents=True, exist_ok=True)
     source = make_source(Path(real_dir) if real_dir is not None else None, split, seed)
     footage = plan_footage(
-        width=width, height=height, fps=fps, seconds=seconds, calibration=calibration, n_bunches=n_bunches,
-        spider_fraction=spider_fraction, seed=seed, source=source,
+        width=width,
+        height=height,
+        fps=fps,
+        seconds=seconds,
+        calibration=calibration,
+        n_bunches=n_bunches,
+        spider_fraction=spider_fraction,
+        seed=seed,
+        source=source,
     )
     video = out / "footage.avi"
     with VideoOut(video, fps, (width, height)) as writer:

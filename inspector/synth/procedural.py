@@ -38,11 +38,19 @@ def _jitter_bgr(rng: np.random.Generator, lo: tuple[int, int, int], hi: tuple[in
 
 # --------------------------------------------------------------------------------------------- berries
 def _draw_berry(
-    bgr: np.ndarray, alpha: FloatArray, cx: float, cy: float, rx: float, ry: float, angle: float,
-    colour: np.ndarray, light_xy: tuple[float, float], gloss: float,
+    bgr: np.ndarray,
+    alpha: FloatArray,
+    cx: float,
+    cy: float,
+    rx: float,
+    ry: float,
+    angle: float,
+    colour: np.ndarray,
+    light_xy: tuple[float, float],
+    gloss: float,
 ) -> None:
     """Shaded ellipsoid berry with a specular highlight and bloom, drawn in place (float canvases)."""
-    r = int(math.ceil(max(rx, ry))) + 1
+    r = math.ceil(max(rx, ry)) + 1
     x0, y0 = int(cx) - r, int(cy) - r
     h, w = alpha.shape
     if x0 < 0 or y0 < 0 or x0 + 2 * r + 1 > w or y0 + 2 * r + 1 > h:
@@ -106,7 +114,9 @@ def render_bunch(
     # dark interior (shadowed rachis and berries behind) shows through the gaps
     inner = np.zeros((h, w), np.uint8)
     cv2.fillPoly(inner, [poly], 255)
-    inner = cv2.erode(inner, np.ones((3, 3), np.uint8), iterations=max(1, int(berry_radius_px * 0.4)))
+    inner = np.asarray(
+        cv2.erode(inner, np.ones((3, 3), np.uint8), iterations=max(1, int(berry_radius_px * 0.4))), np.uint8
+    )
     base = _jitter_bgr(rng, lo, hi)
     dark = base * rng.uniform(0.18, 0.3) + np.array([5, 12, 8], np.float32)
     inner_f = inner.astype(np.float32) / 255.0
@@ -142,8 +152,18 @@ def render_bunch(
         elong = rng.uniform(1.0, 1.25 if variety != "black" else 1.1)
         shade = 0.7 + 0.3 * depth[i]
         col = (base + rng.normal(0, 7, 3).astype(np.float32)) * shade
-        _draw_berry(bgr, alpha, cx + 0.5, cy + 0.5, r * elong, r, rng.uniform(0, math.pi), col, light,
-                    gloss=rng.uniform(0.25, 0.6))
+        _draw_berry(
+            bgr,
+            alpha,
+            cx + 0.5,
+            cy + 0.5,
+            r * elong,
+            r,
+            rng.uniform(0, math.pi),
+            col,
+            light,
+            gloss=rng.uniform(0.25, 0.6),
+        )
     if with_leaf if with_leaf is not None else rng.random() < 0.35:
         leaf = render_leaf(rng, length_px * rng.uniform(0.35, 0.6), dried=rng.random() < 0.3)
         lx, ly = int(rng.uniform(0, max(1, w - leaf.wh[0]))), 0
@@ -183,23 +203,58 @@ def render_leaf(rng: np.random.Generator, length_px: float, dried: bool = False)
         end = (int(c[0] + np.cos(ang) * length_px * 0.42), int(c[1] + np.sin(ang) * length_px * 0.42))
         cv2.line(img, c, end, vein, max(1, int(length_px / 60)), cv2.LINE_AA)
     a = mask.astype(np.float32) / 255.0
-    a = cv2.GaussianBlur(a, (0, 0), 0.7)
+    a = np.asarray(cv2.GaussianBlur(a, (0, 0), 0.7), np.float32)
     return crop_sprite(Sprite(np.clip(img, 0, 255).astype(np.uint8), a.astype(np.float32)))
 
 
 # --------------------------------------------------------------------------------------------- spiders
 _SPIDER_STYLE: dict[str, dict[str, object]] = {
     # body colour, abdomen (length, width) relative to span, leg thickness, leg reach, marking
-    "redback": {"body": (20, 18, 22), "legs": (18, 16, 20), "abd": (0.30, 0.26), "ceph": 0.12, "leg_w": 0.035,
-                "reach": 0.5, "mark": "stripe"},
-    "brown": {"body": (45, 75, 110), "legs": (50, 80, 115), "abd": (0.22, 0.14), "ceph": 0.14, "leg_w": 0.03,
-              "reach": 0.5, "mark": "chevron"},
-    "pale": {"body": (120, 170, 195), "legs": (110, 160, 185), "abd": (0.24, 0.17), "ceph": 0.12, "leg_w": 0.028,
-             "reach": 0.5, "mark": "none"},
-    "jumping": {"body": (35, 35, 40), "legs": (40, 40, 45), "abd": (0.30, 0.24), "ceph": 0.24, "leg_w": 0.06,
-                "reach": 0.38, "mark": "spots"},
-    "orb": {"body": (40, 150, 190), "legs": (30, 60, 80), "abd": (0.36, 0.30), "ceph": 0.13, "leg_w": 0.035,
-            "reach": 0.48, "mark": "bands"},
+    "redback": {
+        "body": (20, 18, 22),
+        "legs": (18, 16, 20),
+        "abd": (0.30, 0.26),
+        "ceph": 0.12,
+        "leg_w": 0.035,
+        "reach": 0.5,
+        "mark": "stripe",
+    },
+    "brown": {
+        "body": (45, 75, 110),
+        "legs": (50, 80, 115),
+        "abd": (0.22, 0.14),
+        "ceph": 0.14,
+        "leg_w": 0.03,
+        "reach": 0.5,
+        "mark": "chevron",
+    },
+    "pale": {
+        "body": (120, 170, 195),
+        "legs": (110, 160, 185),
+        "abd": (0.24, 0.17),
+        "ceph": 0.12,
+        "leg_w": 0.028,
+        "reach": 0.5,
+        "mark": "none",
+    },
+    "jumping": {
+        "body": (35, 35, 40),
+        "legs": (40, 40, 45),
+        "abd": (0.30, 0.24),
+        "ceph": 0.24,
+        "leg_w": 0.06,
+        "reach": 0.38,
+        "mark": "spots",
+    },
+    "orb": {
+        "body": (40, 150, 190),
+        "legs": (30, 60, 80),
+        "abd": (0.36, 0.30),
+        "ceph": 0.13,
+        "leg_w": 0.035,
+        "reach": 0.48,
+        "mark": "bands",
+    },
 }
 
 
@@ -262,22 +317,40 @@ def render_spider(rng: np.random.Generator, span_px: float, kind: SpiderKind = "
         for j in range(3):
             y = abd_c[1] + (j - 1) * axes_abd[1] * 0.45
             p = np.array([abd_c[0], y])
-            draw_line(p + [-axes_abd[0] * 0.5, -axes_abd[1] * 0.2], p, body_col * 0.6, leg_w)
-            draw_line(p + [axes_abd[0] * 0.5, -axes_abd[1] * 0.2], p, body_col * 0.6, leg_w)
+            draw_line(p + np.array([-axes_abd[0] * 0.5, -axes_abd[1] * 0.2]), p, body_col * 0.6, leg_w)
+            draw_line(p + np.array([axes_abd[0] * 0.5, -axes_abd[1] * 0.2]), p, body_col * 0.6, leg_w)
     elif mark == "spots":
         for sx in (-1, 1):
-            cv2.circle(img, (int(abd_c[0] + sx * axes_abd[0] * 0.4), int(abd_c[1])), int(axes_abd[0] * 0.18),
-                       (200, 200, 210), -1, cv2.LINE_AA)
+            cv2.circle(
+                img,
+                (int(abd_c[0] + sx * axes_abd[0] * 0.4), int(abd_c[1])),
+                int(axes_abd[0] * 0.18),
+                (200, 200, 210),
+                -1,
+                cv2.LINE_AA,
+            )
     elif mark == "bands":
         for j in range(3):
             y = int(abd_c[1] + (j - 1) * axes_abd[1] * 0.5)
-            cv2.line(img, (int(abd_c[0] - axes_abd[0] * 0.8), y), (int(abd_c[0] + axes_abd[0] * 0.8), y),
-                     (20, 20, 25), max(1, leg_w), cv2.LINE_AA)
+            cv2.line(
+                img,
+                (int(abd_c[0] - axes_abd[0] * 0.8), y),
+                (int(abd_c[0] + axes_abd[0] * 0.8), y),
+                (20, 20, 25),
+                max(1, leg_w),
+                cv2.LINE_AA,
+            )
     # gloss
     g = np.zeros((size, size), np.float32)
-    cv2.circle(g, (int(abd_c[0] - axes_abd[0] * 0.35), int(abd_c[1] - axes_abd[1] * 0.4)),
-               max(1, int(axes_abd[0] * 0.25)), 1.0, -1, cv2.LINE_AA)
-    g = cv2.GaussianBlur(g, (0, 0), max(1.0, axes_abd[0] * 0.15))
+    cv2.circle(
+        g,
+        (int(abd_c[0] - axes_abd[0] * 0.35), int(abd_c[1] - axes_abd[1] * 0.4)),
+        max(1, int(axes_abd[0] * 0.25)),
+        1.0,
+        -1,
+        cv2.LINE_AA,
+    )
+    g = np.asarray(cv2.GaussianBlur(g, (0, 0), max(1.0, axes_abd[0] * 0.15)), np.float32)
     gloss = 0.55 if kind in ("redback", "jumping") else 0.25
     img = img + 255.0 * gloss * g[:, :, None]
     sprite = crop_sprite(Sprite(np.clip(img, 0, 255).astype(np.uint8), alpha))
@@ -287,14 +360,14 @@ def render_spider(rng: np.random.Generator, span_px: float, kind: SpiderKind = "
 
 def rotate_square(sprite: Sprite, angle_deg: float) -> Sprite:
     w, h = sprite.wh
-    side = int(math.ceil(math.hypot(w, h))) + 2
+    side = math.ceil(math.hypot(w, h)) + 2
     px, py = (side - w) // 2, (side - h) // 2
     bgr = cv2.copyMakeBorder(sprite.bgr, py, side - h - py, px, side - w - px, cv2.BORDER_CONSTANT, value=(0, 0, 0))
     a = cv2.copyMakeBorder(sprite.alpha, py, side - h - py, px, side - w - px, cv2.BORDER_CONSTANT, value=0.0)
     m = cv2.getRotationMatrix2D((side / 2, side / 2), angle_deg, 1.0)
-    bgr = cv2.warpAffine(bgr, m, (side, side), flags=cv2.INTER_LINEAR)
-    a = cv2.warpAffine(a, m, (side, side), flags=cv2.INTER_LINEAR)
-    return crop_sprite(Sprite(bgr, np.clip(a, 0, 1).astype(np.float32)))
+    bgr_r = np.asarray(cv2.warpAffine(bgr, m, (side, side), flags=cv2.INTER_LINEAR), np.uint8)
+    a_r = np.asarray(cv2.warpAffine(a, m, (side, side), flags=cv2.INTER_LINEAR), np.float32)
+    return crop_sprite(Sprite(bgr_r, np.clip(a_r, 0, 1).astype(np.float32)))
 
 
 def fit_span(sprite: Sprite, span_px: float) -> Sprite:
@@ -338,7 +411,7 @@ def render_distractor(rng: np.random.Generator, size_px: float, kind: Distractor
             off = rng.normal(0, s * 0.12, 2)
             axes = (int(s * rng.uniform(0.1, 0.3)), int(s * rng.uniform(0.05, 0.2)))
             cv2.ellipse(blob, tuple(map(int, c + off)), axes, rng.uniform(0, 180), 0, 360, 1.0, -1, cv2.LINE_AA)
-        blob = cv2.GaussianBlur(blob, (0, 0), s * (0.08 if kind == "shadow" else 0.02))
+        blob = np.asarray(cv2.GaussianBlur(blob, (0, 0), s * (0.08 if kind == "shadow" else 0.02)), np.float32)
         strength = rng.uniform(0.35, 0.6) if kind == "shadow" else rng.uniform(0.7, 0.95)
         alpha = np.clip(blob, 0, 1) * strength
         col = np.array([10, 15, 15], np.float32) + rng.normal(0, 4, 3).astype(np.float32)
@@ -346,14 +419,34 @@ def render_distractor(rng: np.random.Generator, size_px: float, kind: Distractor
     elif kind == "dark_berry":
         col = np.array([35, 20, 30], np.float32) + rng.normal(0, 6, 3).astype(np.float32)
         r = s * rng.uniform(0.25, 0.4)
-        _draw_berry(img, alpha, c[0], c[1], r * rng.uniform(1.0, 1.2), r, rng.uniform(0, np.pi), col,
-                    (rng.uniform(-0.5, 0.5), -0.5), gloss=rng.uniform(0.3, 0.6))
+        _draw_berry(
+            img,
+            alpha,
+            c[0],
+            c[1],
+            r * rng.uniform(1.0, 1.2),
+            r,
+            rng.uniform(0, np.pi),
+            col,
+            (rng.uniform(-0.5, 0.5), -0.5),
+            gloss=rng.uniform(0.3, 0.6),
+        )
     else:  # debris: a small dark clump with a few bristles
         col = np.array([30, 35, 45], np.float32) + rng.normal(0, 8, 3).astype(np.float32)
-        cv2.ellipse(img, tuple(map(int, c)), (int(s * 0.15), int(s * 0.1)), rng.uniform(0, 180), 0, 360,
-                    col.tolist(), -1, cv2.LINE_AA)
-        cv2.ellipse(alpha, tuple(map(int, c)), (int(s * 0.15), int(s * 0.1)), rng.uniform(0, 180), 0, 360,
-                    1.0, -1, cv2.LINE_AA)
+        cv2.ellipse(
+            img,
+            tuple(map(int, c)),
+            (int(s * 0.15), int(s * 0.1)),
+            rng.uniform(0, 180),
+            0,
+            360,
+            col.tolist(),
+            -1,
+            cv2.LINE_AA,
+        )
+        cv2.ellipse(
+            alpha, tuple(map(int, c)), (int(s * 0.15), int(s * 0.1)), rng.uniform(0, 180), 0, 360, 1.0, -1, cv2.LINE_AA
+        )
         for _ in range(int(rng.integers(2, 7))):
             ang = rng.uniform(0, 2 * np.pi)
             end = c + np.array([math.cos(ang), math.sin(ang)]) * s * rng.uniform(0.2, 0.45)

@@ -6,6 +6,7 @@ Pure functions over numpy arrays. Images are uint8 BGR (H, W, 3); alpha is float
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -53,7 +54,7 @@ def pad_sprite(sprite: Sprite, pad_px: int) -> Sprite:
     """The sprite with a transparent margin of `pad_px` on every side."""
     bgr = cv2.copyMakeBorder(sprite.bgr, pad_px, pad_px, pad_px, pad_px, cv2.BORDER_CONSTANT, value=(0, 0, 0))
     alpha = cv2.copyMakeBorder(sprite.alpha, pad_px, pad_px, pad_px, pad_px, cv2.BORDER_CONSTANT, value=0.0)
-    return Sprite(bgr, alpha)
+    return Sprite(np.asarray(bgr, np.uint8), np.asarray(alpha, np.float32))
 
 
 def resize_sprite(sprite: Sprite, scale: float) -> Sprite:
@@ -63,7 +64,7 @@ def resize_sprite(sprite: Sprite, scale: float) -> Sprite:
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
     bgr = cv2.resize(sprite.bgr, (new_w, new_h), interpolation=interp)
     alpha = np.clip(cv2.resize(sprite.alpha, (new_w, new_h), interpolation=interp), 0.0, 1.0)
-    return Sprite(bgr, alpha.astype(np.float32))
+    return Sprite(np.asarray(bgr, np.uint8), alpha.astype(np.float32))
 
 
 def rotate_sprite(sprite: Sprite, angle_deg: float) -> Sprite:
@@ -76,12 +77,14 @@ def rotate_sprite(sprite: Sprite, angle_deg: float) -> Sprite:
     m[1, 2] += new_h / 2.0 - h / 2.0
     bgr = cv2.warpAffine(sprite.bgr, m, (new_w, new_h), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
     alpha = cv2.warpAffine(sprite.alpha, m, (new_w, new_h), flags=cv2.INTER_LINEAR, borderValue=0.0)
-    return crop_sprite(Sprite(bgr, np.clip(alpha, 0.0, 1.0).astype(np.float32)))
+    return crop_sprite(Sprite(np.asarray(bgr, np.uint8), np.clip(alpha, 0.0, 1.0).astype(np.float32)))
 
 
 def flip_sprite(sprite: Sprite, code: int) -> Sprite:
     """cv2.flip codes: 0 vertical, 1 horizontal, -1 both."""
-    return Sprite(cv2.flip(sprite.bgr, code), cv2.flip(sprite.alpha, code))
+    return Sprite(
+        np.asarray(cv2.flip(sprite.bgr, code), np.uint8), np.asarray(cv2.flip(sprite.alpha, code), np.float32)
+    )
 
 
 def paste(dst: U8Array, sprite: Sprite, x: int, y: int, opacity: float = 1.0) -> tuple[int, int, int, int] | None:
@@ -168,18 +171,18 @@ def scroll_belt(texture: U8Array, offset_px: int, out_w: int) -> U8Array:
 
 
 # --------------------------------------------------------------------------------------------- camera
-def motion_blur(img: npt.NDArray[np.generic], length_px: float, axis: int = 0) -> npt.NDArray[np.generic]:
+def motion_blur(img: npt.NDArray[Any], length_px: float, axis: int = 0) -> npt.NDArray[Any]:
     """Linear motion blur of `length_px` along image axis 0 (x) or 1 (y); works on colour and coverage."""
-    n = int(round(length_px))
+    n = round(length_px)
     if n < 2:
         return img
     kernel = np.ones((1, n) if axis == 0 else (n, 1), np.float32) / n
-    return cv2.filter2D(img, -1, kernel, borderType=cv2.BORDER_REFLECT)  # type: ignore[no-any-return]
+    return np.asarray(cv2.filter2D(img, -1, kernel, borderType=cv2.BORDER_REFLECT), img.dtype)
 
 
 def motion_blur_sprite(sprite: Sprite, length_px: float, axis: int = 0) -> Sprite:
     """Motion blur a sprite (premultiplied), after padding it so the smear has room."""
-    n = int(round(length_px))
+    n = round(length_px)
     if n < 2:
         return sprite
     sp = pad_sprite(sprite, n)
@@ -192,12 +195,12 @@ def motion_blur_sprite(sprite: Sprite, length_px: float, axis: int = 0) -> Sprit
 
 def lighting(img: U8Array, gain_bgr: tuple[float, float, float]) -> U8Array:
     """Per-channel gain (illumination level and colour temperature)."""
-    return cv2.multiply(img, np.array([*gain_bgr, 0.0]), dtype=cv2.CV_8U)  # type: ignore[no-any-return]
+    return np.asarray(cv2.multiply(img, np.array([*gain_bgr, 0.0]), dtype=cv2.CV_8U), np.uint8)
 
 
 def add_noise(img: U8Array, noise: npt.NDArray[np.int16]) -> U8Array:
     """Add a signed sensor-noise field (same shape as `img`), saturating."""
-    return cv2.add(img.astype(np.int16), noise, dtype=cv2.CV_8U)  # type: ignore[no-any-return]
+    return np.asarray(cv2.add(img.astype(np.int16), noise, dtype=cv2.CV_8U), np.uint8)
 
 
 def sensor_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: float) -> npt.NDArray[np.int16]:
@@ -212,7 +215,7 @@ def jpeg_roundtrip(img: U8Array, quality: int) -> U8Array:
     ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:
         return img
-    return cv2.imdecode(buf, cv2.IMREAD_COLOR)  # type: ignore[no-any-return]
+    return np.asarray(cv2.imdecode(buf, cv2.IMREAD_COLOR), np.uint8)
 
 
 def soft_disc(radius_px: float, edge_px: float = 1.0) -> FloatArray:

@@ -56,7 +56,7 @@ def _grabcut(img: U8Array, rect_xyxy: tuple[int, int, int, int], iterations: int
     fgd = np.zeros((1, 65), np.float64)
     cv2.setRNGSeed(1234)
     try:
-        cv2.grabCut(img, mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
+        cv2.grabCut(img, mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)  # type: ignore[call-overload]
     except cv2.error:
         return np.zeros((h, w), np.float32)
     fg = ((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).astype(np.uint8)
@@ -69,7 +69,8 @@ def _shrink(img: U8Array, max_side: int) -> tuple[U8Array, float]:
     f = min(1.0, max_side / max(h, w))
     if f >= 1.0:
         return img, 1.0
-    return cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA), f
+    small = cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    return np.asarray(small, np.uint8), f
 
 
 def _keep_main_components(fg: FloatArray, min_share: float) -> FloatArray:
@@ -90,7 +91,7 @@ def _read(path: Path) -> U8Array:
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
         raise RealDataError(f"{path}: cannot read this image; check the realdata folder is complete")
-    return img  # type: ignore[no-any-return]
+    return np.asarray(img, np.uint8)
 
 
 def _hash_split(name: str) -> str:
@@ -114,7 +115,7 @@ class RealSource:
                 raise RealDataError(f"{p} not found; give --real the realdata folder (e.g. ../shared/realdata)")
         wgisd = json.loads(wgisd_index.read_text())[split]
         self._bunch_boxes: list[tuple[Path, tuple[float, float, float, float]]] = [
-            (root / "grapes" / "wgisd" / e["file"], tuple(b))  # type: ignore[misc]
+            (root / "grapes" / "wgisd" / e["file"], tuple(b))
             for e in wgisd
             for b in e["bunches_xywh"]
             if min(b[2], b[3]) >= MIN_BUNCH_SIDE_PX
@@ -132,7 +133,7 @@ class RealSource:
             ]
         spiders = json.loads(spider_index.read_text())[split]
         self._spiders: list[tuple[Path, tuple[int, int, int, int]]] = [
-            (root / "spiders" / "photos" / e["file"], tuple(e["box_xyxy"])) for e in spiders  # type: ignore[misc]
+            (root / "spiders" / "photos" / e["file"], tuple(e["box_xyxy"])) for e in spiders
         ]
         w = np.array([_SPECIES_WEIGHT.get(e["species"], 1.0) for e in spiders], np.float64)
         self._spider_p = w / w.sum()

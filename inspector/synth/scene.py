@@ -225,7 +225,7 @@ def shadow_of(sprite: Sprite, strength: float, blur_px: float) -> FloatArray:
 
     a = sprite.alpha
     if blur_px > 0:
-        a = cv2.GaussianBlur(a, (0, 0), blur_px)
+        a = np.asarray(cv2.GaussianBlur(a, (0, 0), blur_px), np.float32)
     return (np.clip(a, 0, 1) * strength).astype(np.float32)
 
 

@@ -80,8 +80,8 @@ def scale_for_span(scales: tuple[TileScale, ...], span_mm: float) -> TileScale:
 
 def kind_sequence(rng: np.random.Generator, n: int, shares: tuple[float, float, float]) -> list[str]:
     """Exactly round(n * share) tiles of each kind (rest negatives), shuffled."""
-    n_pos = int(round(n * shares[0]))
-    n_hard = int(round(n * shares[2]))
+    n_pos = round(n * shares[0])
+    n_hard = round(n * shares[2])
     kinds = ["pos"] * n_pos + ["hard_neg"] * n_hard + ["neg"] * max(0, n - n_pos - n_hard)
     return [kinds[i] for i in rng.permutation(len(kinds))]
 
@@ -111,10 +111,11 @@ def _compose_window(
     apply_shadow(img, shadow, -ox + int(rng.integers(2, 9)), -oy + int(rng.integers(2, 9)))
     paste(img, sprite, -ox, -oy)
     blur = calibration.px_per_s * rng.uniform(*EXPOSURE_S)
-    img = motion_blur(img, blur, calibration.travel_axis)
+    img = np.asarray(motion_blur(img, blur, calibration.travel_axis), np.uint8)
     gain = rng.uniform(0.9, 1.1) * (1 + rng.normal(0, 0.025, 3))
     img = np.clip(img.astype(np.float32) * gain[None, None, :].astype(np.float32), 0, 255).astype(np.uint8)
-    img = cv2.add(img.astype(np.int16), sensor_noise(rng, img.shape, rng.uniform(1.5, 3.5)), dtype=cv2.CV_8U)
+    noise = sensor_noise(rng, img.shape, rng.uniform(1.5, 3.5))
+    img = np.asarray(cv2.add(img.astype(np.int16), noise, dtype=cv2.CV_8U), np.uint8)
     img = jpeg_roundtrip(img, int(rng.integers(80, 96)))
     t = target
     return _Scene(img, (t[0] - ox, t[1] - oy, t[2] - ox, t[3] - oy))
@@ -132,7 +133,7 @@ def _cut_tile(
     ty = int(rng.integers(lo_y, hi_y + 1)) if hi_y >= lo_y else max(0, min(y1, h - tile_px))
     crop = scene.img[ty : ty + tile_px, tx : tx + tile_px]
     interp = cv2.INTER_LINEAR if tile_px <= out_px else cv2.INTER_AREA
-    tile = cv2.resize(crop, (out_px, out_px), interpolation=interp)
+    tile = np.asarray(cv2.resize(crop, (out_px, out_px), interpolation=interp), np.uint8)
     s = out_px / tile_px
     box = ((x1 - tx) * s, (y1 - ty) * s, (x2 - tx) * s, (y2 - ty) * s)
     return tile, box
@@ -187,8 +188,14 @@ def make_tile_set(
         span_px = span_mm / mm
         scale = scale_for_span(scales, span_mm)
         dec = decorate_bunch(
-            rng, source, cut, span_px if kind == "pos" else None, mm, int(rng.poisson(0.8)),
-            (0.8 * span_lo_px, 1.3 * span_hi_px), spider_anchor_xy=anchor,
+            rng,
+            source,
+            cut,
+            span_px if kind == "pos" else None,
+            mm,
+            int(rng.poisson(0.8)),
+            (0.8 * span_lo_px, 1.3 * span_hi_px),
+            spider_anchor_xy=anchor,
         )
         sprite, target = dec.sprite, dec.spider_box
         anchor = (anchor[0] + dec.pad_px, anchor[1] + dec.pad_px)
@@ -216,9 +223,14 @@ def make_tile_set(
         "tile_px": out_px,
         "calibration": calibration.model_dump(mode="json", exclude_none=True),
         "scales": [
-            {"tile_px": s.tile_px, "span_mm": list(s.span_mm),
-             "fraction": [spider_area_fraction(s.span_mm[0] / mm, s.tile_px),
-                          spider_area_fraction(s.span_mm[1] / mm, s.tile_px)]}
+            {
+                "tile_px": s.tile_px,
+                "span_mm": list(s.span_mm),
+                "fraction": [
+                    spider_area_fraction(s.span_mm[0] / mm, s.tile_px),
+                    spider_area_fraction(s.span_mm[1] / mm, s.tile_px),
+                ],
+            }
             for s in scales
         ],
         "fraction_model": "disc of diameter span: pi*span^2/4 / tile^2",

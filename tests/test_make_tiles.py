@@ -1,0 +1,97 @@
+"""Tile sets: format, shapes, kinds/labels/boxes agree, spider scale within 1-5 %, determinism, CLI, real mode."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inspector.config import Calibration
+from inspector.synth.scene import ProceduralSource
+from inspector.synth.tiles import load_tile_set, make_tile_set, save_tile_set, scale_for_span
+from inspector.tiling import spider_area_fraction, tile_scales
+
+REPO = Path(__file__).resolve().parents[1]
+REALDATA = REPO.parent / "shared" / "realdata"
+CAL = Calibration(
+    mm_per_px=1.0, belt_direction="+x", belt_speed_mm_s=200.0, camera_to_ejector_mm=500.0, spider_span_mm=(5.0, 12.0)
+)
+
+
+def cli():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("make_tiles", REPO / "tools" / "make_tiles.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def tiles():  # type: ignore[no-untyped-def]
+    return make_tile_set(20, ProceduralSource(), CAL, seed=3, bunch_pool=3)
+
+
+def test_format_and_agreement(tiles) -> None:  # type: ignore[no-untyped-def]
+    n = 20
+    assert tiles.images.shape == (n, 224, 224, 3) and tiles.images.dtype == np.uint8
+    assert tiles.labels.shape == (n,) and tiles.labels.dtype == np.int8
+    assert tiles.boxes_xyxy.shape == (n, 4) and tiles.boxes_xyxy.dtype == np.float32
+    assert set(tiles.kinds) <= {"pos", "neg", "hard_neg"}
+    assert tiles.meta["counts"] == {k: int((tiles.kinds == k).sum()) for k in ("pos", "neg", "hard_neg")}
+    pos = tiles.kinds == "pos"
+    assert np.array_equal(tiles.labels == 1, pos) and pos.sum() >= 8
+    assert np.all(tiles.boxes_xyxy[~pos] == -1)
+    b = tiles.boxes_xyxy[pos]
+    assert np.all(b[:, :2] >= 0) and np.all(b[:, 2:] <= 224) and np.all(b[:, 2:] > b[:, :2])
+    assert tiles.images.std() > 10  # not blank
+
+
+def test_spider_scale(tiles) -> None:  # type: ignore[no-untyped-def]
+    # the tile scale for every span keeps the disc model in [1 %, 5 %]
+    scales = tile_scales(CAL)
+    for span in np.linspace(5.0, 12.0, 15):
+        s = scale_for_span(scales, float(span))
+        assert 0.01 <= spider_area_fraction(span / CAL.mm_per_px, s.tile_px) <= 0.05
+    # the visible spider (legs can hide) is never larger than the largest planned spider
+    b = tiles.boxes_xyxy[tiles.labels == 1]
+    side = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
+    assert np.all(math.pi * side**2 / 4 / 224**2 <= 0.05 * 1.15)
+    assert np.all(side >= 4)
+
+
+def test_deterministic_and_round_trip(tiles, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    again = make_tile_set(20, ProceduralSource(), CAL, seed=3, bunch_pool=3)
+    assert np.array_equal(tiles.images, again.images) and np.array_equal(tiles.boxes_xyxy, again.boxes_xyxy)
+    other = make_tile_set(4, ProceduralSource(), CAL, seed=4, bunch_pool=2)
+    assert not np.array_equal(tiles.images[:4], other.images)
+    save_tile_set(tiles, tmp_path / "set", {"mode": "procedural"})
+    with np.load(tmp_path / "set" / "tiles.npz") as z:
+        assert set(z.files) == {"images", "labels", "boxes_xyxy", "kinds"}
+        assert z["kinds"].dtype.kind == "U"
+    back = load_tile_set(tmp_path / "set")
+    assert np.array_equal(back.images, tiles.images) and list(back.kinds) == list(tiles.kinds)
+    assert back.meta["mode"] == "procedural" and back.meta["seed"] == 3
+
+
+def test_cli(tmp_path: Path) -> None:
+    mod = cli()
+    out = tmp_path / "cli"
+    assert mod.main(["--out", str(out), "--n", "6", "--seed", "1", "--preview", str(tmp_path / "prev")]) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["n"] == 6 and meta["mode"] == "procedural" and sum(meta["counts"].values()) == 6
+    assert sorted(p.name for p in (tmp_path / "prev").iterdir())
+    assert mod.main(["--out", str(out), "--n", "0"]) == 2
+    assert mod.main(["--out", str(out), "--n", "2", "--mode", "real", "--real", str(tmp_path / "nowhere")]) == 2
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not REALDATA.is_dir(), reason="../shared/realdata is absent")
+def test_real_mode(tmp_path: Path) -> None:
+    from inspector.synth.real import RealSource
+
+    t = make_tile_set(6, RealSource(REALDATA, "holdout"), CAL, seed=0, bunch_pool=2)
+    assert t.images.shape == (6, 224, 224, 3) and int(t.labels.sum()) == int((t.kinds == "pos").sum()) >= 2
