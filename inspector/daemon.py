@@ -32,7 +32,8 @@ from inspector.evidence import render
 from inspector.link import RejectLink
 from inspector.metrics import METRICS, Metrics, serve
 from inspector.pipeline import Pipeline, StepResult, open_model
-from inspector.ring import FrameRing
+from inspector.recording import Recorder
+from inspector.ring import H_CAMERA_UP, FrameRing
 from inspector.sources import probe
 from inspector.supervisor import Supervisor
 from inspector.types import Decision
@@ -112,8 +113,6 @@ class Daemon:
             if link is not None:
                 link.send_reject(d)
             self.summary.last_fire_at_s = max(self.summary.last_fire_at_s, d.fire_at_s)
-            m.decision_latency_seconds.observe(max(0.0, now - step.ref.t_capture_s))
-            m.decision_slack_seconds.observe(d.fire_at_s - now)
             if d.fire_at_s < now:
                 log.error("bunch %d: reject sent %.2f s after its fire time", d.bunch_id, now - d.fire_at_s)
         for d in step.final:
@@ -157,13 +156,16 @@ class Daemon:
             ring = stack.enter_context(FrameRing.create(self.instance, cfg.ring.slots, frame_wh))
             capture = stack.enter_context(CaptureProcess(source, ring))
             link = (
-                stack.enter_context(RejectLink(cfg.link, self.metrics, model=info["name"]))
+                stack.enter_context(RejectLink(cfg.link, self.metrics, model=info["name"], close_timeout_s=2.5))
                 if cfg.link.enabled
                 else None
             )
             decisions = _DecisionLog(cfg.output.decisions_jsonl, cfg.output.evidence_dir)
             stack.callback(decisions.close)
-            sup = Supervisor(cfg.supervisor, capture, self.metrics, on_reload=self.reload)
+            recorder = stack.enter_context(Recorder(cfg.recording, fps))
+            sup = Supervisor(
+                cfg.supervisor, capture, self.metrics, on_reload=self.reload, on_snapshot=recorder.snapshot
+            )
             stack.enter_context(sup.signals())
             log.info(
                 "inspecting %s (%dx%d at %.1f fps) with %s on %s; tiles %s",
@@ -181,6 +183,7 @@ class Daemon:
                     sup.check_capture()
                     ref = capture.get(timeout_s=0.2)
                     self.metrics.sync_capture(*ring.counts())
+                    self.metrics.camera_up.set(ring.get(H_CAMERA_UP))
                     if ref is None:
                         if capture.eof:
                             log.info("end of footage")
@@ -193,8 +196,11 @@ class Daemon:
                             ready=processed > 0,
                         )
                         continue
-                    self.metrics.camera_up.set(1)
-                    step = self.pipeline.process(ring.frame(ref), ref)
+                    frame = ring.frame(ref)
+                    recorder.add(frame, ref.seq, ref.t_capture_s)
+                    step = self.pipeline.process(frame, ref)
+                    for d in step.rejects:
+                        recorder.trigger(ref.seq, bunch_id=d.bunch_id)
                     processed += 1
                     self.summary.frames += 1
                     self._handle(step, link, decisions)

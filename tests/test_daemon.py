@@ -1,0 +1,253 @@
+"""The daemon end to end: real processes (inspector run, its capture process, the actuator simulator), real sockets
+on loopback, drawn footage with known truth and the hand-weighted spot-detector model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from inspector.decision import fire_time_s
+from tests.drawn import calibration, center_x, scene, write_footage
+from tests.spot_model import write_spot_model
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+FPS = 10.0
+DESIGN_METRICS = [
+    "inspector_frames_captured_total",
+    "inspector_frames_inspected_total",
+    "inspector_frames_dropped_total",
+    "inspector_tiles_inferred_total",
+    "inspector_inference_batch_seconds_bucket",
+    "inspector_decision_latency_seconds_bucket",
+    "inspector_decision_slack_seconds_bucket",
+    "inspector_bunches_total",
+    "inspector_rejects_acked_total",
+    "inspector_reject_retransmits_total",
+    "inspector_rejects_missed_total",
+    "inspector_controller_heartbeat_age_seconds",
+    "inspector_camera_up",
+    "inspector_belt_speed_mm_per_second",
+    "inspector_model_info",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Line:
+    """A daemon config on drawn footage, with its own ports; helpers to start the daemon and the simulator."""
+
+    def __init__(self, root: Path, fps: float = FPS, n_frames: int = 40) -> None:
+        self.root = root
+        self.video, self.cal, self.labels = write_footage(root / "footage", n_frames=n_frames, fps=fps)
+        self.model = write_spot_model(root)
+        self.controller = f"tcp://127.0.0.1:{free_port()}"
+        self.metrics_port = free_port()
+        self.decisions = root / "decisions.jsonl"
+        self.sim_log = root / "sim.jsonl"
+        self.config = root / "config.yaml"
+        self.config.write_text(
+            yaml.safe_dump(
+                {
+                    "calibration": str(self.cal),
+                    "model": {"path": str(self.model), "batch_size": 8},
+                    "source": {"kind": "file", "uri": str(self.video), "pace": "realtime", "fps": fps},
+                    "belt": {"min_bunch_area_mm2": 200},
+                    "link": {"controller": self.controller, "publish": f"tcp://127.0.0.1:{free_port()}"},
+                    "metrics": {"port": self.metrics_port},
+                    "output": {"decisions_jsonl": str(self.decisions)},
+                    "supervisor": {"stall_timeout_s": 3.0, "backoff_initial_s": 0.2},
+                }
+            )
+        )
+
+    def daemon(self, *extra: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "inspector.cli",
+                "run",
+                "--config",
+                str(self.config),
+                "--instance",
+                f"t{os.getpid()}{id(self)}",
+                *extra,
+            ],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            cwd=ROOT,
+        )
+
+    def simulator(self, *extra: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "tools" / "actuator_sim.py"),
+                "--bind",
+                self.controller,
+                "--log",
+                str(self.sim_log),
+                *extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def decided(self) -> list[dict]:
+        if not self.decisions.exists():
+            return []
+        return [json.loads(line) for line in self.decisions.read_text().splitlines() if line]
+
+    def sim_events(self, event: str) -> list[dict]:
+        if not self.sim_log.exists():
+            return []
+        return [
+            e for line in self.sim_log.read_text().splitlines() if line and (e := json.loads(line))["event"] == event
+        ]
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as response:
+            return str(response.read().decode())
+
+
+def wait_exit(proc: subprocess.Popen[str], timeout_s: float = 60.0) -> tuple[int, str]:
+    _, err = proc.communicate(timeout=timeout_s)
+    return proc.returncode, err
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def wait_for(predicate, timeout_s: float) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_spider_bunches_are_fired_at_their_arrival_at_the_ejector(tmp_path: Path) -> None:
+    line = Line(tmp_path)
+    sim = line.simulator()
+    try:
+        daemon = line.daemon()
+        names_seen: set[str] = set()
+
+        def scrape() -> bool:
+            try:
+                text = line.metrics()
+            except OSError:
+                return False
+            names_seen.update(n.split("{")[0].split(" ")[0] for n in text.splitlines() if n and not n.startswith("#"))
+            return "inspector_bunches_total{" in text
+
+        assert wait_for(scrape, 30), "metrics never showed a decided bunch"
+        status, err = wait_exit(daemon)
+        assert status == 0, err
+        assert "Traceback" not in err
+        # the last rejects are due ~5 s after their frame: wait for the simulator to fire them
+        assert wait_for(lambda: len(line.sim_events("fired")) >= 2, 15), line.sim_log.read_text()
+    finally:
+        stop(sim)
+    missing = [n for n in DESIGN_METRICS if n not in names_seen]
+    assert not missing, f"metrics missing from /metrics: {missing}"
+    truth = {b.bunch_id: b for b in scene()}
+    rows = {r["bunch_id"]: r for r in line.decided()}
+    assert sorted(rows) == [1, 2, 3, 4]
+    assert {bid for bid, r in rows.items() if r["decision"] == "reject"} == {2, 4}
+    cal = calibration()
+    for bid, r in rows.items():
+        b = truth[bid]
+        cx = center_x(b, r["frame"], FPS, cal)
+        true_fire = fire_time_s(r["t_capture_s"], (cx, b.y), (320, 240), cal)
+        assert abs(r["fire_at_s"] - true_fire) <= 1 / FPS, (bid, r)
+    fired = line.sim_events("fired")
+    assert sorted(e["bunch_id"] for e in fired) == [2, 4]
+    assert all(abs(e["error_s"]) <= 1 / FPS for e in fired), fired
+    assert not line.sim_events("missed") and not line.sim_events("late")
+
+
+def test_controller_absent_at_start_gets_every_reject_when_it_comes(tmp_path: Path) -> None:
+    line = Line(tmp_path)
+    daemon = line.daemon()
+    time.sleep(3.0)  # the daemon runs (and may already have sent rejects) with nobody listening
+    sim = line.simulator()
+    try:
+        status, err = wait_exit(daemon)
+        assert status == 0, err
+        assert wait_for(lambda: len(line.sim_events("fired")) >= 2, 15), err
+    finally:
+        stop(sim)
+    assert sorted(e["bunch_id"] for e in line.sim_events("fired")) == [2, 4]
+
+
+def test_sigterm_stops_cleanly_within_5_s(tmp_path: Path) -> None:
+    line = Line(tmp_path, n_frames=200)
+    daemon = line.daemon()
+    assert wait_for(lambda: line.decided() != [], 30)
+    started = time.monotonic()
+    daemon.send_signal(signal.SIGTERM)
+    status, err = wait_exit(daemon, 10)
+    assert time.monotonic() - started < 5.0
+    assert status == 0, err
+    assert "stopping:" in err
+
+
+def test_killed_capture_process_is_restarted_and_no_bunch_passes_uninspected(tmp_path: Path) -> None:
+    line = Line(tmp_path, n_frames=80)
+    daemon = line.daemon()
+    try:
+        assert wait_for(lambda: line.decided() != [], 30)
+        children = subprocess.run(["pgrep", "-P", str(daemon.pid)], capture_output=True, text=True).stdout.split()
+        assert children, "no capture process found"
+        for pid in children:
+            os.kill(int(pid), signal.SIGKILL)
+        status, err = wait_exit(daemon)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    assert status == 0, err
+    assert "capture restart" in err
+    for r in line.decided():
+        assert r["decision"] == "reject" or r["inspected_frames"] > 0
+
+
+def test_missing_footage_is_one_clear_line_and_exit_1(tmp_path: Path) -> None:
+    line = Line(tmp_path)
+    line.video.unlink()
+    status, err = wait_exit(line.daemon())
+    assert status == 1
+    lines = [x for x in err.strip().splitlines() if "error" in x]
+    assert lines and str(line.video) in lines[-1] and "Traceback" not in err
+
+
+def test_frame_rate_far_above_what_the_cpu_inspects_never_passes_an_uninspected_bunch(tmp_path: Path) -> None:
+    line = Line(tmp_path, fps=250.0, n_frames=1000)
+    status, err = wait_exit(line.daemon(), 90)
+    assert status == 0, err
+    rows = line.decided()
+    assert len(rows) >= 4
+    for r in rows:
+        assert r["decision"] == "reject" or r["inspected_frames"] > 0, r
