@@ -181,3 +181,17 @@ def test_cli_writes_model_and_prints_parity(tmp_path: Path) -> None:
     )
     assert bad.returncode == 1
     assert "nope.pth" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_exported_onnx_loads_back_as_weights(tmp_path: Path) -> None:
+    from inspector.training.vgg import load_weights
+
+    torch.manual_seed(5)
+    model = VGG16(width=16).eval()
+    export_model(model, tmp_path / "a.onnx")
+    again = VGG16(width=16).eval()
+    assert "a.onnx" in load_weights(again, tmp_path / "a.onnx")
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        for a, b in zip(model(x), again(x), strict=True):
+            torch.testing.assert_close(a, b)

@@ -24,7 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="model name in the manifest (default: file stem)")
     p.add_argument("--width", type=int, default=1, help="width divisor: 1 (full), 2, 4, 8, 16 (default 1)")
     p.add_argument("--hidden", type=int, help="classifier hidden size (default 4096, or 4096/(2*width))")
-    p.add_argument("--weights", type=Path, help="torchvision vgg16/vgg16_bn state dict (.pth/.pt) or HED .h5")
+    p.add_argument(
+        "--weights", type=Path, help="torchvision vgg16/vgg16_bn state dict (.pth/.pt), HED .h5 or our .onnx"
+    )
     p.add_argument("--pool-outputs", action="store_true", help="also expose raw pool1..pool5")
     p.add_argument("--seed", type=int, default=0, help="seed for random initialisation (default 0)")
     p.add_argument("--parity-samples", type=int, default=2, help="random inputs for the parity check")

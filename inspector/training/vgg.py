@@ -298,11 +298,30 @@ def load_hed_h5(model: VGG16, path: Path) -> None:
         keep_in = idx
 
 
+def read_onnx_state(path: Path) -> dict[str, torch.Tensor]:
+    """The ``features.*``/``classifier.*`` initializers of an ONNX file exported by this tool, as a state dict."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    return {
+        init.name: torch.from_numpy(numpy_helper.to_array(init).copy())
+        for init in graph.initializer
+        if init.name.startswith(("features.", "classifier."))
+    }
+
+
 def load_weights(model: VGG16, path: Path) -> str:
-    """Load ``--weights PATH``: a torchvision .pth/.pt state dict or a HED .h5; returns a one-line summary."""
+    """Load ``--weights PATH``: torchvision .pth/.pt state dict, HED .h5 or an ONNX exported by this tool.
+
+    Returns a one-line summary.
+    """
     if path.suffix.lower() in (".h5", ".hdf5"):
         load_hed_h5(model, path)
         return f"HED conv kernels from {path.name} (13 conv layers, classifier random)"
+    if path.suffix.lower() == ".onnx":
+        loaded = load_torchvision_state(model, read_onnx_state(path))
+        return f"{len(loaded)} tensors from {path.name} (a model exported by this tool)"
     obj = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
