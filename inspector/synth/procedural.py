@@ -261,12 +261,11 @@ _SPIDER_STYLE: dict[str, dict[str, object]] = {
 def render_spider(rng: np.random.Generator, span_px: float, kind: SpiderKind = "redback") -> Sprite:
     """A spider seen from above, leg tip to leg tip `span_px` across its largest box side, random heading.
 
-    Drawn 8x oversampled and reduced with area averaging so thin legs stay as faint, anti-aliased lines.
+    Drawn at least 6x oversampled and reduced with area averaging so thin legs stay as faint, anti-aliased lines.
     Redback: glossy black round abdomen with a red dorsal stripe, small cephalothorax, eight long thin legs.
     """
     style = _SPIDER_STYLE[kind]
-    ss = 8
-    s = 100.0 * ss  # drawing span, rescaled at the end
+    s = float(np.clip(span_px * 6.0, 120.0, 480.0))  # drawing span (>= 6x oversampled), rescaled at the end
     size = int(s * 1.4)
     img = np.zeros((size, size, 3), np.float32)
     alpha = np.zeros((size, size), np.float32)
@@ -381,7 +380,7 @@ def fit_span(sprite: Sprite, span_px: float) -> Sprite:
 def render_distractor(rng: np.random.Generator, size_px: float, kind: DistractorKind) -> Sprite:
     """Spider-like things that are not spiders, about `size_px` across (largest box side)."""
     ss = 4
-    s = int(max(8, size_px) * ss)
+    s = int(np.clip(max(8, size_px) * ss, 48, 320))
     size = int(s * 1.3)
     img = np.zeros((size, size, 3), np.float32)
     alpha = np.zeros((size, size), np.float32)

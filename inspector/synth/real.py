@@ -73,6 +73,22 @@ def _shrink(img: U8Array, max_side: int) -> tuple[U8Array, float]:
     return np.asarray(small, np.uint8), f
 
 
+def _colour_blob(img: U8Array) -> FloatArray:
+    """The object under the crop's centre: 2-colour k-means in Lab, the centre's cluster, its component there."""
+    h, w = img.shape[:2]
+    lab = cv2.cvtColor(img, cv2.COLOR_BGR2LAB).reshape(-1, 3).astype(np.float32)
+    cv2.setRNGSeed(4321)
+    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 10, 1.0)
+    _, labels, _ = cv2.kmeans(lab, 2, None, criteria, 2, cv2.KMEANS_PP_CENTERS)  # type: ignore[call-overload]
+    same = (labels.reshape(h, w) == labels.reshape(h, w)[h // 2, w // 2]).astype(np.uint8)
+    same = cv2.morphologyEx(same, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    _, comp = cv2.connectedComponents(same, connectivity=8)
+    centre = comp[h // 2, w // 2]
+    if centre == 0:
+        return np.zeros((h, w), np.float32)
+    return (comp == centre).astype(np.float32)
+
+
 def _keep_main_components(fg: FloatArray, min_share: float) -> FloatArray:
     """Drop specks: keep components holding at least `min_share` of the largest one's area."""
     n, labels, stats, _ = cv2.connectedComponentsWithStats(fg.astype(np.uint8), connectivity=8)
@@ -243,11 +259,18 @@ class RealSource:
             crop, _ = _shrink(img[y : y + side, x : x + side], PATCH_CUT_PX)
             cs = crop.shape[0]
             inset = int(cs * rng.uniform(0.1, 0.25))
-            fg = _grabcut(crop, (inset, inset, cs - inset, cs - inset), iterations=2)
-            share = fg.sum() / float(cs * cs)
-            if 0.06 <= share <= 0.7:
-                sprite = _cutout(crop, _keep_main_components(fg, 0.05), 0.6)
-                break
+            for fg in (_colour_blob(crop), _grabcut(crop, (inset, inset, cs - inset, cs - inset), iterations=2)):
+                share = fg.sum() / float(cs * cs)
+                if 0.06 <= share <= 0.7:
+                    break
+            else:
+                continue
+            # round off where the object runs into the crop's edge (straight seams would mark patches)
+            window = np.zeros((cs, cs), np.float32)
+            axes = (int(cs * rng.uniform(0.38, 0.48)), int(cs * rng.uniform(0.3, 0.48)))
+            cv2.ellipse(window, (cs // 2, cs // 2), axes, rng.uniform(0, 180), 0, 360, 1.0, -1, cv2.LINE_AA)
+            sprite = _cutout(crop, _keep_main_components(fg * window, 0.05), 0.6)
+            break
         else:
             # no clean segment found: a feathered ellipse of the last crop
             blob = np.zeros((cs, cs), np.float32)
