@@ -181,3 +181,27 @@ def test_realtime_pace_on_a_machine_too_slow_drops_frames_and_never_passes_unins
     assert len(rows) >= 4
     for row in rows:
         assert row["decision"] == "reject" or row["inspected_frames"] > 0
+
+
+def test_a_recorded_clip_replays_to_the_same_decisions(footage: tuple[Path, Path, Path, Path], tmp_path: Path) -> None:
+    from inspector.config import RecordingConfig
+    from inspector.recording import Recorder
+
+    video, cal, _, model = footage
+    capture = cv2.VideoCapture(str(video))
+    with Recorder(RecordingConfig(dir=tmp_path / "clips", seconds=10.0), fps=10.0) as recorder:
+        seq = 0
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            recorder.add(frame, seq, seq / 10.0)
+            seq += 1
+        recorder.snapshot()
+    clips = sorted((tmp_path / "clips").glob("*.avi"))
+    assert len(clips) == 1
+    for name, path in (("original", video), ("clip", clips[0])):
+        args = ["replay", str(path), "--calibration", str(cal), "--model", str(model), "--out", str(tmp_path / name)]
+        assert main([*args, "--no-evidence"]) == 0
+    original = [(r["bunch_id"], r["decision"], r["reason"], r["frame"]) for r in decisions(tmp_path / "original")]
+    assert original == [(r["bunch_id"], r["decision"], r["reason"], r["frame"]) for r in decisions(tmp_path / "clip")]
