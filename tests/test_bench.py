@@ -1,0 +1,147 @@
+"""tools/bench.py on tiny inputs: FLOP counting, the logits-only cut, the speed model, the pipeline and latency
+loops, the table. No timing assertions (only that figures exist and add up)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+
+from inspector.model import Model
+from tests.drawn import write_footage
+from tests.spot_model import spot_model, write_spot_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str) -> ModuleType:
+    sys.path.insert(0, str(ROOT / "tools"))
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load("bench")
+
+
+@pytest.fixture(scope="module")
+def spot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_spot_model(tmp_path_factory.mktemp("spot"))
+
+
+@pytest.fixture(scope="module")
+def drawn(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    video, cal_path, _ = write_footage(tmp_path_factory.mktemp("drawn"), n_frames=30, fps=10.0)
+    from inspector.config import load_calibration
+
+    return bench.Footage(video, load_calibration(cal_path), 10.0, (320, 240))
+
+
+def test_conv_fc_flops_counts_the_spot_model_by_hand() -> None:
+    # conv1 3->1 3x3 at 64x64, conv2..5 1->1 3x3 at 32, 16, 8, 4; Gemm 4 -> 2
+    expected = 2 * 64 * 64 * 27 + 2 * 9 * (32**2 + 16**2 + 8**2 + 4**2) + 2 * 2 * 4
+    assert bench.conv_fc_flops(spot_model(64)) == expected
+
+
+def test_logits_only_drops_fam_branches_and_keeps_logits(spot: Path) -> None:
+    full = onnx.load(str(spot))
+    lean = bench.logits_only(full, "input", "logits")
+    assert [o.name for o in lean.graph.output] == ["logits"]
+    assert not [n for n in lean.graph.node if n.op_type == "ReduceSum"]
+    x = np.random.default_rng(0).random((3, 3, 64, 64), dtype=np.float32)
+    a = bench.ort_session(full.SerializeToString()).run(["logits"], {"input": x})[0]
+    b = bench.ort_session(lean.SerializeToString()).run(["logits"], {"input": x})[0]
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+    raw = bench.raw_inference(
+        full.SerializeToString(),
+        lean.SerializeToString(),
+        "input",
+        ["logits", *[f"fam{i}" for i in range(1, 6)]],
+        64,
+        4,
+        1,
+    )
+    assert raw.batch == 4 and raw.tiles_s_contract > 0 and raw.tiles_s_logits_only > 0
+
+
+def test_sustained_speed_model() -> None:
+    # 100 mm of view, 10 mm spider, 0.9 s per inspected frame + one 0.1 s frame interval
+    assert bench.sustained_speed_mm_s(0.9, 10.0, 100.0, 10.0, 1) == pytest.approx(90.0)
+    assert bench.sustained_speed_mm_s(0.9, 10.0, 100.0, 10.0, 2) == pytest.approx(45.0)
+    assert bench.sustained_speed_mm_s(0.9, 10.0, 10.0, 12.0, 1) == 0.0
+
+
+def test_throughput_rows_fewer_tiles_go_faster(drawn: Any) -> None:
+    rows = bench.throughput_rows("m", 0.01, 0.005, 10.0, 40.0, drawn, 2)
+    whole, ours = rows
+    assert whole.mode.startswith("whole") and ours.mode.startswith("belt")
+    assert ours.t_frame_s == pytest.approx(0.005 + 10 * 0.01)
+    assert ours.v_max_mm_s > whole.v_max_mm_s
+    assert ours.v_max_k_mm_s == pytest.approx(ours.v_max_mm_s / 2)
+    assert ours.area_mm2_s == pytest.approx(ours.v_max_mm_s * 240 * drawn.calibration.mm_per_px)
+
+
+def test_pipeline_run_and_tile_counts(spot: Path, drawn: Any) -> None:
+    assert sum(1 for _ in bench.iter_frames(drawn.video)) == 30
+    config = bench.bench_config(spot, "belt", 8)
+    with Model(spot, ("cpu",), 1, 8) as model:
+        run = bench.run_pipeline(bench.iter_frames(drawn.video), drawn, config, model)
+        plans, whole = bench.tile_plans(bench.iter_frames(drawn.video), drawn.calibration, config)
+        boxes = bench.typical_boxes(plans)
+        post_s = bench.fam_post_s(model, boxes, drawn.frame_wh, "paper", 1)
+        first = bench.run_pipeline(bench.iter_frames(drawn.video), drawn, config, model, max_inspected=1)
+    assert run.frames == 30 and run.inspected >= 2
+    assert run.tiles == sum(run.inspected_tiles) > 0
+    assert len(run.overhead_frame_s) + run.inspected == run.frames
+    assert run.t_tile_s >= 0 and run.tiles_s > 0 and post_s > 0
+    assert run.decisions == 4  # the drawn scene's four bunches
+    counts = [len(p) for p in plans]
+    assert counts and max(counts) <= whole  # the produce mask never asks for more tiles than the whole frame
+    mean = float(np.mean(counts))
+    assert all(abs(len(boxes) - mean) <= abs(c - mean) for c in counts)
+    assert first.inspected == 1 and first.frames < run.frames
+
+
+def test_latency_loop_samples_every_reject(spot: Path, tmp_path: Path) -> None:
+    video, cal_path, _ = write_footage(tmp_path, n_frames=12, fps=20.0)
+    from inspector.config import load_calibration
+
+    footage = bench.Footage(video, load_calibration(cal_path), 20.0, (320, 240))
+    with Model(spot, ("cpu",), 1, 8) as model:
+        run = bench.run_latency(footage, bench.bench_config(spot, "belt", 8), model)
+    summary = run.summary()
+    assert run.frames_read + run.frames_dropped == 12
+    assert len(run.reject_latency_s) == run.rejects and run.rejects >= 1  # threshold 0: every inspected bunch
+    assert all(v >= 0 for v in run.reject_latency_s)
+    assert summary["reject_p50_s"] is not None and summary["reject_p99_s"] >= summary["reject_p50_s"]
+    assert run.uninspected <= run.decisions
+
+
+def test_gemm_and_machine() -> None:
+    assert bench.gemm_peak_gflops(64, 1) > 0
+    info = bench.machine_info()
+    assert info["cores"] >= 1 and info["onnxruntime"]
+    assert bench.percentile([], 50) is None and bench.percentile([1.0, 3.0], 50) == 2.0
+
+
+@pytest.mark.slow
+def test_quick_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bench.json"
+    assert bench.main(["--quick", "--no-vgg16", "--work", str(tmp_path / "work"), "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert "| Measure | Ours | Baseline | Ratio |" in table
+    assert result["pipeline"]["tiles"] > 0 and result["gemm_peak_gflop_s"] > 0
+    assert {r["mode"] for r in result["throughput"]} == {"whole_frame (paper)", "belt (ours)"}
+    assert result["int8"]["n_tiles"] > 0 and 0 <= result["int8"]["agreement"] <= 1
+    assert result["latency"]["double"]["fps"] == 2 * result["latency"]["nominal"]["fps"]
