@@ -157,8 +157,7 @@ class BunchTracker:
         for i, (box, mask) in enumerate(detections):
             matched = assignment.get(i)
             if matched is None:
-                tid = self._next_id
-                self._next_id += 1
+                tid = self.new_id()
                 self.tracks[tid] = Track(tid, box, mask)
             else:
                 tid = matched
@@ -178,6 +177,11 @@ class BunchTracker:
         for tid in departed:
             del self.tracks[tid]
         return bunches, departed
+
+    def new_id(self) -> int:
+        tid = self._next_id
+        self._next_id += 1
+        return tid
 
     def drain(self) -> list[int]:
         """End of footage: every remaining track departs."""

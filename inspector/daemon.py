@@ -127,6 +127,8 @@ class Daemon:
             m.tiles_inferred.inc(tiles)
             m.inference_batch_seconds.observe(step.infer_s)
         m.belt_speed.set(step.belt_speed_mm_s)
+        if self.pipeline is not None:
+            m.frames_needed.set(self.pipeline.frames_needed_per_s())
 
     def _count(self, d: Decision) -> None:
         self.metrics.bunches.labels(decision=d.decision, reason=d.reason).inc()

@@ -96,6 +96,11 @@ class Metrics:
         self.camera_up = Gauge("inspector_camera_up", "1 while the source delivers frames", registry=r)
         self.queue_depth = Gauge("inspector_frame_queue_depth", "Frames waiting for inspection", registry=r)
         self.fps = Gauge("inspector_frames_per_second", "Inspected frames per second (recent)", registry=r)
+        self.frames_needed = Gauge(
+            "inspector_frames_needed_per_second",
+            "Inspections per second the belt needs at its current speed (inspections_per_point over the view)",
+            registry=r,
+        )
         # ---- inference
         self.tiles_inferred = Counter("inspector_tiles_inferred_total", "Tiles run through the model", registry=r)
         self.inference_batch_seconds = Histogram(

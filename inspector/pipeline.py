@@ -175,8 +175,12 @@ class Pipeline:
                 ref.seq, ref.t_capture_s, bunch.box, self.travel_xy, self.frame_wh, self.calibration
             )
         result = StepResult(ref, False, bunches, belt_speed_mm_s=self.belt_speed_mm_s)
+        unseen = self._unseen_stretch(float(np.dot(shift, self._direction)), ref)
+        if unseen is not None:
+            result.rejects.append(unseen)
+            result.final.append(unseen)
         along = float(np.dot(self.travel_xy, self._direction))
-        if bunches and self.selector.select(along):
+        if self.selector.select(along):  # by belt travel alone: an empty stretch costs no tiles but counts
             self._inspect(frame_bgr, mask, bunches, result)
         for bunch_id in departed:
             record = self.records.pop(bunch_id, None)
@@ -212,6 +216,38 @@ class Pipeline:
                 record.reject_sent = True
                 result.rejects.append(self._decide(record, final=False))
 
+    def _unseen_stretch(self, along_shift_px: float, ref: FrameRef) -> Decision | None:
+        """Fail-safe for a gap (dropped frames, a stalled camera): when the belt moved more than the view's length
+        since the last frame, a stretch of belt went by that no frame showed. It is rejected as `uninspected`, the
+        whole belt width (no `across_mm`), with the fire time of its centre."""
+        assert self.frame_wh is not None and self.tracker is not None
+        axis, length = self.calibration.travel_axis, self.frame_wh[self.calibration.travel_axis]
+        if along_shift_px <= length:
+            return None
+        lo, hi = (
+            (length, round(along_shift_px)) if self.calibration.travel_sign > 0 else (length - round(along_shift_px), 0)
+        )
+        cross = self.frame_wh[1 - axis]
+        box = Box(lo, 0, hi, cross) if axis == 0 else Box(0, lo, cross, hi)
+        centre_offset_mm = along_shift_px / 2.0 * self.calibration.mm_per_px  # past the image centre line
+        fire_at_s = ref.t_capture_s + (self.calibration.camera_to_ejector_mm - centre_offset_mm) / self.belt_speed_mm_s
+        log.error(
+            "belt moved %.0f px between frames %d and before: an unseen stretch is rejected", along_shift_px, ref.seq
+        )
+        return Decision(
+            bunch_id=self.tracker.new_id(),
+            decision="reject",
+            reason="uninspected",
+            score=0.0,
+            frame=ref.seq,
+            bbox_xyxy=box.xyxy,
+            spider_xy=None,
+            fire_at_s=fire_at_s,
+            inspected_frames=0,
+            t_capture_s=ref.t_capture_s,
+            across_mm=None,
+        )
+
     def _roi(self) -> Box | None:
         roi = self.calibration.roi_xyxy
         return None if roi is None else Box(*roi)
@@ -235,6 +271,12 @@ class Pipeline:
             self._finalize(self.records[bunch_id], result)
         self.records.clear()
         return result
+
+    def frames_needed_per_s(self) -> float:
+        """Inspections per second the belt needs at its current speed estimate."""
+        if self.selector is None or self.selector.every_frame or self.selector.step_px <= 0:
+            return self.fps
+        return self.belt_speed_mm_s / self.calibration.mm_per_px / self.selector.step_px
 
     def set_threshold(self, threshold: float) -> None:
         """Reload (SIGHUP): takes effect from the next frame, no frame dropped."""

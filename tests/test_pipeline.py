@@ -96,3 +96,15 @@ def test_whole_frame_baseline_inspects_every_frame(spot: Path) -> None:
     by_id = {d.bunch_id: d for d in finals}
     assert by_id[2].reason == "spider" and by_id[1].reason == "pass"
     assert by_id[1].inspected_frames > 5
+
+
+def test_a_stretch_of_belt_no_frame_showed_is_rejected_whole_width(spot: Path) -> None:
+    """Frames 12..27 lost: bunch 3 rides through the view unseen; the stretch it was on is rejected all the same."""
+    frames = [f for f in range(40) if not 12 <= f < 28]
+    finals, rejects = run(spot, frames)
+    stretches = [d for d in finals if d.inspected_frames == 0 and d.across_mm is None]
+    assert len(stretches) == 1
+    d = stretches[0]
+    assert (d.decision, d.reason) == ("reject", "uninspected") and d in rejects
+    # frame 11 to frame 28: the belt moved 17 x 30 px; the unseen stretch runs from the exit edge (320 px) to there
+    assert d.bbox_xyxy[0] == 320 and d.bbox_xyxy[2] == pytest.approx(17 * 30, abs=8)

@@ -169,8 +169,8 @@ def test_labels_that_match_nothing_say_so_and_keep_decisions(
 def test_realtime_pace_on_a_machine_too_slow_drops_frames_and_never_passes_uninspected(
     footage: tuple[Path, Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # 250 fps footage of the same belt (1.2 px per frame): more frames than this machine inspects in real time
-    video, cal, _ = write_footage(tmp_path / "fast", n_frames=1000, fps=250.0)
+    # 1000 fps footage of the same belt (0.3 px per frame): 1 ms per frame is less than any machine needs
+    video, cal, _ = write_footage(tmp_path / "fast", n_frames=1000, fps=1000.0)
     out = tmp_path / "rt"
     args = ["replay", str(video), "--calibration", str(cal), "--model", str(footage[3]), "--out", str(out)]
     assert main([*args, "--pace", "realtime", "--no-evidence"]) == 0
@@ -178,7 +178,7 @@ def test_realtime_pace_on_a_machine_too_slow_drops_frames_and_never_passes_unins
     dropped = int(printed.split(" inspected, ")[1].split(" dropped")[0])
     assert dropped > 0
     rows = decisions(out)
-    assert len(rows) >= 4
+    assert rows
     for row in rows:
         assert row["decision"] == "reject" or row["inspected_frames"] > 0
 
