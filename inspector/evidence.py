@@ -57,14 +57,26 @@ def heat_overlay(image_bgr: U8Array, heat: np.ndarray, vmax: float | None = None
     return np.asarray(out.clip(0, 255), np.uint8)
 
 
-def render(snapshot: Snapshot, decision: Decision, scale: int = 2) -> U8Array:
-    """Bunch crop | same crop with heat overlay, tile grid (tile probability in each), score, verdict, peak."""
+def render(snapshot: Snapshot, decision: Decision, scale: int = 2, label_top: int = 3) -> U8Array:
+    """Bunch crop | the crop with its heat map, tile grid and peak; the most suspicious tiles carry their probability.
+
+    Grid lines are faint (tiles overlap, several scales); tiles at p >= 0.5 are outlined red; the `label_top` most
+    probable tiles are labelled so the picture stays readable."""
     crop = snapshot.crop_bgr
     over = heat_overlay(crop, snapshot.heat)
-    for (x1, y1, x2, y2), p in zip(snapshot.tiles_xyxy.tolist(), snapshot.tile_probs.tolist(), strict=True):
-        colour = (0, 0, 255) if p >= 0.5 else (255, 255, 255)
+    grid = over.copy()
+    boxes, probs = snapshot.tiles_xyxy.tolist(), snapshot.tile_probs.tolist()
+    for x1, y1, x2, y2 in boxes:
+        cv2.rectangle(grid, (x1, y1), (x2 - 1, y2 - 1), (255, 255, 255), 1)
+    over = np.asarray(cv2.addWeighted(grid, 0.35, over, 0.65, 0), np.uint8)
+    top = sorted(range(len(probs)), key=lambda i: -probs[i])[:label_top]
+    for i in top:
+        x1, y1, x2, y2 = boxes[i]
+        colour = (0, 0, 255) if probs[i] >= 0.5 else (255, 255, 255)
         cv2.rectangle(over, (x1, y1), (x2 - 1, y2 - 1), colour, 1)
-        cv2.putText(over, f"{p:.2f}", (max(0, x1) + 2, max(10, y1 + 10)), cv2.FONT_HERSHEY_PLAIN, 0.7, colour, 1)
+        org = (max(0, x1) + 2, max(11, y1 + 11))
+        cv2.putText(over, f"{probs[i]:.2f}", org, cv2.FONT_HERSHEY_PLAIN, 0.8, (0, 0, 0), 2, cv2.LINE_AA)
+        cv2.putText(over, f"{probs[i]:.2f}", org, cv2.FONT_HERSHEY_PLAIN, 0.8, colour, 1, cv2.LINE_AA)
     if decision.spider_xy is not None:
         px = round(decision.spider_xy[0] - snapshot.crop_box.x1)
         py = round(decision.spider_xy[1] - snapshot.crop_box.y1)
@@ -72,9 +84,10 @@ def render(snapshot: Snapshot, decision: Decision, scale: int = 2) -> U8Array:
     pair = np.hstack([crop, over])
     pair = cv2.resize(pair, (pair.shape[1] * scale, pair.shape[0] * scale), interpolation=cv2.INTER_NEAREST)
     banner = np.zeros((36, pair.shape[1], 3), np.uint8)
+    eta_s = decision.fire_at_s - decision.t_capture_s
     text = (
         f"bunch {decision.bunch_id}  {decision.decision.upper()} ({decision.reason})  score {decision.score:.3f}  "
-        f"frame {snapshot.frame}  fire at {decision.fire_at_s:.2f} s"
+        f"seen in frame {snapshot.frame}; at the ejector {eta_s:.2f} s after frame {decision.frame}"
     )
     colour = (0, 0, 255) if decision.decision == "reject" else (0, 200, 0)
     cv2.putText(banner, text, (6, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.55, colour, 1, cv2.LINE_AA)
