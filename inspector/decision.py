@@ -93,7 +93,6 @@ class BunchRecord:
     probs: list[float] = field(default_factory=list)
     inspected_frames: int = 0
     seen_along: list[tuple[float, float]] = field(default_factory=list)  # belt coords along travel
-    inspected_along: list[tuple[float, float]] = field(default_factory=list)
     best_offset_px: float = float("inf")  # |centre − image centre line| of the most central frame
     best_frame: int = -1
     best_box: Box | None = None
@@ -128,22 +127,26 @@ class BunchRecord:
             self.best_offset_px, self.best_frame, self.best_box = offset, frame, box
             self.best_travel_xy, self.best_t_s, self.best_center_xy = travel_xy, t_s, box.center_xy
 
-    def inspected(self, box: Box, travel_xy: tuple[float, float], probs: list[float], axis: int) -> None:
-        lo, hi = (box.x1, box.x2) if axis == 0 else (box.y1, box.y2)
-        self.inspected_along.append((lo - travel_xy[axis], hi - travel_xy[axis]))
+    def inspected(self, probs: list[float]) -> None:
+        """An inspected frame showed this bunch; `probs` are the spider probabilities of its tiles there."""
         self.inspected_frames += 1
         self.probs.extend(probs)
 
     def score(self, how: Aggregate) -> float:
         return aggregate_score(self.probs, how)
 
-    def fully_inspected(self, tolerance_px: float) -> bool:
-        """Both ends of the bunch were seen, and every stretch of it lay in an inspected frame."""
+    def fully_inspected(self, windows: list[tuple[float, float]], tolerance_px: float) -> bool:
+        """Both ends of the bunch were seen, and every stretch of it lay in an inspected frame.
+
+        `windows` are the stretches of belt (belt coordinates along travel) that inspected frames showed, each
+        shrunk by half the largest spider at both ends: a spider centred in a window lay wholly in that frame.
+        Coverage is judged on the belt, not per track, so a bunch that touched a leaf or a neighbour for a few
+        frames (one component, a bigger box) is still judged by what was inspected."""
         return (
             self.inspected_frames > 0
             and self.entry_side_seen
             and self.exit_side_seen
-            and covered(self.seen_along, self.inspected_along, tolerance_px)
+            and covered(self.seen_along, windows, tolerance_px)
         )
 
 
@@ -156,9 +159,11 @@ def decide(
     calibration: Calibration,
     belt_speed_mm_s: float | None,
     final: bool,
+    windows: list[tuple[float, float]],
     tolerance_px: float = 2.0,
 ) -> Decision:
-    """The verdict on a bunch. `final` = it has left the view (only then can it be uninspected)."""
+    """The verdict on a bunch. `final` = it has left the view (only then can it be uninspected); `windows`: see
+    `BunchRecord.fully_inspected`."""
     score = record.score(how)
     box = record.best_box or Box(0, 0, 0, 0)
     spider_xy = record.heat.peak_frame_xy(record.best_travel_xy)
@@ -166,7 +171,7 @@ def decide(
         spider_xy = (min(max(spider_xy[0], box.x1), box.x2), min(max(spider_xy[1], box.y1), box.y2))
     if score >= threshold and record.inspected_frames > 0:
         decision, reason = "reject", "spider"
-    elif final and not record.fully_inspected(tolerance_px):
+    elif final and not record.fully_inspected(windows, tolerance_px):
         decision, reason = "reject", "uninspected"
     else:
         decision, reason = "pass", "pass"

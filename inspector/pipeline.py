@@ -27,7 +27,7 @@ from inspector.belt import (
     gray_small,
 )
 from inspector.config import Calibration, Config, ModelConfig
-from inspector.decision import BunchRecord, along_offset_px, decide
+from inspector.decision import BunchRecord, along_offset_px, decide, merge_intervals
 from inspector.evidence import Snapshot, take_snapshot
 from inspector.fam import BunchHeat, stitch, tile_fam
 from inspector.model import Model
@@ -108,6 +108,7 @@ class Pipeline:
         self.tracker: BunchTracker | None = None
         self.selector: FrameSelector | None = None
         self.records: dict[int, BunchRecord] = {}
+        self.windows: list[tuple[float, float]] = []  # inspected stretches of belt (see BunchRecord.fully_inspected)
         self.travel_xy = (0.0, 0.0)
         self.belt_speed_mm_s = calibration.belt_speed_mm_s
         self._prev_gray: np.ndarray | None = None
@@ -155,6 +156,7 @@ class Pipeline:
             calibration=self.calibration,
             belt_speed_mm_s=self.belt_speed_mm_s,
             final=final,
+            windows=self.windows,
             tolerance_px=COVERAGE_TOLERANCE_PX,
         )
 
@@ -201,10 +203,11 @@ class Pipeline:
         boxes = plan.boxes_xyxy()
         heat = stitch(self.frame_wh, boxes, maps, probs, HEAT_DOWNSCALE)
         result.inspected, result.plan, result.tile_probs, result.heat = True, plan, probs, heat
+        self._add_window()
         for bunch in bunches:
             record = self._record(bunch.bunch_id)
             idx = tiles_over_bunch(boxes, bunch)
-            record.inspected(bunch.box, self.travel_xy, probs[idx].tolist(), self.calibration.travel_axis)
+            record.inspected(probs[idx].tolist())
             record.heat.add(heat, bunch.box, self.travel_xy)
             if self.keep_evidence:
                 offset = abs(along_offset_px(bunch.box.center_xy, self.frame_wh, self.calibration))
@@ -247,6 +250,18 @@ class Pipeline:
             t_capture_s=ref.t_capture_s,
             across_mm=None,
         )
+
+    def _add_window(self) -> None:
+        """Record the stretch of belt this inspected frame showed, less half the largest spider at each end."""
+        assert self.frame_wh is not None
+        axis = self.calibration.travel_axis
+        half_spider_px = self.calibration.spider_span_mm[1] / self.calibration.mm_per_px / 2.0
+        travel, length = self.travel_xy[axis], self.frame_wh[axis]
+        window = (half_spider_px - travel, length - half_spider_px - travel)
+        self.windows.append(window)
+        if len(self.windows) > 32:  # consecutive windows overlap: their union is a few intervals; drop the far past
+            horizon = 20 * length
+            self.windows = [w for w in merge_intervals(self.windows) if abs(w[0] - window[0]) < horizon]
 
     def _roi(self) -> Box | None:
         roi = self.calibration.roi_xyxy

@@ -34,15 +34,33 @@ def test_merge_intervals() -> None:
     assert merge_intervals([(6, 9), (0, 3), (3.5, 4)]) == [(0, 4), (6, 9)]  # gaps of <= 1 px close
 
 
-def record_seen(boxes: list[Box], inspected: list[bool], probs: list[float]) -> BunchRecord:
+def record_seen(
+    boxes: list[Box], inspected: list[bool], probs: list[float]
+) -> tuple[BunchRecord, list[tuple[float, float]]]:
+    """A bunch riding at 30 px per frame; inspected frames show belt [−travel, 320 − travel], less 8 px each end."""
     cal = calibration()
     rec = BunchRecord(1, BunchHeat(4))
+    windows = []
     for f, (box, insp) in enumerate(zip(boxes, inspected, strict=True)):
         travel = (30.0 * f, 0.0)
         rec.observe(f, f / 10, box, travel, (320, 240), cal)
         if insp:
-            rec.inspected(box, travel, probs, 0)
-    return rec
+            rec.inspected(probs)
+            windows.append((8 - travel[0], 312 - travel[0]))
+    return rec, windows
+
+
+def verdict(rec: BunchRecord, windows: list[tuple[float, float]], final: bool = True):  # type: ignore[no-untyped-def]
+    return decide(
+        rec,
+        threshold=0.5,
+        how="max",
+        frame_wh=(320, 240),
+        calibration=calibration(),
+        belt_speed_mm_s=None,
+        final=final,
+        windows=windows,
+    )
 
 
 def shifted(x1: int, f: int) -> Box:
@@ -52,33 +70,35 @@ def shifted(x1: int, f: int) -> Box:
 
 def test_bunch_seen_whole_and_inspected_passes() -> None:
     boxes = [shifted(-60, f) for f in range(13)]
-    rec = record_seen(boxes, [f in (4, 8) for f in range(13)], [0.1])
-    d = decide(
-        rec, threshold=0.5, how="max", frame_wh=(320, 240), calibration=calibration(), belt_speed_mm_s=None, final=True
-    )
+    rec, windows = record_seen(boxes, [f in (4, 8) for f in range(13)], [0.1])
+    d = verdict(rec, windows, final=True)
     assert (d.decision, d.reason, d.inspected_frames) == ("pass", "pass", 2)
 
 
 def test_bunch_only_inspected_while_cut_by_the_edge_is_uninspected() -> None:
     boxes = [shifted(-60, f) for f in range(13)]
-    rec = record_seen(boxes, [f == 1 for f in range(13)], [0.1])  # only when half out of view
-    d = decide(
-        rec, threshold=0.5, how="max", frame_wh=(320, 240), calibration=calibration(), belt_speed_mm_s=None, final=True
-    )
+    rec, windows = record_seen(boxes, [f == 1 for f in range(13)], [0.1])  # only when half out of view
+    d = verdict(rec, windows, final=True)
     assert (d.decision, d.reason) == ("reject", "uninspected")
     # not final (still in view): no fail-safe verdict yet
-    d = decide(
-        rec, threshold=0.5, how="max", frame_wh=(320, 240), calibration=calibration(), belt_speed_mm_s=None, final=False
-    )
+    d = verdict(rec, windows, final=False)
     assert d.decision == "pass"
 
 
 def test_spider_score_rejects_and_position_across_the_belt() -> None:
     boxes = [shifted(-60, f) for f in range(13)]
-    rec = record_seen(boxes, [f in (4, 8) for f in range(13)], [0.9])
-    d = decide(
-        rec, threshold=0.5, how="max", frame_wh=(320, 240), calibration=calibration(), belt_speed_mm_s=None, final=True
-    )
+    rec, windows = record_seen(boxes, [f in (4, 8) for f in range(13)], [0.9])
+    d = verdict(rec, windows, final=True)
     assert (d.decision, d.reason, d.score) == ("reject", "spider", pytest.approx(0.9))
     assert across_mm((10.0, 140.0), (320, 240), calibration()) == pytest.approx(10.0)
     assert across_mm((10.0, 140.0), (320, 240), calibration("+y")) == pytest.approx((10 - 160) * 0.5)
+
+
+def test_coverage_is_judged_on_the_belt_so_a_merge_with_a_leaf_does_not_make_a_bunch_uninspected() -> None:
+    boxes = [shifted(-60, f) for f in range(13)]
+    boxes[6] = Box(boxes[6].x1 - 40, 100, boxes[6].x2, 180)  # a leaf touched it in one uninspected frame
+    rec, windows = record_seen(boxes, [f in (4, 8) for f in range(13)], [0.1])
+    assert verdict(rec, windows).reason == "pass"
+    # but a bunch whose stretch of belt no inspected frame showed is uninspected
+    rec, windows = record_seen(boxes, [f in (4, 8) for f in range(13)], [0.1])
+    assert verdict(rec, [(w[0] + 200, w[1] + 200) for w in windows]).reason == "uninspected"
