@@ -14,8 +14,8 @@ player and ``inspector replay`` read it as a video file) plus a ``.json`` sideca
      "trigger_seq": 1530, "bunch_ids": [7], "created_unix_s": 1718000000.0}
 
 ``seqs`` are the daemon's frame numbers: a gap means frames dropped before inspection; in replay frame ``i`` of
-the clip is at ``i / fps``. Frames are JPEG-compressed in memory (quality 95) to bound memory; encoding and
-writing happen on one background thread so the inspection loop never waits for the disk. Rejects close in
+the clip is at ``i / fps``. Frames are JPEG-compressed in memory (quality 95) to bound memory; encoding happens on
+a worker thread and writing on another, so the inspection loop only copies the frame and never waits for the disk. Rejects close in
 time share one clip. At most ``max_clips`` clips are kept (oldest removed).
 """
 
@@ -65,6 +65,11 @@ class _PendingClip:
 
 
 class Recorder:
+    """See the module docstring. The inspection thread only copies the frame and queues it (about 1 ms for a
+    1280x720 frame); a worker thread JPEG-encodes, keeps the ring of the last seconds and decides when a clip is
+    due, and the writer thread writes clips. Commands keep their order through one queue, so `trigger` and
+    `snapshot` see exactly the frames added before them."""
+
     def __init__(
         self,
         cfg: RecordingConfig,
@@ -79,11 +84,16 @@ class Recorder:
         self.post_frames = round((post_s if post_s is not None else min(2.0, cfg.seconds / 2)) * self.fps)
         self.max_clips = max_clips
         self.metrics = metrics if metrics is not None else METRICS
-        self._buf: deque[_Buffered] = deque(maxlen=self.max_frames)
-        self._pending: _PendingClip | None = None
+        self._buf: deque[_Buffered] = deque(maxlen=self.max_frames)  # owned by the encoder thread
+        self._pending: _PendingClip | None = None  # owned by the encoder thread
+        self._commands: queue.Queue[tuple[str, tuple[object, ...]] | None] = queue.Queue(
+            maxsize=max(8, round(2 * self.fps))
+        )
         self._jobs: queue.Queue[tuple[list[_Buffered], _PendingClip] | None] = queue.Queue(maxsize=8)
+        self._encoder: threading.Thread | None = None
         self._thread: threading.Thread | None = None
         self.saved: list[Path] = []
+        self.frames_skipped = 0  # frames not recorded because the encoder was behind
         if self.dir is not None:
             try:
                 self.dir.mkdir(parents=True, exist_ok=True)
@@ -91,17 +101,70 @@ class Recorder:
                 raise RecordingError(
                     f"{self.dir}: cannot create the recording folder ({exc.strerror}); fix recording.dir"
                 ) from None
+            self._encoder = threading.Thread(target=self._encode_loop, name="recorder-encode", daemon=True)
             self._thread = threading.Thread(target=self._writer, name="recorder", daemon=True)
+            self._encoder.start()
             self._thread.start()
 
     @property
     def enabled(self) -> bool:
         return self.dir is not None
 
-    # ------------------------------------------------------------------ main-loop side
+    # ------------------------------------------------------------------ main-loop side (never blocks)
     def add(self, frame_bgr: U8Array, seq: int, t_capture_s: float) -> None:
         if not self.enabled:
             return
+        try:
+            self._commands.put_nowait(("frame", (frame_bgr.copy(), seq, t_capture_s)))
+        except queue.Full:
+            self.frames_skipped += 1
+            if self.frames_skipped % 100 == 1:
+                log.warning("recorder: encoder behind, %d frame(s) not recorded so far", self.frames_skipped)
+
+    def trigger(self, seq: int, reason: str = "reject", bunch_id: int | None = None) -> None:
+        """Save a clip around frame ``seq`` once ``post_s`` more seconds of frames have arrived."""
+        if self.enabled:
+            self._commands.put(("trigger", (seq, reason, bunch_id)))
+
+    def snapshot(self, reason: str = "snapshot") -> None:
+        """Save what is buffered now."""
+        if self.enabled:
+            self._commands.put(("snapshot", (reason,)))
+
+    def close(self) -> None:
+        """Save a pending clip with what there is, then finish encoding and writing."""
+        if self._encoder is None or self._thread is None:
+            return
+        self._commands.put(None)
+        self._encoder.join(30.0)
+        self._jobs.put(None)
+        self._thread.join(30.0)
+        self._encoder = self._thread = None
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ encoder thread
+    def _encode_loop(self) -> None:
+        while (command := self._commands.get()) is not None:
+            kind, args = command
+            try:
+                if kind == "frame":
+                    self._encode(*args)  # type: ignore[arg-type]
+                elif kind == "trigger":
+                    self._trigger(*args)  # type: ignore[arg-type]
+                elif kind == "snapshot" and self._buf:
+                    seq = self._buf[-1].seq
+                    self._submit(_PendingClip(seq, seq, str(args[0])))
+            except Exception:
+                log.exception("recorder: %s failed", kind)
+        if self._pending is not None:
+            self._submit(self._pending)
+
+    def _encode(self, frame_bgr: U8Array, seq: int, t_capture_s: float) -> None:
         ok, jpeg = cv2.imencode(".jpg", frame_bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         if not ok:
             return
@@ -111,10 +174,7 @@ class Recorder:
         if p is not None and seq >= p.until_seq:
             self._submit(p)
 
-    def trigger(self, seq: int, reason: str = "reject", bunch_id: int | None = None) -> None:
-        """Save a clip around frame ``seq`` once ``post_s`` more seconds of frames have arrived."""
-        if not self.enabled:
-            return
+    def _trigger(self, seq: int, reason: str, bunch_id: int | None) -> None:
         p = self._pending
         if p is None:
             p = self._pending = _PendingClip(seq, seq + self.post_frames, reason)
@@ -122,13 +182,6 @@ class Recorder:
             p.until_seq = min(max(p.until_seq, seq + self.post_frames), p.trigger_seq + self.max_frames // 2)
         if bunch_id is not None:
             p.bunch_ids.append(bunch_id)
-
-    def snapshot(self, reason: str = "snapshot") -> None:
-        """Save what is buffered now."""
-        if not self.enabled or not self._buf:
-            return
-        seq = self._buf[-1].seq
-        self._submit(_PendingClip(seq, seq, reason))
 
     def _submit(self, clip: _PendingClip) -> None:
         if clip is self._pending:
@@ -138,22 +191,6 @@ class Recorder:
             self._jobs.put_nowait((frames, clip))
         except queue.Full:
             log.error("recorder: disk too slow, clip around frame %d not saved", clip.trigger_seq)
-
-    def close(self) -> None:
-        """Save a pending clip with what there is, then finish writing."""
-        if self._thread is None:
-            return
-        if self._pending is not None:
-            self._submit(self._pending)
-        self._jobs.put(None)
-        self._thread.join(30.0)
-        self._thread = None
-
-    def __enter__(self) -> Recorder:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # ------------------------------------------------------------------ writer thread
     def _writer(self) -> None:
