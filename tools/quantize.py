@@ -9,9 +9,9 @@ Calibration and evaluation tiles come from a tile set made by ``tools/make_tiles
 holding ``footage.avi`` + ``labels.jsonl`` + ``calibration.yaml``): spider tiles at the planned tile scale around each
 labelled spider, spider-free tiles over bunches without a spider. Calibration and evaluation tiles never overlap.
 
-Only Conv, Gemm and MatMul are quantised (QDQ, int8 weights per channel, uint8 activations with reduced range so
-AVX2 machines without VNNI do not saturate); ReduceSum/MaxPool/Flatten stay float, so ``fam1..fam5`` and
-``logits`` remain float32 outputs. Writes ``MODEL.int8.onnx`` and its manifest ``MODEL.int8.yaml`` (the original
+Conv, Gemm, MatMul, MaxPool and Relu are quantised (QDQ, int8 weights per channel, uint8 activations with reduced
+range so AVX2 machines without VNNI do not saturate); the in-graph channel sums (ReduceSum) run in float on the
+dequantised pool outputs, so ``fam1..fam5`` and ``logits`` remain float32 outputs. Writes ``MODEL.int8.onnx`` and its manifest ``MODEL.int8.yaml`` (the original
 manifest with ``name`` + ``-int8``): the daemon loads it like any other model (``model.path``). Prints fp32 vs int8
 speed, accuracy and agreement on the evaluation tiles.
 """
@@ -41,7 +41,7 @@ from inspector.model import Model, load_manifest, manifest_path
 from inspector.tiling import tile_scales
 from inspector.types import TileScale
 
-QUANTIZED_OPS = ["Conv", "Gemm", "MatMul"]
+QUANTIZED_OPS = ["Conv", "Gemm", "MatMul", "MaxPool", "Relu"]
 
 
 # ------------------------------------------------------------------------------------------------ tiles
