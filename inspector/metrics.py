@@ -50,6 +50,26 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5,
 _SLACK_BUCKETS = (-1.0, -0.1, 0.0, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0)
 
 
+# DESIGN.md "Metrics": these names are an interface (dashboards, alert rules, outside checks). Never rename.
+DESIGN_METRIC_NAMES: tuple[str, ...] = (
+    "inspector_frames_captured_total",
+    "inspector_frames_inspected_total",
+    "inspector_frames_dropped_total",
+    "inspector_tiles_inferred_total",
+    "inspector_inference_batch_seconds",
+    "inspector_decision_latency_seconds",
+    "inspector_decision_slack_seconds",
+    "inspector_bunches_total",
+    "inspector_rejects_acked_total",
+    "inspector_reject_retransmits_total",
+    "inspector_rejects_missed_total",
+    "inspector_controller_heartbeat_age_seconds",
+    "inspector_camera_up",
+    "inspector_belt_speed_mm_per_second",
+    "inspector_model_info",
+)
+
+
 class MetricsError(InspectorError):
     """The metrics address cannot be served."""
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from inspector.config import Config, load_config
 from inspector.errors import ConfigError
+from inspector.metrics import DESIGN_METRIC_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -24,24 +25,7 @@ RULES = DEPLOY / "prometheus" / "inspector-alerts.yml"
 SCRAPE = DEPLOY / "prometheus" / "prometheus.yml"
 DASHBOARD = DEPLOY / "grafana" / "inspector-dashboard.json"
 
-# DESIGN.md "Metrics": names are an interface
-DESIGN_METRICS = [
-    "inspector_frames_captured_total",
-    "inspector_frames_inspected_total",
-    "inspector_frames_dropped_total",
-    "inspector_tiles_inferred_total",
-    "inspector_inference_batch_seconds",
-    "inspector_decision_latency_seconds",
-    "inspector_decision_slack_seconds",
-    "inspector_bunches_total",
-    "inspector_rejects_acked_total",
-    "inspector_reject_retransmits_total",
-    "inspector_rejects_missed_total",
-    "inspector_controller_heartbeat_age_seconds",
-    "inspector_camera_up",
-    "inspector_belt_speed_mm_per_second",
-    "inspector_model_info",
-]
+DESIGN_METRICS = DESIGN_METRIC_NAMES
 METRIC_RE = re.compile(r"\binspector_[a-z0-9_]+")
 
 

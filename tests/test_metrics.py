@@ -8,25 +8,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from inspector.config import MetricsConfig
-from inspector.metrics import Metrics, MetricsError, serve
+from inspector.metrics import DESIGN_METRIC_NAMES, Metrics, MetricsError, serve
 
-DESIGN_NAMES = [
-    "inspector_frames_captured_total",
-    "inspector_frames_inspected_total",
-    "inspector_frames_dropped_total",
-    "inspector_tiles_inferred_total",
-    "inspector_inference_batch_seconds",
-    "inspector_decision_latency_seconds",
-    "inspector_decision_slack_seconds",
-    "inspector_bunches_total",
-    "inspector_rejects_acked_total",
-    "inspector_reject_retransmits_total",
-    "inspector_rejects_missed_total",
-    "inspector_controller_heartbeat_age_seconds",
-    "inspector_camera_up",
-    "inspector_belt_speed_mm_per_second",
-    "inspector_model_info",
-]
+DESIGN_NAMES = DESIGN_METRIC_NAMES
 
 
 def _fresh() -> Metrics:
@@ -41,9 +25,7 @@ def test_design_names_exposed_exactly() -> None:
     m.decision_latency_seconds.observe(0.2)
     m.decision_slack_seconds.observe(0.5)
     text = m.exposition()
-    names = {
-        line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")
-    }
+    names = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
     for name in DESIGN_NAMES:
         if name.endswith("_seconds") and name.replace("_seconds", "") in (
             "inspector_inference_batch",
