@@ -17,6 +17,7 @@ A Triton client can stand in later by implementing the same three members.
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import os
 from dataclasses import dataclass
@@ -191,7 +192,27 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+ORT_BOTH = (
+    "onnxruntime and onnxruntime-gpu are both installed and overwrite each other's files: "
+    "pip uninstall -y onnxruntime onnxruntime-gpu, then pip install 'grape-spider-inspector[gpu]' (or [cpu])"
+)
+
+
+def installed_ort_distributions() -> list[str]:
+    """Which onnxruntime distributions pip has installed (they provide the same module)."""
+    found = []
+    for name in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        found.append(name)
+    return found
+
+
 def import_onnxruntime() -> ModuleType:
+    if len(installed_ort_distributions()) > 1:
+        raise ModelError(ORT_BOTH)
     try:
         import onnxruntime
     except ImportError:

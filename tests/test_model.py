@@ -179,6 +179,15 @@ def test_onnxruntime_missing(tiny: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         Model(tiny)
 
 
+def test_both_onnxruntime_builds_installed_is_a_clear_error(tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import inspector.model as model_module
+
+    assert model_module.installed_ort_distributions() == ["onnxruntime"]  # this venv: the CPU build only
+    monkeypatch.setattr(model_module, "installed_ort_distributions", lambda: ["onnxruntime", "onnxruntime-gpu"])
+    with pytest.raises(ModelError, match="both installed"):
+        Model(tiny)
+
+
 # --------------------------------------------------------------------------------------------- errors
 def _one_line(exc: pytest.ExceptionInfo[ModelError]) -> str:
     msg = str(exc.value)
