@@ -235,3 +235,25 @@ def test_frame_rate_far_above_what_the_cpu_inspects_never_passes_an_uninspected_
     assert len(rows) >= 4
     for r in rows:
         assert r["decision"] == "reject" or r["inspected_frames"] > 0, r
+
+
+def test_sighup_reloads_the_threshold_without_stopping(tmp_path: Path) -> None:
+    line = Line(tmp_path, n_frames=200)
+    daemon = line.daemon()
+    try:
+        assert wait_for(lambda: line.decided() != [], 30)
+        config = yaml.safe_load(line.config.read_text())
+        config["decision"] = {"threshold": 0.93}
+        line.config.write_text(yaml.safe_dump(config))
+        daemon.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        assert daemon.poll() is None  # still running
+        decided_before = len(line.decided())
+        daemon.send_signal(signal.SIGTERM)
+        status, err = wait_exit(daemon, 10)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    assert status == 0, err
+    assert "threshold now 0.9300" in err
+    assert len(line.decided()) >= decided_before
