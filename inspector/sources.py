@@ -30,6 +30,9 @@ from inspector.errors import SourceError
 from inspector.types import U8Array
 
 log = logging.getLogger(__name__)
+# OpenCV's own logging prints decoder complaints (e.g. "Could not find decoder") straight to stderr; every failure
+# a user can cause is reported by this module as one clear line instead.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 DEFAULT_FOLDER_FPS = 10.0

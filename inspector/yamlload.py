@@ -50,7 +50,7 @@ def load_with_lines(path: Path) -> tuple[Any, dict[KeyPath, int]]:
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         raise ConfigError(f"{where}: YAML syntax error: {exc.problem}; fix the syntax at that line") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: YAML error: {exc}") from None
+        raise ConfigError(f"{path}: YAML error: {' '.join(str(exc).split())}; fix the file") from None
     lines: dict[KeyPath, int] = {}
     if node is not None:
         _walk(node, (), lines)

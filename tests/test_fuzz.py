@@ -171,12 +171,6 @@ def _dump(data: Any) -> str:
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
-# Control characters YAML refuses ("unacceptable character #x0000"): PyYAML's ReaderError message spans two lines and
-# inspector/yamlload.py passes it on as is — a known defect pinned by test_yaml_reader_error_is_one_line (xfail,
-# strict). They are left out of the byte damage below until that is fixed; then drop YAML_UNACCEPTABLE here.
-YAML_UNACCEPTABLE = bytes([*range(0, 9), 11, 12, *range(14, 32), 127])
-
-
 @st.composite
 def damaged_text(draw: st.DrawFn, base: dict[str, Any]) -> bytes:
     """The valid file's YAML with bytes inserted, deleted or overwritten (syntax errors, bad UTF-8, tabs ...)."""
@@ -193,14 +187,9 @@ def damaged_text(draw: st.DrawFn, base: dict[str, Any]) -> bytes:
             del raw[pos : pos + len(junk)]
         else:
             raw[pos : pos + len(junk)] = junk
-    return bytes(b for b in raw if b not in YAML_UNACCEPTABLE)
+    return bytes(raw)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect: inspector/yamlload.py passes PyYAML's two-line ReaderError message on; "
-    "fix: raise ConfigError(f'{path}: YAML error: ' + ' '.join(str(exc).split())) — then remove this mark",
-)
 def test_yaml_reader_error_is_one_line(tmp_path: Path) -> None:
     path = tmp_path / "nul.yaml"
     path.write_bytes(b"\x00model: {}\n")
@@ -407,15 +396,7 @@ def test_unreadable_videos_through_replay_cli(
     "name",
     [
         "zero_byte.avi",
-        pytest.param(
-            "wrong_codec.avi",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="known defect: OpenCV's FFmpeg backend logs '[ERROR:0@...] Could not find decoder' on stderr; "
-                "fix in inspector/sources.py: cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT) "
-                "(or OPENCV_LOG_LEVEL=OFF) — then remove this mark",
-            ),
-        ),
+        "wrong_codec.avi",
     ],
 )
 def test_replay_cli_process_prints_exactly_one_line(fuzz_dir: Path, good_video: Path, name: str) -> None:
