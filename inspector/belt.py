@@ -9,7 +9,9 @@ Coordinates: frame pixels (x, y). "Belt coordinates" are frame pixels minus the 
   1/`SEG_DOWNSCALE` resolution for speed. Connected components larger than `min_bunch_area_mm2` are bunches.
 - Motion: nominal belt speed from calibration, refined by phase correlation between consecutive frames (accepted
   only when the correlation is confident and within 50 % of the nominal shift, else the nominal shift is used).
-- Tracking: a bunch's box is predicted forward by the belt shift and matched to detections by IoU; ids are stable.
+- Tracking: a bunch's box is predicted forward by the belt shift and matched to detections by their overlap over
+  the smaller of the two (not IoU: a bunch cut by the frame's edge grows or shrinks between frames, the more so
+  when frames were dropped), best overlaps first; ids are stable.
   A track whose predicted box has left the frame on the exit side has *departed*; a track unseen for
   `MAX_MISSES` frames inside the view is departed as well (lost).
 - Frame selection: a frame is inspected when the belt has advanced `step` pixels since the last inspected frame,
@@ -29,7 +31,7 @@ from inspector.types import BoolArray, Box, Bunch, U8Array
 
 SEG_DOWNSCALE = 4
 MAX_MISSES = 3
-_MIN_IOU = 0.2
+_MIN_OVERLAP = 0.3  # intersection over the smaller box, predicted track vs detection
 
 
 def _lab(frame_bgr: U8Array) -> np.ndarray:
@@ -138,15 +140,24 @@ class BunchTracker:
     ) -> tuple[list[Bunch], list[int]]:
         """Match detections to tracks. Returns (bunches in this frame with ids, ids of departed tracks)."""
         predicted = {tid: self._shifted(t.box, shift_xy) for tid, t in self.tracks.items()}
-        pairs = sorted(
-            ((predicted[tid].iou(box), tid, i) for tid in predicted for i, (box, _) in enumerate(detections)),
-            reverse=True,
-        )
+        frame = Box(0, 0, *self.frame_wh)
+        pairs = []
+        for tid, box in predicted.items():
+            visible = box.intersect(frame)
+            if visible is None:
+                continue
+            for i, (det, _) in enumerate(detections):
+                inter = visible.intersect(det)
+                if inter is None:
+                    continue
+                overlap = inter.area / min(visible.area, det.area)
+                pairs.append((overlap, visible.iou(det), tid, i))
+        pairs.sort(reverse=True)
         used_tracks: set[int] = set()
         used_dets: set[int] = set()
         assignment: dict[int, int] = {}
-        for iou, tid, i in pairs:
-            if iou < _MIN_IOU:
+        for overlap, _, tid, i in pairs:
+            if overlap < _MIN_OVERLAP:
                 break
             if tid in used_tracks or i in used_dets:
                 continue
