@@ -108,3 +108,12 @@ def test_a_stretch_of_belt_no_frame_showed_is_rejected_whole_width(spot: Path) -
     assert (d.decision, d.reason) == ("reject", "uninspected") and d in rejects
     # frame 11 to frame 28: the belt moved 17 x 30 px; the unseen stretch runs from the exit edge (320 px) to there
     assert d.bbox_xyxy[0] == 320 and d.bbox_xyxy[2] == pytest.approx(17 * 30, abs=8)
+
+
+@pytest.mark.parametrize("every, start", [(2, 0), (3, 1), (4, 3), (5, 2), (5, 4), (6, 1), (7, 0), (7, 5)])
+def test_ids_survive_dropped_frames(spot: Path, every: int, start: int) -> None:
+    """Every 2nd ... 7th frame only (60 ... 210 px of belt between frames in a 320 px view): one id per bunch, also
+    when a bunch was a sliver at the entry edge in one frame and whole in the next (IoU matching lost those)."""
+    finals, _ = run(spot, list(range(start, 40, every)))
+    real = [d for d in finals if d.across_mm is not None]  # not an unseen-stretch reject
+    assert len(real) == 4, [(d.bunch_id, d.reason, d.bbox_xyxy) for d in finals]
