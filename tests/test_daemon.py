@@ -20,6 +20,7 @@ from inspector.decision import fire_time_s
 from inspector.metrics import DESIGN_METRIC_NAMES
 from tests.drawn import calibration, center_x, scene, write_footage
 from tests.spot_model import write_spot_model
+from tests.test_deploy import METRIC_RE, _dashboard_exprs, _rule_exprs
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,7 +145,14 @@ def test_spider_bunches_are_fired_at_their_arrival_at_the_ejector(tmp_path: Path
                 text = line.metrics()
             except OSError:
                 return False
-            names_seen.update(n.split("{")[0].split(" ")[0] for n in text.splitlines() if n and not n.startswith("#"))
+            for row in text.splitlines():
+                if row.startswith("# TYPE "):  # families without samples yet (labelled, never touched)
+                    name, kind = row.split()[2:4]
+                    names_seen.update(
+                        [name] + ([f"{name}_bucket", f"{name}_count", f"{name}_sum"] if kind == "histogram" else [])
+                    )
+                elif row and not row.startswith("#"):
+                    names_seen.add(row.split("{")[0].split(" ")[0])
             return "inspector_bunches_total{" in text
 
         assert wait_for(scrape, 30), "metrics never showed a decided bunch"
@@ -157,6 +165,9 @@ def test_spider_bunches_are_fired_at_their_arrival_at_the_ejector(tmp_path: Path
         stop(sim)
     missing = [n for n in DESIGN_METRIC_NAMES if n not in names_seen and f"{n}_bucket" not in names_seen]
     assert not missing, f"metrics missing from /metrics: {missing}"
+    # every metric the Grafana dashboard and the alert rules use is served by a running daemon
+    used = {m for e in _dashboard_exprs() + _rule_exprs() for m in METRIC_RE.findall(e)}
+    assert used and not sorted(used - names_seen), sorted(used - names_seen)
     truth = {b.bunch_id: b for b in scene()}
     rows = {r["bunch_id"]: r for r in line.decided()}
     assert sorted(rows) == [1, 2, 3, 4]
