@@ -2,7 +2,7 @@
 """Generate labelled conveyor footage: OUT/footage.avi (MJPG), OUT/calibration.yaml, OUT/labels.jsonl.
 
     tools/synth_footage.py --out DIR [--width 1280 --height 720 --fps 15 --seconds 60]
-        [--belt-speed 150 --mm-per-px 0.5 --direction +x --span 4 12 | --calibration FILE]
+        [--belt-speed 150 --mm-per-px 0.25 --direction +x --span 4 12 | --calibration FILE]
         [--bunches N] [--spider-fraction 0.5] [--seed 0] [--real ../shared/realdata [--split train|holdout]]
 
 labels.jsonl: one line per bunch, {"bunch_id", "spider", "spider_span_mm", "track": [[frame, x1, y1, x2, y2],
