@@ -25,10 +25,18 @@ class Snapshot:
     tiles_xyxy: np.ndarray  # (N, 4) tile boxes relative to the crop
     tile_probs: np.ndarray  # (N,)
     frame: int
+    travel_xy: tuple[float, float] = (0.0, 0.0)  # belt travel when this frame was taken
+    peak_xy: tuple[float, float] | None = None  # the bunch heat map's peak in this frame's pixels (set at the verdict)
 
 
 def take_snapshot(
-    frame_bgr: U8Array, heat: HeatMap, plan: TilePlan, probs: np.ndarray, box: Box, frame: int
+    frame_bgr: U8Array,
+    heat: HeatMap,
+    plan: TilePlan,
+    probs: np.ndarray,
+    box: Box,
+    frame: int,
+    travel_xy: tuple[float, float] = (0.0, 0.0),
 ) -> Snapshot:
     h, w = frame_bgr.shape[:2]
     crop_box = Box(
@@ -44,7 +52,7 @@ def take_snapshot(
     boxes = plan.boxes_xyxy()
     overlap = (boxes[:, 2] > x1) & (boxes[:, 0] < x2) & (boxes[:, 3] > y1) & (boxes[:, 1] < y2)
     rel = boxes[overlap] - np.array([x1, y1, x1, y1], np.int32)
-    return Snapshot(crop, crop_box, patch, rel, np.asarray(probs)[overlap], frame)
+    return Snapshot(crop, crop_box, patch, rel, np.asarray(probs)[overlap], frame, travel_xy)
 
 
 def heat_overlay(image_bgr: U8Array, heat: np.ndarray, vmax: float | None = None, alpha: float = 0.45) -> U8Array:
@@ -77,9 +85,9 @@ def render(snapshot: Snapshot, decision: Decision, scale: int = 2, label_top: in
         org = (max(0, x1) + 2, max(11, y1 + 11))
         cv2.putText(over, f"{probs[i]:.2f}", org, cv2.FONT_HERSHEY_PLAIN, 0.8, (0, 0, 0), 2, cv2.LINE_AA)
         cv2.putText(over, f"{probs[i]:.2f}", org, cv2.FONT_HERSHEY_PLAIN, 0.8, colour, 1, cv2.LINE_AA)
-    if decision.spider_xy is not None:
-        px = round(decision.spider_xy[0] - snapshot.crop_box.x1)
-        py = round(decision.spider_xy[1] - snapshot.crop_box.y1)
+    if snapshot.peak_xy is not None:  # decision.spider_xy is in the pixels of another frame (the most central one)
+        px = round(snapshot.peak_xy[0] - snapshot.crop_box.x1)
+        py = round(snapshot.peak_xy[1] - snapshot.crop_box.y1)
         cv2.drawMarker(over, (px, py), (0, 255, 255), cv2.MARKER_CROSS, 14, 2)
     pair = np.hstack([crop, over])
     pair = cv2.resize(pair, (pair.shape[1] * scale, pair.shape[0] * scale), interpolation=cv2.INTER_NEAREST)

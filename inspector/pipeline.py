@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -213,7 +213,7 @@ class Pipeline:
                 offset = abs(along_offset_px(bunch.box.center_xy, self.frame_wh, self.calibration))
                 kept = self._snapshots.get(bunch.bunch_id)
                 if kept is None or offset < kept[0]:
-                    snap = take_snapshot(frame_bgr, heat, plan, probs, bunch.box, result.ref.seq)
+                    snap = take_snapshot(frame_bgr, heat, plan, probs, bunch.box, result.ref.seq, self.travel_xy)
                     self._snapshots[bunch.bunch_id] = (offset, snap)
             if not record.reject_sent and record.score(self.config.decision.aggregate) >= self.threshold:
                 record.reject_sent = True
@@ -271,7 +271,8 @@ class Pipeline:
         decision = self._decide(record, final=True)
         kept = self._snapshots.pop(record.bunch_id, None)
         if kept is not None:
-            result.evidence[record.bunch_id] = kept[1]
+            snap = kept[1]
+            result.evidence[record.bunch_id] = replace(snap, peak_xy=record.heat.peak_frame_xy(snap.travel_xy))
         if decision.decision == "reject" and not record.reject_sent:
             record.reject_sent = True
             result.rejects.append(decision)
