@@ -67,9 +67,10 @@ class ReplaySummary:
 class _Progress:
     """A one-line progress bar on a terminal; silent otherwise."""
 
-    def __init__(self, total: int | None, stream: TextIO = sys.stderr) -> None:
-        self.total, self.stream = total, stream
-        self.enabled = stream.isatty()
+    def __init__(self, total: int | None, stream: TextIO | None = None) -> None:
+        self.total = total
+        self.stream = stream if stream is not None else sys.stderr  # looked up now: stderr may have been replaced
+        self.enabled = not self.stream.closed and self.stream.isatty()
         self._last = 0.0
 
     def update(self, n: int, rejects: int) -> None:
