@@ -21,6 +21,7 @@ Coordinates: frame pixels (x, y). "Belt coordinates" are frame pixels minus the 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import cv2
@@ -92,11 +93,17 @@ def find_bunches(mask: BoolArray, min_area_px: float) -> list[tuple[Box, BoolArr
     return found
 
 
+@functools.lru_cache(maxsize=4)
+def _hanning(w: int, h: int) -> np.ndarray:
+    """The phase-correlation window for one frame size (made once, not per frame)."""
+    return np.asarray(cv2.createHanningWindow((w, h), cv2.CV_32F))
+
+
 def estimate_shift(prev_gray: np.ndarray, gray: np.ndarray, expected_xy: tuple[float, float]) -> tuple[float, float]:
     """Belt shift in frame pixels between two grey frames at 1/SEG_DOWNSCALE; the expected shift when unsure."""
     if prev_gray.shape != gray.shape:
         return expected_xy
-    window = cv2.createHanningWindow((gray.shape[1], gray.shape[0]), cv2.CV_32F)
+    window = _hanning(gray.shape[1], gray.shape[0])
     (dx, dy), response = cv2.phaseCorrelate(prev_gray, gray, window)
     dx, dy = dx * SEG_DOWNSCALE, dy * SEG_DOWNSCALE
     ex, ey = expected_xy
