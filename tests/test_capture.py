@@ -66,7 +66,9 @@ def test_slow_consumer_drops_and_counts_never_blocks(tmp_path: Path) -> None:
         captured, dropped, _ = r.counts()
     seqs = [g.seq for g in got]
     assert seqs == sorted(set(seqs))
-    assert captured == 60 and dropped > 0 and len(got) + dropped == 60
+    # a capture process that itself falls behind the 200 fps schedule (loaded machine) skips ahead: those frames
+    # are never captured but counted as dropped too, so the invariant is on inspected + dropped
+    assert captured <= 60 and dropped > 0 and len(got) + dropped == 60
     assert [g.t_capture_s for g in got] == sorted(g.t_capture_s for g in got)  # monotonic clock
 
 
