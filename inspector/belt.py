@@ -119,7 +119,6 @@ class Track:
     box: Box
     mask: BoolArray = field(repr=False)
     misses: int = 0
-    seen_frames: int = 1
 
 
 class BunchTracker:
@@ -181,7 +180,6 @@ class BunchTracker:
                 tid = matched
                 track = self.tracks[tid]
                 track.box, track.mask, track.misses = box, mask, 0
-                track.seen_frames += 1
             bunches.append(Bunch(tid, box, mask))
         departed: list[int] = []
         for tid, box in predicted.items():

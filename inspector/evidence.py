@@ -14,7 +14,6 @@ import numpy as np
 from inspector.types import Box, Decision, HeatMap, TilePlan, U8Array
 
 MARGIN_PX = 24
-_HEAT_GAIN = 1.0  # heat values are probability-weighted FAMs: normalised per map for display only
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,7 @@ def take_snapshot(
 def heat_overlay(image_bgr: U8Array, heat: np.ndarray, vmax: float | None = None, alpha: float = 0.45) -> U8Array:
     """Blend a JET colour map of `heat` (same H, W as the image) over it; `vmax` fixes the colour scale."""
     top = float(vmax if vmax is not None else max(float(heat.max()), 1e-9))
-    norm = np.clip(heat / top * 255.0 * _HEAT_GAIN, 0, 255).astype(np.uint8)
+    norm = np.clip(heat / top * 255.0, 0, 255).astype(np.uint8)
     colour = cv2.applyColorMap(norm, cv2.COLORMAP_JET)
     weight = (alpha * (norm.astype(np.float32) / 255.0))[..., None]
     out = image_bgr.astype(np.float32) * (1 - weight) + colour.astype(np.float32) * weight

@@ -159,10 +159,6 @@ class BunchHeat:
         new_cnt[oy - ny1 : oy - ny1 + h, ox - nx1 : ox - nx1 + w] = self._cnt
         self._origin, self._sum, self._cnt = (nx1, ny1), new_sum, new_cnt
 
-    @property
-    def empty(self) -> bool:
-        return self._origin is None
-
     def mean_map(self) -> FloatArray:
         out = np.zeros_like(self._sum)
         np.divide(self._sum, self._cnt, out=out, where=self._cnt > 0)

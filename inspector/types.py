@@ -59,9 +59,6 @@ class Box:
         union = self.area + other.area - inter.area
         return inter.area / union if union > 0 else 0.0
 
-    def contains(self, other: Box) -> bool:
-        return self.x1 <= other.x1 and self.y1 <= other.y1 and self.x2 >= other.x2 and self.y2 >= other.y2
-
 
 @dataclass(frozen=True, slots=True)
 class Tile:

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import numpy.typing as npt
 
+from inspector.report import roc_auc as report_roc_auc
+
 FloatArray = npt.NDArray[np.floating]
 
 
@@ -36,24 +38,9 @@ class TileFigures:
 
 
 def roc_auc(scores: FloatArray, labels: npt.NDArray[np.integer]) -> float:
-    """Area under the ROC curve; NaN when one class is missing."""
-    s = np.asarray(scores, np.float64)
-    y = np.asarray(labels) == 1
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s), np.float64)
-    sorted_s = s[order]
-    # average ranks over ties
-    i = 0
-    while i < len(s):
-        j = i
-        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    """Area under the ROC curve (inspector.report.roc_auc, the one implementation); NaN when one class is missing."""
+    auc = report_roc_auc(np.asarray(scores, np.float64), np.asarray(labels) == 1)
+    return float("nan") if auc is None else auc
 
 
 def recall_at_false_reject(scores: FloatArray, labels: npt.NDArray[np.integer], far: float = 0.01) -> float:
