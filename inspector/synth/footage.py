@@ -39,7 +39,7 @@ BUNCH_LENGTH_MM = (110.0, 220.0)
 BERRY_RADIUS_MM = (7.0, 11.0)
 GAP_MM = (40.0, 160.0)  # belt between consecutive bunches (they never touch)
 LEAD_IN_S = 0.6  # empty belt at the start (lets a belt-colour model learn)
-EXPOSURE_S = 1 / 150  # motion blur = belt speed x exposure
+EXPOSURE_S = 1 / 1000  # motion blur = belt speed x exposure (0.6 px at 150 mm/s, 0.25 mm/px)
 
 
 class SynthError(InspectorError):

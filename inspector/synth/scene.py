@@ -80,15 +80,22 @@ def distractor(rng: np.random.Generator, size_px: float, source: AssetSource) ->
 
 
 # --------------------------------------------------------------------------------------------- decorating
+MAX_PASTE_SOFTNESS_PX = 0.5  # defocus of a pasted object, at most (frame pixels, Gaussian sigma before jitter)
+
+
 def match_to_scene(rng: np.random.Generator, obj: Sprite, softness_px: float) -> Sprite:
-    """Make a cut-out sit in the scene: a small random colour cast, and the scene's defocus.
+    """Make a cut-out sit in the scene: a small random colour cast, and the camera's defocus.
 
     Applied identically to spiders and non-spider patches, so neither colour nor sharpness separates them.
+    The defocus is the bunch's softness capped at `MAX_PASTE_SOFTNESS_PX`: a real bunch photo enlarged 2-4x to
+    belt scale is soft because its source had few pixels, not because the camera is out of focus, and an object
+    on the bunch's surface is in the camera's focal plane. Blurring a 16 px spider by the enlargement's 1.5 px
+    erased its legs and left label noise (positives nobody could see).
     """
     gain = rng.uniform(0.85, 1.12) * (1 + rng.normal(0, 0.04, 3))
     bgr = np.clip(obj.bgr.astype(np.float32) * gain[None, None, :].astype(np.float32), 0, 255).astype(np.uint8)
     out = Sprite(bgr, obj.alpha)
-    sigma = softness_px * rng.uniform(0.8, 1.1) + rng.uniform(0.0, 0.35)
+    sigma = min(softness_px, MAX_PASTE_SOFTNESS_PX) * rng.uniform(0.8, 1.1) + rng.uniform(0.0, 0.35)
     return blur_sprite(pad_sprite(out, 2), sigma)
 
 
