@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inspector.training.composite import load_tileset, write_tileset
+from inspector.synth.tiles import TileSet, load_tile_set, save_tile_set
 from inspector.training.metrics import (
     peak_xy,
     pointing_hits,
@@ -128,8 +128,14 @@ def _known_tileset(out: Path) -> None:
         boxes.append((-1, -1, -1, -1))
         labels.append(0)
         kinds.append("neg" if i < 2 else "hard_neg")
-    it = ((tiles[i], labels[i], tuple(float(v) for v in boxes[i]), kinds[i]) for i in range(8))
-    write_tileset(out, it, {"source": "test", "seed": 0, "split": "test"})
+    data = TileSet(
+        np.stack(tiles).astype(np.uint8),
+        np.asarray(labels, np.int8),
+        np.asarray(boxes, np.float32),
+        np.asarray(kinds, dtype=str),
+        {"source": "test", "seed": 0, "split": "test"},
+    )
+    save_tile_set(data, out)
 
 
 def test_evaluate_cli_on_known_tiles(tmp_path: Path) -> None:
@@ -137,7 +143,7 @@ def test_evaluate_cli_on_known_tiles(tmp_path: Path) -> None:
     model = tmp_path / "red.onnx"
     _red_detector_onnx(model)
     _known_tileset(tmp_path / "known")
-    assert load_tileset(tmp_path / "known").images.shape == (8, 224, 224, 3)
+    assert load_tile_set(tmp_path / "known").images.shape == (8, 224, 224, 3)
     out_json = tmp_path / "fig.json"
     proc = subprocess.run(
         [

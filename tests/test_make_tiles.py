@@ -95,3 +95,41 @@ def test_real_mode(tmp_path: Path) -> None:
 
     t = make_tile_set(6, RealSource(REALDATA, "holdout"), CAL, seed=0, bunch_pool=2)
     assert t.images.shape == (6, 224, 224, 3) and int(t.labels.sum()) == int((t.kinds == "pos").sum()) >= 2
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (None, "no tile set here"),
+        (b"not a zip at all", "not a tile set"),
+        ("wrong-shape", "must be (N, 224, 224, 3)"),
+        ("mismatch", "do not match"),
+    ],
+)
+def test_load_tile_set_refuses_bad_files_in_one_line(tmp_path: Path, content: object, needle: str) -> None:
+    from inspector.errors import InspectorError
+
+    d = tmp_path / "set"
+    d.mkdir()
+    npz = d / "tiles.npz"
+    if isinstance(content, bytes):
+        npz.write_bytes(content)
+    elif content == "wrong-shape":
+        np.savez(
+            npz,
+            images=np.zeros((2, 32, 32, 3), np.uint8),
+            labels=np.zeros(2, np.int8),
+            boxes_xyxy=np.zeros((2, 4), np.float32),
+            kinds=np.array(["neg", "neg"]),
+        )
+    elif content == "mismatch":
+        np.savez(
+            npz,
+            images=np.zeros((2, 224, 224, 3), np.uint8),
+            labels=np.zeros(3, np.int8),
+            boxes_xyxy=np.zeros((2, 4), np.float32),
+            kinds=np.array(["neg", "neg"]),
+        )
+    with pytest.raises(InspectorError) as err:
+        load_tile_set(d)
+    assert needle in str(err.value) and "\n" not in str(err.value)

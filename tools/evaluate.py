@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from inspector.training.composite import load_tileset
+    from inspector.synth.tiles import load_tile_set
     from inspector.training.evaluation import evaluate_model, format_table
 
     if not 0.0 < args.threshold < 1.0:
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         name, sep, path = item.partition("=")
         if not sep:
             name, path = Path(item).name, item
-        tiles = load_tileset(Path(path))
+        tiles = load_tile_set(Path(path))
         ev = evaluate_model(args.model, tiles, mode=args.fam_mode, threshold=args.threshold, threads=args.threads)
         rows.append((name, ev))
         kinds = ", ".join(f"{k} {100 * v:.1f} %" for k, v in ev.per_kind_accuracy.items())

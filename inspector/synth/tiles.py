@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from inspector.config import Calibration
+from inspector.errors import InspectorError
 from inspector.synth.raster import (
     Sprite,
     belt_texture,
@@ -251,11 +253,39 @@ def save_tile_set(tiles: TileSet, out_dir: Path, extra_meta: dict[str, object] |
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def load_tile_set(out_dir: Path) -> TileSet:
-    with np.load(out_dir / "tiles.npz") as z:
-        tiles = TileSet(z["images"], z["labels"], z["boxes_xyxy"], z["kinds"])
-    tiles.meta = json.loads((out_dir / "meta.json").read_text())
-    return tiles
+def load_tile_set(path: Path) -> TileSet:
+    """Read a tile-set directory (or its ``tiles.npz``), checking shapes; errors are one line naming the file."""
+    npz = path / "tiles.npz" if path.is_dir() else path
+    if not npz.is_file():
+        raise InspectorError(f"{npz}: no tile set here; make one with tools/make_tiles.py")
+    try:
+        with np.load(npz, allow_pickle=False) as z:
+            images, labels = z["images"], z["labels"].astype(np.int8)
+            boxes, kinds = z["boxes_xyxy"].astype(np.float32), z["kinds"].astype(str)
+    except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise InspectorError(f"{npz}: not a tile set ({exc}); expected images, labels, boxes_xyxy, kinds") from None
+    n = len(images)
+    if images.ndim != 4 or images.shape[1:] != (TILE_SIZE, TILE_SIZE, 3) or images.dtype != np.uint8:
+        raise InspectorError(f"{npz}: images must be (N, 224, 224, 3) uint8, got {images.shape} {images.dtype}")
+    if labels.shape != (n,) or boxes.shape != (n, 4) or kinds.shape != (n,):
+        raise InspectorError(f"{npz}: labels/boxes_xyxy/kinds do not match {n} images")
+    meta_path = npz.parent / "meta.json"
+    try:
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    except (OSError, ValueError) as exc:
+        raise InspectorError(f"{meta_path}: unreadable ({exc})") from None
+    return TileSet(images, labels, boxes, kinds, meta)
+
+
+def concat_tile_sets(sets: list[TileSet]) -> TileSet:
+    """One tile set holding all of `sets` (in order); meta lists the parts."""
+    return TileSet(
+        images=np.concatenate([t.images for t in sets]),
+        labels=np.concatenate([t.labels for t in sets]),
+        boxes_xyxy=np.concatenate([t.boxes_xyxy for t in sets]),
+        kinds=np.concatenate([t.kinds for t in sets]),
+        meta={"parts": [t.meta for t in sets]},
+    )
 
 
 def mosaic(tiles: TileSet, indices: list[int], cols: int = 8, draw_boxes: bool = False, cell_px: int = 160) -> U8Array:
@@ -275,4 +305,13 @@ def mosaic(tiles: TileSet, indices: list[int], cols: int = 8, draw_boxes: bool =
     return out
 
 
-__all__ = ["KINDS", "TILE_SIZE", "TileSet", "load_tile_set", "make_tile_set", "mosaic", "save_tile_set"]
+__all__ = [
+    "KINDS",
+    "TILE_SIZE",
+    "TileSet",
+    "concat_tile_sets",
+    "load_tile_set",
+    "make_tile_set",
+    "mosaic",
+    "save_tile_set",
+]

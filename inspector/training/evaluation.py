@@ -14,7 +14,7 @@ import numpy as np
 
 from inspector.fam import FamMode, tile_fam
 from inspector.model import Model
-from inspector.training.composite import TileSet
+from inspector.synth.tiles import TileSet
 from inspector.training.metrics import TileFigures, tile_figures
 
 # The seed paper's test accuracies (Menikdiwela et al.), for the side-by-side table.

@@ -1,4 +1,4 @@
-"""Fine-tuning loop for the inspector's VGG16 on tile sets (see :mod:`inspector.training.composite` for the format).
+"""Fine-tuning loop for the inspector's VGG16 on tile sets (format: :mod:`inspector.synth.tiles`).
 
 All layers train (as in the seed paper), with flips, 90° rotations, colour jitter and noise, class-balanced
 sampling, a validation split and early stopping. Two location signals help the small widths learn at all on a
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from inspector.training.composite import TileSet
+from inspector.synth.tiles import TileSet
 from inspector.training.metrics import TileFigures, tile_figures
 from inspector.training.vgg import IMAGENET_MEAN, IMAGENET_STD, INPUT_SIZE, VGG16, fold_batchnorm, load_weights
 
@@ -209,7 +209,8 @@ class Trainer:
         gen = torch.Generator().manual_seed(s.seed)
         result = TrainResult(model=self.model, n_train=len(tr), n_val=len(va))
         best_score, best_state, bad = -1.0, None, 0
-        sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=s.lr, total_steps=steps * s.epochs, pct_start=0.15)
+        total_steps = steps * s.epochs
+        step_no = 0
         for epoch in range(1, s.epochs + 1):
             te = time.monotonic()
             self.model.train()
@@ -221,10 +222,13 @@ class Trainer:
                 imgs, bxs = augment(images[bi_t], boxes[bi_t], gen)
                 x = to_input_float(imgs)
                 loss = self._loss(x, labels[bi_t], bxs)
+                progress = max(step_no / total_steps, (time.monotonic() - t0) / 60 / s.max_minutes)
+                for group in self.opt.param_groups:
+                    group["lr"] = lr_at(progress, s.lr)
                 self.opt.zero_grad()
                 loss.backward()
                 self.opt.step()
-                sched.step()
+                step_no += 1
                 losses.append(float(loss.detach()))
                 if (time.monotonic() - t0) / 60 > s.max_minutes:
                     break
@@ -282,6 +286,19 @@ def to_input_float(images_bgr: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
+def lr_at(progress: float, max_lr: float, warmup: float = 0.1, floor: float = 0.02) -> float:
+    """Learning rate at `progress` (0..1) of the run: linear warm-up, then cosine down to `floor` x max_lr.
+
+    Progress is the larger of steps done and time budget used, so a run cut by ``max_minutes`` still anneals
+    (a step-count one-cycle stopped half way by the clock ends at its highest rate).
+    """
+    p = min(max(progress, 0.0), 1.0)
+    if p < warmup:
+        return max_lr * (floor + (1 - floor) * p / warmup)
+    q = (p - warmup) / (1 - warmup)
+    return max_lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * q)))
+
+
 def _score(v: TileFigures) -> float:
     """Model selection on validation: accuracy plus half the pointing share (NaN counts as 0)."""
     p = 0.0 if math.isnan(v.pointing) else v.pointing
@@ -301,13 +318,3 @@ def fam_layer_scale(model: VGG16, images_bgr: np.ndarray, batch: int = 64) -> li
                 sums[j] += float(out[1 + j].mean()) * out[1 + j].shape[0]
             count += out[0].shape[0]
     return [max(float(v / max(count, 1)), 1e-6) for v in sums]
-
-
-def concat_tilesets(sets: Sequence[TileSet]) -> TileSet:
-    return TileSet(
-        images=np.concatenate([t.images for t in sets]),
-        labels=np.concatenate([t.labels for t in sets]),
-        boxes_xyxy=np.concatenate([t.boxes_xyxy for t in sets]),
-        kinds=np.concatenate([t.kinds for t in sets]),
-        meta={"parts": [t.meta for t in sets]},
-    )
