@@ -149,3 +149,20 @@ def test_lr_schedule_warms_up_peaks_and_anneals_even_when_cut_by_the_clock() -> 
     assert lr_at(5.0, 1e-3) == pytest.approx(2e-5)  # past the budget: stays at the floor
     after_peak = [lr_at(p / 100, 1e-3) for p in range(10, 101)]
     assert all(a >= b for a, b in itertools.pairwise(after_peak))
+
+
+@pytest.mark.parametrize(
+    ("meta", "expect"),
+    [
+        ({}, "{}"),
+        ({"mode": "real", "split": "train", "seed": 3}, "real (train photos); seed 3"),
+        (
+            {"mode": "procedural", "counts": {"pos": 2, "neg": 1}, "scales": [{"tile_px": 140}, {"tile_px": 306}]},
+            "procedural; 3 tiles (pos 2, neg 1); tiles cut at 140/306 px",
+        ),
+    ],
+)
+def test_card_describes_tile_sets_in_one_line(meta: dict[str, object], expect: str) -> None:
+    from inspector.training.card import describe_tile_set
+
+    assert describe_tile_set(meta) == expect

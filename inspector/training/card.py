@@ -50,7 +50,7 @@ def render_card(
         f"{_pct(e.val.pointing)} |"
         for e in result.history
     )
-    sets = "\n".join(f"- `{path}`: {json.dumps(meta, sort_keys=True)}" for path, meta in tile_sets)
+    sets = "\n".join(f"- `{path}`: {describe_tile_set(meta)}" for path, meta in tile_sets)
     best = next((e for e in result.history if e.epoch == result.best_epoch), None)
     parts = [
         f"# Model card: {name}\n",
@@ -101,3 +101,25 @@ def render_card(
 
 def write_card(path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8")
+
+
+def describe_tile_set(meta: dict[str, object]) -> str:
+    """One readable line for a tile set's meta.json: how it was made and what is in it."""
+    parts: list[str] = []
+    mode = meta.get("mode") or meta.get("source")
+    if mode:
+        parts.append(f"{mode}" + (f" ({meta['split']} photos)" if meta.get("split") else ""))
+    if "seed" in meta:
+        parts.append(f"seed {meta['seed']}")
+    counts = meta.get("counts")
+    if isinstance(counts, dict):
+        total = sum(int(v) for v in counts.values())
+        parts.append(f"{total} tiles (" + ", ".join(f"{k} {v}" for k, v in counts.items()) + ")")
+    cal = meta.get("calibration")
+    if isinstance(cal, dict):
+        span = cal.get("spider_span_mm", ["?", "?"])
+        parts.append(f"{cal.get('mm_per_px')} mm/px, spiders {span[0]}–{span[1]} mm")
+    scales = meta.get("scales")
+    if isinstance(scales, list) and scales:
+        parts.append("tiles cut at " + "/".join(str(sc.get("tile_px")) for sc in scales if isinstance(sc, dict)) + " px")
+    return "; ".join(parts) if parts else json.dumps(meta, sort_keys=True)
