@@ -121,5 +121,7 @@ def describe_tile_set(meta: dict[str, object]) -> str:
         parts.append(f"{cal.get('mm_per_px')} mm/px, spiders {span[0]}–{span[1]} mm")
     scales = meta.get("scales")
     if isinstance(scales, list) and scales:
-        parts.append("tiles cut at " + "/".join(str(sc.get("tile_px")) for sc in scales if isinstance(sc, dict)) + " px")
+        parts.append(
+            "tiles cut at " + "/".join(str(sc.get("tile_px")) for sc in scales if isinstance(sc, dict)) + " px"
+        )
     return "; ".join(parts) if parts else json.dumps(meta, sort_keys=True)
