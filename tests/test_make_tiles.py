@@ -102,8 +102,8 @@ def test_real_mode(tmp_path: Path) -> None:
     [
         (None, "no tile set here"),
         (b"not a zip at all", "not a tile set"),
-        ("wrong-shape", "must be (N, 224, 224, 3)"),
-        ("mismatch", "do not match"),
+        (((2, 32, 32, 3), 2), "must be (N, 224, 224, 3)"),  # (images shape, number of labels)
+        (((2, 224, 224, 3), 3), "do not match"),
     ],
 )
 def test_load_tile_set_refuses_bad_files_in_one_line(tmp_path: Path, content: object, needle: str) -> None:
@@ -114,19 +114,12 @@ def test_load_tile_set_refuses_bad_files_in_one_line(tmp_path: Path, content: ob
     npz = d / "tiles.npz"
     if isinstance(content, bytes):
         npz.write_bytes(content)
-    elif content == "wrong-shape":
+    elif isinstance(content, tuple):
+        images_shape, n_labels = content
         np.savez(
             npz,
-            images=np.zeros((2, 32, 32, 3), np.uint8),
-            labels=np.zeros(2, np.int8),
-            boxes_xyxy=np.zeros((2, 4), np.float32),
-            kinds=np.array(["neg", "neg"]),
-        )
-    elif content == "mismatch":
-        np.savez(
-            npz,
-            images=np.zeros((2, 224, 224, 3), np.uint8),
-            labels=np.zeros(3, np.int8),
+            images=np.zeros(images_shape, np.uint8),
+            labels=np.zeros(n_labels, np.int8),
             boxes_xyxy=np.zeros((2, 4), np.float32),
             kinds=np.array(["neg", "neg"]),
         )
