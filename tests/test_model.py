@@ -94,7 +94,7 @@ def test_warmup_describe_and_manifest_extras(tiny: Path) -> None:
         model.warmup()
         assert model.describe() == {
             "name": "tiny-vgg",
-            "width": 16,
+            "width": "16",
             "provider": "CPUExecutionProvider",
             "input_size": SIZE,
         }

@@ -22,8 +22,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--out", type=Path, required=True, help="output .onnx path; the manifest goes beside it")
     p.add_argument("--name", help="model name in the manifest (default: file stem)")
-    p.add_argument("--width", type=int, default=1, help="width divisor: 1 (full), 2, 4, 8, 16 (default 1)")
-    p.add_argument("--hidden", type=int, help="classifier hidden size (default 4096, or 4096/(2*width))")
+    p.add_argument(
+        "--width", default="1", help="width divisor: 1 (full), 2, 4, 8, 16 (default 1), or five, one per block: 8,8,8,4,4"
+    )
+    p.add_argument("--hidden", type=int, help="classifier hidden size (default 4096, or 4096/(2*last divisor))")
     p.add_argument(
         "--weights", type=Path, help="torchvision vgg16/vgg16_bn state dict (.pth/.pt), HED .h5 or our .onnx"
     )
@@ -37,13 +39,13 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from inspector.training.export import export_model, format_parity
-    from inspector.training.vgg import VGG16, load_weights
+    from inspector.training.vgg import VGG16, load_weights, parse_width
 
     if args.out.suffix != ".onnx":
         raise InspectorError(f"{args.out}: output must end in .onnx (the manifest goes beside it as .yaml)")
     torch.manual_seed(args.seed)
     try:
-        model = VGG16(width=args.width, hidden=args.hidden).eval()
+        model = VGG16(width=parse_width(args.width), hidden=args.hidden).eval()
     except ValueError as exc:
         raise InspectorError(f"--width {args.width}: {exc}") from None
     if args.weights is not None:

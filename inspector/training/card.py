@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from inspector.training.train import TrainResult, TrainSettings
+from inspector.training.vgg import width_label
 
 DATA_LICENCES = """\
 Tile sets are *generated*: nothing of the source photos is shipped in this repository, but the weights were
@@ -55,7 +56,7 @@ def render_card(
     parts = [
         f"# Model card: {name}\n",
         "VGG16 topology (13 conv, 5 max-pool, 3 FC; torchvision layer names) at width ÷"
-        f"{settings.width}, 2-class head (spider index 1), exported to ONNX opset 17 with `fam1..fam5` "
+        f"{width_label(settings.width)}, 2-class head (spider index 1), exported to ONNX opset 17 with `fam1..fam5` "
         f"(channel sums of pool1..pool5) computed in the graph. File size {onnx_mb:.1f} MB. "
         "BatchNorm used in training is folded into the convolutions; the training-only objectness head is "
         "not in the graph.\n",

@@ -17,7 +17,16 @@ import numpy as np
 import torch
 import yaml
 
-from inspector.training.vgg import IMAGENET_MEAN, IMAGENET_STD, INPUT_SIZE, VGG16, fold_batchnorm, output_names
+from inspector.training.vgg import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    INPUT_SIZE,
+    VGG16,
+    Width,
+    block_divisors,
+    fold_batchnorm,
+    output_names,
+)
 
 OPSET = 17
 SPIDER_INDEX = 1
@@ -25,7 +34,7 @@ SPIDER_INDEX = 1
 
 def manifest_dict(
     name: str,
-    width: int,
+    width: Width,
     fam_layer_scale: Sequence[float] = (1.0, 1.0, 1.0, 1.0, 1.0),
     model_card: str | None = None,
     pool_outputs: bool = False,
@@ -50,13 +59,19 @@ def manifest_dict(
         "outputs": {"logits": "logits", "fam": [f"fam{i}" for i in range(1, 6)]},
         "spider_index": SPIDER_INDEX,
         "fam_layer_scale": [float(s) for s in fam_layer_scale],
-        "width": int(width),
+        "width": _manifest_width(width),
     }
     if pool_outputs:
         manifest["outputs"]["pool"] = [f"pool{i}" for i in range(1, 6)]
     if model_card:
         manifest["model_card"] = model_card
     return manifest
+
+
+def _manifest_width(width: Width) -> int | list[int]:
+    """``8``, or the five per-block divisors as a list when they differ."""
+    ws = block_divisors(width)
+    return ws[0] if len(set(ws)) == 1 else list(ws)
 
 
 def write_manifest(path: Path, manifest: dict[str, Any]) -> None:

@@ -27,14 +27,22 @@ from torch import nn
 
 from inspector.synth.tiles import TileSet
 from inspector.training.metrics import TileFigures, tile_figures
-from inspector.training.vgg import IMAGENET_MEAN, IMAGENET_STD, INPUT_SIZE, VGG16, fold_batchnorm, load_weights
+from inspector.training.vgg import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    INPUT_SIZE,
+    VGG16,
+    Width,
+    fold_batchnorm,
+    load_weights,
+)
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class TrainSettings:
-    width: int = 8
+    width: Width = 8  # one divisor, or five (one per block)
     epochs: int = 12
     batch: int = 32
     lr: float = 1e-3
@@ -48,6 +56,7 @@ class TrainSettings:
     batch_norm: bool = True
     aux_objectness: float = 1.0  # weight of the pool4 objectness loss (0: off)
     aux_fam_mass: float = 0.5  # weight of the FAM mass loss (0: off)
+    dropout: float = 0.5  # classifier dropout (VGG16's 0.5; lower when the small widths underfit)
     steps_per_epoch: int | None = None  # default: one pass over the training split
     weights_note: str = ""
 
@@ -156,12 +165,11 @@ class Trainer:
         self.s = settings
         torch.manual_seed(settings.seed)
         torch.set_num_threads(settings.threads)
-        self.model = VGG16(width=settings.width, batch_norm=settings.batch_norm)
+        self.model = VGG16(width=settings.width, batch_norm=settings.batch_norm, dropout=settings.dropout)
         if settings.weights is not None:
             settings.weights_note = load_weights(self.model, settings.weights)
             log.info("start weights: %s", settings.weights_note)
-        c4 = 512 // settings.width
-        self.obj_head = nn.Conv2d(c4, 1, kernel_size=1)
+        self.obj_head = nn.Conv2d(self.model.block_channels[3], 1, kernel_size=1)
         params = list(self.model.parameters()) + list(self.obj_head.parameters())
         self.opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
 

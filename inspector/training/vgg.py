@@ -6,9 +6,15 @@ is skipped: the head here has 2 classes). With ``batch_norm=True`` the layout is
 relu); :func:`fold_batchnorm` turns such a model into the plain layout with the BN folded into the
 convolutions, which is what gets exported.
 
-Width: every conv width (64/128/256/512/512) is divided by ``width`` (1, 2, 4, 8, 16 ...). The classifier's
-hidden size is 4096 at full width and ``4096 // (2 * width)`` otherwise (÷4 → 512, ÷8 → 256), which keeps a ÷4
-model under 20 MB; pass ``hidden`` to choose another.
+Width: every conv width (64/128/256/512/512) is divided by ``width`` (1, 2, 4, 8, 16 ...), or block by block
+when ``width`` is five divisors (``(8, 8, 8, 4, 4)``: blocks 1-3 at ÷8, blocks 4-5 at ÷4 — the deep blocks run
+at 28x28 and 14x14, so widening them costs far less time than widening the first ones). The classifier's hidden
+size is 4096 at full width and ``4096 // (2 * w5)`` otherwise, with ``w5`` the last block's divisor (÷4 → 512,
+÷8 → 256), which keeps a ÷4 model under 20 MB; pass ``hidden`` to choose another.
+
+:func:`widen` turns a trained model into a wider one computing exactly the same function (Net2WiderNet, Chen et
+al. 2016: new channels copy old ones, the next layer's weights on the copies are shared out), so a wider model
+starts from what a narrower one learned instead of from scratch.
 
 Forward returns ``(logits, fam1, ..., fam5)`` where ``fam_l = pool_l.sum(dim=1)`` (N, H_l, W_l) is computed
 inside the graph (DESIGN.md, model contract); with ``pool_outputs=True`` the raw ``pool1..pool5`` follow.
@@ -65,9 +71,38 @@ HED_CONV_NAMES = (
 )
 
 
-def default_hidden(width: int) -> int:
-    """Classifier hidden size for a width divisor: 4096 at full width, else 4096 // (2 * width)."""
-    return 4096 if width == 1 else max(8, 4096 // (2 * width))
+BLOCK_CHANNELS = (64, 128, 256, 512, 512)
+Width = int | tuple[int, ...]
+
+
+def block_divisors(width: Width) -> tuple[int, int, int, int, int]:
+    """Five per-block divisors from one divisor or five; ValueError when one does not divide 64."""
+    ws = (width,) * 5 if isinstance(width, int) else tuple(int(w) for w in width)
+    if len(ws) != 5 or any(w < 1 or 64 % w for w in ws):
+        raise ValueError(f"width must be one divisor of 64 or five of them (one per block), got {width}")
+    return (ws[0], ws[1], ws[2], ws[3], ws[4])
+
+
+def parse_width(text: str) -> Width:
+    """``"8"`` -> 8, ``"8,8,8,4,4"`` -> (8, 8, 8, 4, 4) (command-line form); ValueError when malformed."""
+    try:
+        parts = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"width {text!r}: give one divisor (8) or five, one per block (8,8,8,4,4)") from None
+    ws = block_divisors(parts[0] if len(parts) == 1 else parts)
+    return ws[0] if len(set(ws)) == 1 else ws
+
+
+def width_label(width: Width) -> str:
+    """``8`` or ``8,8,8,4,4`` (manifest, metrics, card)."""
+    ws = block_divisors(width)
+    return str(ws[0]) if len(set(ws)) == 1 else ",".join(str(w) for w in ws)
+
+
+def default_hidden(width: Width) -> int:
+    """Classifier hidden size: 4096 at full width, else 4096 // (2 * w5) for the last block's divisor w5."""
+    w5 = block_divisors(width)[-1]
+    return 4096 if w5 == 1 else max(8, 4096 // (2 * w5))
 
 
 class VGG16(nn.Module):
@@ -75,7 +110,7 @@ class VGG16(nn.Module):
 
     def __init__(
         self,
-        width: int = 1,
+        width: Width = 1,
         num_classes: int = 2,
         batch_norm: bool = False,
         hidden: int | None = None,
@@ -83,20 +118,22 @@ class VGG16(nn.Module):
         pool_outputs: bool = False,
     ) -> None:
         super().__init__()
-        if width < 1 or 64 % width:
-            raise ValueError(f"width divisor must divide 64, got {width}")
-        self.width = width
+        divisors = block_divisors(width)
+        self.width: Width = divisors[0] if len(set(divisors)) == 1 else divisors
+        self.block_channels = tuple(c // w for c, w in zip(BLOCK_CHANNELS, divisors, strict=True))
         self.num_classes = num_classes
         self.batch_norm = batch_norm
         self.pool_outputs = pool_outputs
         self.hidden = hidden if hidden is not None else default_hidden(width)
         layers: list[nn.Module] = []
         c_in = 3
+        block = 0
         for v in VGG16_CFG:
             if v == "M":
                 layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+                block += 1
                 continue
-            c_out = int(v) // width
+            c_out = int(v) // divisors[block]
             layers.append(nn.Conv2d(c_in, c_out, kernel_size=3, padding=1))
             if batch_norm:
                 layers.append(nn.BatchNorm2d(c_out))
@@ -179,6 +216,51 @@ def fold_batchnorm(model: VGG16) -> VGG16:
     return plain.eval()
 
 
+def _replica_map(n_src: int, n_dst: int, gen: torch.Generator) -> torch.Tensor:
+    """Net2Wider index map: destination unit j copies source unit map[j] (the first n_src are themselves)."""
+    if n_dst < n_src:
+        raise ValueError(f"cannot widen {n_src} units to {n_dst}")
+    extra = torch.randint(0, n_src, (n_dst - n_src,), generator=gen)
+    return torch.cat([torch.arange(n_src), extra])
+
+
+def widen(src: VGG16, dst: VGG16, noise: float = 0.0, seed: int = 0) -> VGG16:
+    """Fill ``dst`` (plain layout, every layer at least as wide as ``src``'s) so it computes what ``src`` does.
+
+    Net2WiderNet: each new channel (or hidden unit) copies a random old one; the layer after it divides its
+    weights on all copies of a unit by their number, so the sum it sees is unchanged (ReLU and max-pool act on
+    each channel alone). The fam outputs are channel sums, so a block whose channels were copied returns a larger
+    (not a different-shaped) map. ``noise`` (relative to each weight tensor's std) breaks the copies' symmetry.
+    """
+    if src.batch_norm or dst.batch_norm:
+        raise ValueError("widen works on plain (BN-folded) models")
+    gen = torch.Generator().manual_seed(seed)
+    prev = torch.arange(3)
+    for a, b in zip(src.conv_layers(), dst.conv_layers(), strict=True):
+        assert a.bias is not None and b.bias is not None
+        cur = _replica_map(a.out_channels, b.out_channels, gen)
+        counts = torch.bincount(prev, minlength=a.in_channels).float()
+        w = a.weight.detach()[cur][:, prev] / counts[prev][None, :, None, None]
+        b.weight.data.copy_(w + noise * w.std() * torch.randn(w.shape, generator=gen))
+        b.bias.data.copy_(a.bias.detach()[cur])
+        prev = cur
+    # classifier: flatten(pool5) is channel-major, 49 cells per channel
+    cells = 7 * 7
+    flat = (prev[:, None] * cells + torch.arange(cells)[None, :]).reshape(-1)
+    flat_counts = torch.bincount(prev, minlength=src.block_channels[-1]).float().repeat_interleave(cells)
+    prev, counts = flat, flat_counts
+    fcs_a = [m for m in src.classifier if isinstance(m, nn.Linear)]
+    fcs_b = [m for m in dst.classifier if isinstance(m, nn.Linear)]
+    for k, (fa, fb) in enumerate(zip(fcs_a, fcs_b, strict=True)):
+        cur = torch.arange(fa.out_features) if k == 2 else _replica_map(fa.out_features, fb.out_features, gen)
+        w = fa.weight.detach()[cur][:, prev] / counts[prev][None, :]
+        fb.weight.data.copy_(w + (noise * w.std() * torch.randn(w.shape, generator=gen) if k < 2 else 0.0))
+        fb.bias.data.copy_(fa.bias.detach()[cur])
+        counts = torch.bincount(cur, minlength=fa.out_features).float()
+        prev = cur
+    return dst
+
+
 def _layer_index(key: str) -> int:
     return int(key.split(".")[1])
 
@@ -256,12 +338,11 @@ def read_hed_kernels(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def _select_channels(kernels: list[tuple[np.ndarray, np.ndarray]], width: int) -> list[np.ndarray]:
-    """Per conv layer, the output channels kept at this width (largest kernel norm on kept inputs)."""
+def _select_channels(kernels: list[tuple[np.ndarray, np.ndarray]], n_outs: list[int]) -> list[np.ndarray]:
+    """Per conv layer, the `n_outs` output channels kept (largest kernel norm on the kept inputs)."""
     keep_in = np.arange(3)
     chosen: list[np.ndarray] = []
-    for k, _ in kernels:
-        n_out = k.shape[0] // width
+    for (k, _), n_out in zip(kernels, n_outs, strict=True):
         norms = np.sqrt((k[:, keep_in] ** 2).sum(axis=(1, 2, 3)))
         idx = np.sort(np.argsort(-norms, kind="stable")[:n_out])
         chosen.append(idx)
@@ -275,7 +356,7 @@ def load_hed_h5(model: VGG16, path: Path) -> None:
     convs = model.conv_layers()
     if len(kernels) != len(convs):
         raise ValueError(f"{path}: expected 13 conv kernels, found {len(kernels)}")
-    chosen = _select_channels(kernels, model.width)
+    chosen = _select_channels(kernels, [c.out_channels for c in convs])
     keep_in = np.arange(3)
     std = np.asarray(IMAGENET_STD, dtype=np.float64)
     mean = np.asarray(IMAGENET_MEAN, dtype=np.float64)
@@ -311,6 +392,22 @@ def read_onnx_state(path: Path) -> dict[str, torch.Tensor]:
     }
 
 
+def _onnx_model(state: Mapping[str, torch.Tensor]) -> VGG16 | None:
+    """The plain VGG16 an exported state dict describes (its widths read off the kernels), or None."""
+    convs = sorted((_layer_index(k), v) for k, v in state.items() if k.startswith("features.") and v.dim() == 4)
+    fc1 = state.get("classifier.0.weight")
+    if len(convs) != 13 or fc1 is None:
+        return None
+    firsts = (0, 2, 4, 7, 10)  # first conv of each block, in conv order
+    try:
+        divisors = tuple(c // int(convs[i][1].shape[0]) for i, c in zip(firsts, BLOCK_CHANNELS, strict=True))
+        m = VGG16(width=divisors, hidden=int(fc1.shape[0]))
+    except ValueError:
+        return None
+    loaded = load_torchvision_state(m, state)
+    return m if len(loaded) >= 32 else None
+
+
 def load_weights(model: VGG16, path: Path) -> str:
     """Load ``--weights PATH``: torchvision .pth/.pt state dict, HED .h5 or an ONNX exported by this tool.
 
@@ -320,7 +417,15 @@ def load_weights(model: VGG16, path: Path) -> str:
         load_hed_h5(model, path)
         return f"HED conv kernels from {path.name} (13 conv layers, classifier random)"
     if path.suffix.lower() == ".onnx":
-        loaded = load_torchvision_state(model, read_onnx_state(path))
+        state = read_onnx_state(path)
+        narrower = _onnx_model(state)
+        if narrower is not None and narrower.block_channels != model.block_channels and not model.batch_norm:
+            widen(narrower, model, noise=0.01)
+            return (
+                f"{path.name} (width {width_label(narrower.width)}, hidden {narrower.hidden}) widened to width "
+                f"{width_label(model.width)}, hidden {model.hidden} (Net2WiderNet, same function, 1 % noise)"
+            )
+        loaded = load_torchvision_state(model, state)
         return f"{len(loaded)} tensors from {path.name} (a model exported by this tool)"
     obj = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
