@@ -88,7 +88,7 @@ class VggGraph:
     head: str  # identity | softmax | logsoftmax | sigmoid (one unit + Sigmoid) | binary (one raw logit)
     original_output: str
     n_classes: int | None
-    width: float | None
+    width: float | list[float] | None  # VGG16's channels over the graph's: one divisor, or one per block
     warnings: list[str] = field(default_factory=list)
 
 
@@ -245,7 +245,11 @@ def analyse(
             warnings.append(
                 f"pool{layer} {p.node!r} has inferred shape {pd}, expected (N, {p.channels}, {want}, {want})"
             )
-    width = 64 / first_channels if first_channels else None
+    width: float | list[float] | None = 64 / first_channels if first_channels else None
+    per_block = [p.channels for p in pools]
+    if len(per_block) == 5 and all(per_block):
+        divisors = [c / float(ch) for c, ch in zip((64, 128, 256, 512, 512), per_block, strict=True) if ch]
+        width = divisors[0] if len(set(divisors)) == 1 else divisors
     tensor_type = inp.type.tensor_type
     return VggGraph(
         input_name=inp.name,
@@ -434,7 +438,7 @@ def expose_file(
 
 
 def _manifest(g: VggGraph, norm: dict[str, Any], spider_index: int, name: str, pools: bool, src: str) -> Manifest:
-    width = g.width if g.width and g.width >= 1 else None
+    width = g.width if isinstance(g.width, list) or (g.width and g.width >= 1) else None
     return Manifest(
         name=name,
         input=ManifestInput(

@@ -47,14 +47,20 @@ def assert_fams_are_pool_sums(model: Model, batch: np.ndarray) -> None:
 
 
 # --------------------------------------------------------------------------------------------- PyTorch export
-def test_pytorch_exported_vgg16(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("width", "channels", "manifest_width"),
+    [(16, (4, 8, 16, 32, 32), 16), ((16, 16, 16, 8, 8), (4, 8, 16, 64, 64), [16, 16, 16, 8, 8])],
+)
+def test_pytorch_exported_vgg16(
+    tmp_path: Path, width: int | tuple[int, ...], channels: tuple[int, ...], manifest_width: object
+) -> None:
     pytest.importorskip("torch")
     import torch
 
     from inspector.training import vgg
 
     torch.manual_seed(0)
-    net = vgg.VGG16(width=16).eval()
+    net = vgg.VGG16(width=width).eval()
 
     class LogitsOnly(torch.nn.Module):  # a plain classifier export: no fam outputs
         def __init__(self) -> None:
@@ -81,10 +87,10 @@ def test_pytorch_exported_vgg16(tmp_path: Path) -> None:
     g = report.graph
     assert (g.layout, g.size, g.head) == ("NCHW", 224, "identity")
     assert tuple(p.convs for p in g.pools) == VGG16_BLOCKS and not g.warnings
-    assert tuple(p.channels for p in g.pools) == (4, 8, 16, 32, 32)
+    assert tuple(p.channels for p in g.pools) == channels
     assert report.parity["original_output"] < 1e-4
     m = load_manifest(out)
-    assert m.width == 16 and m.input.color == "RGB" and m.input.mean == PRESETS["torchvision"]["mean"]
+    assert m.width == manifest_width and m.input.color == "RGB" and m.input.mean == PRESETS["torchvision"]["mean"]
     batch = tiles(3, 224)
     with Model(out, batch_size=2) as model:
         assert_fams_are_pool_sums(model, batch)
