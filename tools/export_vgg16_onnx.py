@@ -23,7 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output .onnx path; the manifest goes beside it")
     p.add_argument("--name", help="model name in the manifest (default: file stem)")
     p.add_argument(
-        "--width", default="1", help="width divisor: 1 (full), 2, 4, 8, 16 (default 1), or five, one per block: 8,8,8,4,4"
+        "--width",
+        default="1",
+        help="width divisor: 1 (full), 2, 4, 8, 16 (default 1), or five, one per block: 8,8,8,4,4",
     )
     p.add_argument("--hidden", type=int, help="classifier hidden size (default 4096, or 4096/(2*last divisor))")
     p.add_argument(

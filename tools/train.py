@@ -104,7 +104,10 @@ def run(args: argparse.Namespace) -> int:
         trainer = Trainer(settings)
     except (ValueError, KeyError, OSError) as exc:
         raise InspectorError(f"cannot build the model: {exc}") from None
-    print(f"training on {len(data.labels)} tiles ({int(data.labels.sum())} spider), width ÷{width_label(width)}", flush=True)
+    print(
+        f"training on {len(data.labels)} tiles ({int(data.labels.sum())} spider), width ÷{width_label(width)}",
+        flush=True,
+    )
 
     def on_epoch(ep: object) -> None:
         from inspector.training.train import EpochLog
