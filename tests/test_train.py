@@ -140,6 +140,39 @@ def test_train_cli_writes_model_manifest_and_card(tmp_path: Path) -> None:
     assert [o.name for o in sess.get_outputs()] == ["logits", "fam1", "fam2", "fam3", "fam4", "fam5"]
 
 
+def _train_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(REPO / "tools" / "train.py"), *args], capture_output=True, text=True, check=False
+    )
+
+
+def test_train_cli_widens_a_narrower_start_block_by_block(tmp_path: Path) -> None:
+    from inspector.training.export import export_model
+    from inspector.training.vgg import VGG16
+
+    save_tile_set(_tiny_tiles(8, seed=2), tmp_path / "tiles", {"seed": 2, "split": "train"})
+    export_model(VGG16(width=16).eval(), tmp_path / "narrow.onnx", name="narrow")
+    out = tmp_path / "wide.onnx"
+    proc = _train_cli(
+        "--tiles", str(tmp_path / "tiles"), "--out", str(out), "--width", "16,16,16,8,8",
+        "--weights", str(tmp_path / "narrow.onnx"), "--no-batch-norm", "--dropout", "0.1", "--fam-loss", "0",
+        "--epochs", "1", "--batch", "4", "--steps-per-epoch", "1", "--val-frac", "0.25",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "width ÷16,16,16,8,8" in proc.stdout
+    assert yaml.safe_load(out.with_suffix(".yaml").read_text())["width"] == [16, 16, 16, 8, 8]
+    card = out.with_suffix(".md").read_text()
+    assert "widened to width 16,16,16,8,8" in card and '"dropout": 0.1' in card and "width ÷16,16,16,8,8" in card
+
+
+@pytest.mark.parametrize("bad", ["3", "8,8,8", "wide"])
+def test_train_cli_bad_width_is_one_line(tmp_path: Path, bad: str) -> None:
+    save_tile_set(_tiny_tiles(4, seed=3), tmp_path / "tiles", {"seed": 3})
+    proc = _train_cli("--tiles", str(tmp_path / "tiles"), "--out", str(tmp_path / "m.onnx"), "--width", bad)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().count("\n") == 0 and "--width" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_lr_schedule_warms_up_peaks_and_anneals_even_when_cut_by_the_clock() -> None:
     from inspector.training.train import lr_at
 
