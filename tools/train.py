@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--objectness", type=float, default=1.0, help="weight of the pool4 objectness loss (0: off)")
     p.add_argument("--fam-loss", type=float, default=0.5, help="weight of the FAM-mass-in-box loss (0: off)")
     p.add_argument("--dropout", type=float, default=0.5, help="classifier dropout (default 0.5, as in VGG16)")
+    p.add_argument("--no-recycle", action="store_true", help="leave dead ReLU units dead (default: re-draw them)")
     p.add_argument("--report-tiles", nargs="*", default=[], metavar="NAME=DIR", help="evaluate at the end")
     p.add_argument("--pool-outputs", action="store_true", help="also expose raw pool1..pool5")
     return p
@@ -98,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         aux_objectness=args.objectness,
         aux_fam_mass=args.fam_loss,
         dropout=args.dropout,
+        recycle_dead=not args.no_recycle,
         steps_per_epoch=args.steps_per_epoch,
     )
     try:

@@ -74,6 +74,8 @@ def render_card(
         f"- settings: `{json.dumps({k: v for k, v in s.items() if k != 'weights_note'}, sort_keys=True)}`",
         f"- {result.n_train} training / {result.n_val} validation tiles; {len(result.history)} epochs in "
         f"{result.seconds / 60:.1f} min ({result.stopped}); best epoch {result.best_epoch}",
+        "- dead ReLU units re-drawn (summed over epochs): "
+        + (", ".join(f"{k} {v}" for k, v in result.recycled.items()) if result.recycled else "none"),
         f"- fam_layer_scale (mean fam map per layer on spider-free training tiles): "
         f"{[round(v, 4) for v in fam_layer_scale]}",
         "- export parity (max abs diff PyTorch vs onnxruntime): "

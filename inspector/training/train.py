@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from inspector.synth.tiles import TileSet
+from inspector.training.dormant import recycle_dead_units
 from inspector.training.metrics import TileFigures, tile_figures
 from inspector.training.vgg import (
     IMAGENET_MEAN,
@@ -57,6 +58,7 @@ class TrainSettings:
     aux_objectness: float = 1.0  # weight of the pool4 objectness loss (0: off)
     aux_fam_mass: float = 0.5  # weight of the FAM mass loss (0: off)
     dropout: float = 0.5  # classifier dropout (VGG16's 0.5; lower when the small widths underfit)
+    recycle_dead: bool = True  # re-draw dead ReLU units before every epoch (inspector.training.dormant)
     steps_per_epoch: int | None = None  # default: one pass over the training split
     weights_note: str = ""
 
@@ -78,6 +80,7 @@ class TrainResult:
     n_train: int = 0
     n_val: int = 0
     stopped: str = ""
+    recycled: dict[str, int] = field(default_factory=dict)  # dead units re-drawn per layer, summed over epochs
 
 
 def to_input(images_bgr: torch.Tensor) -> torch.Tensor:
@@ -219,8 +222,15 @@ class Trainer:
         best_score, best_state, bad = -1.0, None, 0
         total_steps = steps * s.epochs
         step_no = 0
+        probe = to_input(images[torch.from_numpy(_probe_indices(data.labels, tr, rng))]) if s.recycle_dead else None
         for epoch in range(1, s.epochs + 1):
             te = time.monotonic()
+            if probe is not None:
+                recycled = recycle_dead_units(self.model, probe, gen, self.opt)
+                for k, v in recycled.items():
+                    result.recycled[k] = result.recycled.get(k, 0) + v
+                if recycled:
+                    log.info("epoch %d: re-drew dead units %s", epoch, recycled)
             self.model.train()
             self.obj_head.train()
             losses = []
@@ -284,6 +294,14 @@ class Trainer:
         pos = labels == 1
         maps = eq1_map([torch.from_numpy(f[pos]) for f in fams], INPUT_SIZE).numpy() if pos.any() else None
         return tile_figures(probs, labels, maps, data.boxes_xyxy[idx][pos])
+
+
+def _probe_indices(
+    labels: np.ndarray, train_idx: np.ndarray, rng: np.random.Generator, per_class: int = 128
+) -> np.ndarray:
+    """Up to `per_class` training tiles of each label: the probe on which dead units are looked for."""
+    out = [rng.permutation(train_idx[labels[train_idx] == c])[:per_class] for c in (0, 1)]
+    return np.sort(np.concatenate(out))
 
 
 def to_input_float(images_bgr: torch.Tensor) -> torch.Tensor:
