@@ -199,6 +199,12 @@ def test_onnx_weights_of_a_narrower_model_are_widened(tmp_path: Path) -> None:
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         torch.testing.assert_close(wide.eval()(x)[0], narrow(x)[0], rtol=0.05, atol=0.05)  # 1 % noise
+    hidden_only = VGG16(width=16, hidden=256)
+    assert "hidden 128 widened" in load_weights(hidden_only, tmp_path / "n.onnx")
+    with torch.no_grad():
+        torch.testing.assert_close(hidden_only.eval()(x)[0], narrow(x)[0], rtol=0.05, atol=0.05)
+    with pytest.raises(ValueError, match="needs --no-batch-norm"):
+        load_weights(VGG16(width=(16, 16, 16, 8, 8), batch_norm=True), tmp_path / "n.onnx")
     manifest = yaml.safe_load((tmp_path / "n.yaml").read_text())
     export_model(wide, tmp_path / "w.onnx", name="w")
     assert manifest["width"] == 16 and yaml.safe_load((tmp_path / "w.yaml").read_text())["width"] == [16, 16, 16, 8, 8]

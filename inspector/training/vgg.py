@@ -419,7 +419,12 @@ def load_weights(model: VGG16, path: Path) -> str:
     if path.suffix.lower() == ".onnx":
         state = read_onnx_state(path)
         narrower = _onnx_model(state)
-        if narrower is not None and narrower.block_channels != model.block_channels and not model.batch_norm:
+        dst_dims = (*model.block_channels, model.hidden)
+        src_dims = (*narrower.block_channels, narrower.hidden) if narrower is not None else dst_dims
+        if src_dims != dst_dims and all(a <= b for a, b in zip(src_dims, dst_dims, strict=True)):
+            assert narrower is not None
+            if model.batch_norm:
+                raise ValueError(f"{path.name} is narrower than the model: widening it needs --no-batch-norm")
             widen(narrower, model, noise=0.01)
             return (
                 f"{path.name} (width {width_label(narrower.width)}, hidden {narrower.hidden}) widened to width "
