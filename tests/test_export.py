@@ -200,7 +200,7 @@ def test_onnx_weights_of_a_narrower_model_are_widened(tmp_path: Path) -> None:
     with torch.no_grad():
         torch.testing.assert_close(wide.eval()(x)[0], narrow(x)[0], rtol=0.05, atol=0.05)  # 1 % noise
     hidden_only = VGG16(width=16, hidden=256)
-    assert "hidden 128 widened" in load_weights(hidden_only, tmp_path / "n.onnx")
+    assert "hidden 128) widened to width 16, hidden 256" in load_weights(hidden_only, tmp_path / "n.onnx")
     with torch.no_grad():
         torch.testing.assert_close(hidden_only.eval()(x)[0], narrow(x)[0], rtol=0.05, atol=0.05)
     with pytest.raises(ValueError, match="needs --no-batch-norm"):
