@@ -16,8 +16,12 @@ from __future__ import annotations
 import argparse
 import logging
 import shlex
+import signal
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 from inspector.errors import InspectorError
 
@@ -49,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fam-loss", type=float, default=0.5, help="weight of the FAM-mass-in-box loss (0: off)")
     p.add_argument("--dropout", type=float, default=0.5, help="classifier dropout (default 0.5, as in VGG16)")
     p.add_argument("--no-recycle", action="store_true", help="leave dead ReLU units dead (default: re-draw them)")
+    p.add_argument(
+        "--average-from",
+        type=float,
+        metavar="SHARE",
+        help="average the weights (SWA) over the run from this share of it on, e.g. 0.5; kept if it validates better",
+    )
     p.add_argument("--report-tiles", nargs="*", default=[], metavar="NAME=DIR", help="evaluate at the end")
     p.add_argument("--pool-outputs", action="store_true", help="also expose raw pool1..pool5")
     return p
@@ -68,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.out.suffix != ".onnx":
         raise InspectorError(f"{args.out}: output must end in .onnx")
+    if args.average_from is not None and not 0.0 <= args.average_from < 1.0:
+        raise InspectorError(f"--average-from must lie in [0, 1), got {args.average_from:g}")
+    if not args.out.parent.is_dir():
+        raise InspectorError(f"{args.out.parent}: no such directory for the output")
     weights = args.weights
     if args.hed:
         weights = hed_weights_path()
@@ -101,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
         dropout=args.dropout,
         recycle_dead=not args.no_recycle,
         steps_per_epoch=args.steps_per_epoch,
+        average_from=args.average_from,
+        checkpoint=checkpoint_path(args.out),
     )
     try:
         trainer = Trainer(settings)
@@ -122,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    result = trainer.fit(data, on_epoch=on_epoch)
+    with stop_on_signals(trainer.request_stop):
+        result = trainer.fit(data, on_epoch=on_epoch)
     print(f"done in {result.seconds / 60:.1f} min ({result.stopped}); best epoch {result.best_epoch}", flush=True)
     negatives = data.images[data.labels == 0][:512]
     scales = fam_layer_scale(result.model, negatives)
@@ -158,8 +175,32 @@ def run(args: argparse.Namespace) -> int:
         command="python tools/train.py " + shlex.join(sys.argv[1:]),
     )
     write_card(args.out.with_suffix(".md"), card)
+    checkpoint_path(args.out).unlink(missing_ok=True)  # the ONNX now holds the same weights
     print(f"wrote {args.out}, {args.out.with_suffix('.yaml')}, {args.out.with_suffix('.md')}")
     return 0
+
+
+def checkpoint_path(out: Path) -> Path:
+    """Where the best weights so far wait while training runs: `--weights` this file to resume after a crash."""
+    return out.with_name(out.stem + ".best.pt")
+
+
+@contextmanager
+def stop_on_signals(request_stop: Callable[[str], None]) -> Iterator[None]:
+    """SIGINT/SIGTERM end training cleanly (best weights exported); a second one interrupts at once."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        print(f"train: {name}: stopping after this step (again to abort)", file=sys.stderr, flush=True)
+        request_stop(f"stopped by {name}")
+        signal.signal(signum, previous[signal.Signals(signum)])
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, h in previous.items():
+            signal.signal(sig, h)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,6 +45,7 @@ def render_card(
 ) -> str:
     s = asdict(settings)
     s["weights"] = str(settings.weights) if settings.weights else None
+    s.pop("checkpoint", None)  # a scratch file, removed once the ONNX is written
     hist = "\n".join(
         f"| {e.epoch} | {e.seconds:.0f} | {e.train_loss:.3f} | {_pct(e.val.accuracy)} | "
         f"{'—' if math.isnan(e.val.roc_auc) else f'{e.val.roc_auc:.3f}'} | {_pct(e.val.recall_at_far)} | "
@@ -76,6 +77,7 @@ def render_card(
         f"{result.seconds / 60:.1f} min ({result.stopped}); best epoch {result.best_epoch}",
         "- dead ReLU units re-drawn (summed over epochs): "
         + (", ".join(f"{k} {v}" for k, v in result.recycled.items()) if result.recycled else "none"),
+        _averaged_line(result),
         f"- fam_layer_scale (mean fam map per layer on spider-free training tiles): "
         f"{[round(v, 4) for v in fam_layer_scale]}",
         "- export parity (max abs diff PyTorch vs onnxruntime): "
@@ -128,3 +130,14 @@ def describe_tile_set(meta: dict[str, object]) -> str:
             "tiles cut at " + "/".join(str(sc.get("tile_px")) for sc in scales if isinstance(sc, dict)) + " px"
         )
     return "; ".join(parts) if parts else json.dumps(meta, sort_keys=True)
+
+
+def _averaged_line(result: TrainResult) -> str:
+    a = result.averaged
+    if a is None:
+        return "- weight averaging: off"
+    verdict = "kept: it is the exported model" if a.kept else f"not kept: best epoch {result.best_epoch} exported"
+    return (
+        f"- weight averaging (SWA): {a.snapshots} snapshots from epoch {a.from_epoch} on; validation accuracy "
+        f"{_pct(a.val.accuracy)}, ROC AUC {a.val.roc_auc:.3f}, pointing {_pct(a.val.pointing)}; {verdict}"
+    )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, update_bn
 
 from inspector.synth.tiles import TileSet
 from inspector.training.dormant import recycle_dead_units
@@ -60,6 +62,8 @@ class TrainSettings:
     dropout: float = 0.5  # classifier dropout (VGG16's 0.5; lower when the small widths underfit)
     recycle_dead: bool = True  # re-draw dead ReLU units before every epoch (inspector.training.dormant)
     steps_per_epoch: int | None = None  # default: one pass over the training split
+    average_from: float | None = None  # average the weights (SWA) from this share of the run on (None: off)
+    checkpoint: Path | None = None  # the best epoch's weights are saved here whenever validation improves
     weights_note: str = ""
 
 
@@ -81,6 +85,15 @@ class TrainResult:
     n_val: int = 0
     stopped: str = ""
     recycled: dict[str, int] = field(default_factory=dict)  # dead units re-drawn per layer, summed over epochs
+    averaged: AveragedWeights | None = None  # the SWA average, when settings.average_from is set
+
+
+@dataclass
+class AveragedWeights:
+    snapshots: int  # weight snapshots in the average
+    from_epoch: int  # first epoch that contributed
+    val: TileFigures  # the average's figures on the validation split
+    kept: bool  # True when it validated at least as well as the best epoch and is the result
 
 
 def to_input(images_bgr: torch.Tensor) -> torch.Tensor:
@@ -175,6 +188,11 @@ class Trainer:
         self.obj_head = nn.Conv2d(self.model.block_channels[3], 1, kernel_size=1)
         params = list(self.model.parameters()) + list(self.obj_head.parameters())
         self.opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+        self._stop_reason = ""
+
+    def request_stop(self, reason: str = "interrupted") -> None:
+        """Finish the current step, validate, and end the run with the best weights so far (signal-safe)."""
+        self._stop_reason = reason
 
     def _loss(self, x: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         pools = self.model.pools(x)
@@ -223,9 +241,12 @@ class Trainer:
         total_steps = steps * s.epochs
         step_no = 0
         probe = to_input(images[torch.from_numpy(_probe_indices(data.labels, tr, rng))]) if s.recycle_dead else None
+        swa: AveragedModel | None = None
+        swa_from_epoch = 0
+        average_every = max(1, steps // 4)
         for epoch in range(1, s.epochs + 1):
             te = time.monotonic()
-            if probe is not None:
+            if probe is not None and swa is None:  # re-drawn units would spoil an average under way
                 recycled = recycle_dead_units(self.model, probe, gen, self.opt)
                 for k, v in recycled.items():
                     result.recycled[k] = result.recycled.get(k, 0) + v
@@ -248,7 +269,12 @@ class Trainer:
                 self.opt.step()
                 step_no += 1
                 losses.append(float(loss.detach()))
-                if (time.monotonic() - t0) / 60 > s.max_minutes:
+                if s.average_from is not None and progress >= s.average_from and step_no % average_every == 0:
+                    if swa is None:
+                        swa, swa_from_epoch = AveragedModel(self.model), epoch
+                        log.info("epoch %d: weight averaging starts", epoch)
+                    swa.update_parameters(self.model)
+                if (time.monotonic() - t0) / 60 > s.max_minutes or self._stop_reason:
                     break
             val = self.evaluate(data, va)
             ep = EpochLog(epoch, time.monotonic() - te, float(np.mean(losses)), val)
@@ -259,8 +285,13 @@ class Trainer:
             if score > best_score:
                 best_score, bad, result.best_epoch = score, 0, epoch
                 best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                if s.checkpoint is not None:
+                    save_checkpoint(s.checkpoint, best_state, epoch, val)
             else:
                 bad += 1
+            if self._stop_reason:
+                result.stopped = f"{self._stop_reason} in epoch {epoch}"
+                break
             if bad >= s.patience:
                 result.stopped = f"early stop: no validation gain for {s.patience} epochs"
                 break
@@ -271,29 +302,66 @@ class Trainer:
             result.stopped = f"all {s.epochs} epochs"
         if best_state is not None:
             self.model.load_state_dict(best_state)
+        if swa is not None:
+            result.averaged = self._finish_average(swa, swa_from_epoch, best_score, data, tr, va)
+            if result.averaged.kept:
+                self.model.load_state_dict(swa.module.state_dict())
         self.model.eval()
         result.model = fold_batchnorm(self.model) if self.model.batch_norm else self.model
         result.seconds = time.monotonic() - t0
         return result
 
+    def _finish_average(
+        self, swa: AveragedModel, from_epoch: int, best_score: float, data: TileSet, tr: np.ndarray, va: np.ndarray
+    ) -> AveragedWeights:
+        """Validate the weight average (BatchNorm statistics recomputed first); keep it if it is no worse."""
+        avg = swa.module
+        assert isinstance(avg, VGG16)
+        if avg.batch_norm:
+            sample = np.random.default_rng(self.s.seed).permutation(tr)[: 64 * self.s.batch]
+            loader = [
+                to_input(torch.from_numpy(data.images[sample[i : i + self.s.batch]]))
+                for i in range(0, len(sample), self.s.batch)
+            ]
+            update_bn(loader, avg)
+        val = self.evaluate(data, va, model=avg)
+        kept = _score(val) >= best_score
+        log.info(
+            "weight average of %d snapshots: val accuracy %.3f (%s)",
+            int(swa.n_averaged),
+            val.accuracy,
+            "kept" if kept else "best epoch kept",
+        )
+        return AveragedWeights(int(swa.n_averaged), from_epoch, val, kept)
+
     @torch.no_grad()
-    def predict(self, images_bgr: np.ndarray, batch: int = 64) -> tuple[np.ndarray, list[np.ndarray]]:
+    def predict(
+        self, images_bgr: np.ndarray, batch: int = 64, model: VGG16 | None = None
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
         """Spider probabilities and fam1..fam5 for uint8 BGR tiles, in eval mode."""
-        self.model.eval()
+        net = model if model is not None else self.model
+        net.eval()
         probs, fams = [], []
         for i in range(0, len(images_bgr), batch):
             x = to_input(torch.from_numpy(images_bgr[i : i + batch]))
-            out = self.model(x)
+            out = net(x)
             probs.append(torch.softmax(out[0], dim=1)[:, 1].numpy())
             fams.append([f.numpy() for f in out[1:6]])
         return np.concatenate(probs), [np.concatenate([f[j] for f in fams]) for j in range(5)]
 
-    def evaluate(self, data: TileSet, idx: np.ndarray) -> TileFigures:
-        probs, fams = self.predict(data.images[idx])
+    def evaluate(self, data: TileSet, idx: np.ndarray, model: VGG16 | None = None) -> TileFigures:
+        probs, fams = self.predict(data.images[idx], model=model)
         labels = data.labels[idx]
         pos = labels == 1
         maps = eq1_map([torch.from_numpy(f[pos]) for f in fams], INPUT_SIZE).numpy() if pos.any() else None
         return tile_figures(probs, labels, maps, data.boxes_xyxy[idx][pos])
+
+
+def save_checkpoint(path: Path, state: dict[str, torch.Tensor], epoch: int, val: TileFigures) -> None:
+    """Atomically write the best weights so far (`--weights PATH` resumes from it)."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"state_dict": state, "epoch": epoch, "val_accuracy": val.accuracy}, tmp)
+    os.replace(tmp, path)
 
 
 def _probe_indices(
