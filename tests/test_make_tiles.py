@@ -126,3 +126,38 @@ def test_load_tile_set_refuses_bad_files_in_one_line(tmp_path: Path, content: ob
     with pytest.raises(InspectorError) as err:
         load_tile_set(d)
     assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_photo_split_parts_train_in_two_stable_disjoint_parts() -> None:
+    from inspector.synth.real import _table_photo, photo_split
+
+    names = [f"train/Black_Widow/{i:05d}.jpg" for i in range(3000)]
+    parts = [photo_split(n) for n in names]
+    assert set(parts) == {"fit", "val"}
+    assert 0.13 < parts.count("val") / len(parts) < 0.21  # ~1/6
+    assert [photo_split(n) for n in names] == parts  # a hash of the name: stable
+    # a Roboflow photo's augmented copies share their part
+    a, b = "IMG_1_jpg.rf.aaaa.jpg", "IMG_1_jpg.rf.bbbb.jpg"
+    assert photo_split(_table_photo(a)) == photo_split(_table_photo(b))
+
+
+@pytest.mark.skipif(not REALDATA.is_dir(), reason="../shared/realdata is absent")
+def test_fit_and_val_photos_are_disjoint_and_make_up_train() -> None:
+    from inspector.synth.real import RealSource
+
+    sources = {s: RealSource(REALDATA, s) for s in ("train", "fit", "val")}
+
+    def photos(src: RealSource) -> tuple[set[Path], set[Path], set[Path]]:
+        return {p for p, _ in src._spiders}, {p for p, _ in src._bunch_boxes}, set(src._grape_images)
+
+    train, fit, val = (photos(sources[s]) for s in ("train", "fit", "val"))
+    for t, f, v in zip(train, fit, val, strict=True):
+        assert f and v and not f & v and f | v == t
+    assert len(val[0]) < len(fit[0])
+
+
+def test_unknown_split_is_one_line(tmp_path: Path) -> None:
+    from inspector.synth.real import RealDataError, RealSource
+
+    with pytest.raises(RealDataError, match="split 'test' is not one of train, holdout, fit, val"):
+        RealSource(tmp_path, "test")

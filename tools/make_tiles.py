@@ -2,7 +2,7 @@
 """Make a 224x224 tile set (positives, negatives, hard negatives) for training or evaluation.
 
     tools/make_tiles.py --out DIR --n 3600 --mode procedural|real [--real ../shared/realdata]
-                        [--split train|holdout] [--seed S] [--calibration FILE] [--preview DIR]
+                        [--split train|holdout|fit|val] [--seed S] [--calibration FILE] [--preview DIR]
 
 Writes DIR/tiles.npz (images, labels, boxes_xyxy, kinds) and DIR/meta.json; see inspector/synth/tiles.py.
 Real mode reads photos from --real (never copies them); use --split holdout only for final evaluation.
@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from inspector.config import DEFAULT_CALIBRATION, load_calibration
 from inspector.errors import InspectorError
 from inspector.synth.footage import make_source
+from inspector.synth.real import SPLITS
 from inspector.synth.tiles import make_tile_set, mosaic, save_tile_set
 
 
@@ -31,7 +32,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--n", type=int, default=3600, help="number of tiles")
     p.add_argument("--mode", choices=("procedural", "real"), default="procedural")
     p.add_argument("--real", type=Path, default=Path("../shared/realdata"), help="realdata folder (real mode)")
-    p.add_argument("--split", choices=("train", "holdout"), default="train")
+    p.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="train",
+        help="photos: train (= fit + val), holdout (final evaluation only), fit / val (photo-disjoint parts of train)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--calibration", type=Path, help="calibration file (default: the built-in one)")
     p.add_argument("--pos", type=float, default=0.5, help="share of positive tiles")

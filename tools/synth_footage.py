@@ -3,7 +3,7 @@
 
     tools/synth_footage.py --out DIR [--width 1280 --height 720 --fps 15 --seconds 60]
         [--belt-speed 150 --mm-per-px 0.25 --direction +x --span 4 12 | --calibration FILE]
-        [--bunches N] [--spider-fraction 0.5] [--seed 0] [--real ../shared/realdata [--split train|holdout]]
+        [--bunches N] [--spider-fraction 0.5] [--seed 0] [--real ../shared/realdata [--split train|holdout|fit|val]]
 
 labels.jsonl: one line per bunch, {"bunch_id", "spider", "spider_span_mm", "track": [[frame, x1, y1, x2, y2],
 ...], "spider_track": [...]} (frame f is at f / fps seconds). Same seed, same output.
@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from inspector.config import DEFAULT_CALIBRATION, Calibration, load_calibration
 from inspector.errors import InspectorError
 from inspector.synth.footage import generate_footage
+from inspector.synth.real import SPLITS
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -49,7 +50,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--spider-fraction", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--real", type=Path, help="realdata folder: cut bunches and spiders out of real photos")
-    p.add_argument("--split", choices=("train", "holdout"), default="train")
+    p.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="train",
+        help="photos: train (= fit + val), holdout (final evaluation only), fit / val (photo-disjoint parts of train)",
+    )
     return p.parse_args(argv)
 
 

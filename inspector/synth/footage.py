@@ -436,7 +436,7 @@ def generate_footage(
     """Write ``footage.avi``, ``calibration.yaml`` and ``labels.jsonl`` into `out_dir`; return the video's path.
 
     Same arguments → identical frames and byte-identical labels. `real_dir` switches to real cut-outs
-    (``../shared/realdata`` layout, `split` "train" or "holdout").
+    (``../shared/realdata`` layout, `split` one of `inspector.synth.real.SPLITS`).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

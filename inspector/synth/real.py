@@ -25,7 +25,8 @@ from inspector.synth.raster import Sprite, crop_sprite, feather, resize_sprite
 from inspector.synth.scene import BunchCut
 from inspector.types import FloatArray, U8Array
 
-SPLITS = ("train", "holdout")
+SPLITS = ("train", "holdout", "fit", "val")  # fit + val = train, photo-disjoint (see `photo_split`)
+VAL_SHARE_MOD = 6  # "val" holds the train photos whose name hashes to 0 mod 6 (~17 %)
 SPIDER_CUT_PX = 96  # spiders end up <= a few dozen pixels: segment them at this size (fast, and enough)
 PATCH_CUT_PX = 64
 BUNCH_CUT_PX = 200
@@ -114,6 +115,26 @@ def _hash_split(name: str) -> str:
     return "holdout" if zlib.crc32(name.encode()) % 3 == 0 else "train"
 
 
+def photo_split(name: str) -> str:
+    """``fit`` or ``val``: the part of the *train* split a train photo named `name` belongs to.
+
+    Selection between training runs needs tiles from photos that no training tile used (tiles cut from other
+    composites of the same photos reward fitting those photos); train on ``fit``, select on ``val``, keep
+    ``holdout`` for the final figure. A hash of the file name, so the parts never change as photos are added.
+    """
+    return "val" if zlib.crc32(("val:" + name).encode()) % VAL_SHARE_MOD == 0 else "fit"
+
+
+def _table_photo(name: str) -> str:
+    """The source photo of a Roboflow export file (`IMG_x_jpg.rf.<hash>.jpg`): its augmented copies stay together."""
+    return name.split(".rf.")[0]
+
+
+def _in_split(name: str, split: str) -> bool:
+    """Whether a photo of the folder's own train/holdout split `name` is in `split` (fit/val: parts of train)."""
+    return split in ("train", "holdout") or photo_split(name) == split
+
+
 class RealSource:
     """Asset source cutting bunches, spiders and non-spider patches out of real photos of one split."""
 
@@ -121,15 +142,16 @@ class RealSource:
 
     def __init__(self, root: Path, split: str = "train", seed: int = 0) -> None:
         if split not in SPLITS:
-            raise RealDataError(f"split '{split}' is not one of {SPLITS}; give --split train or --split holdout")
+            raise RealDataError(f"split '{split}' is not one of {', '.join(SPLITS)}")
         self.root = root
         self.split = split
+        base = "holdout" if split == "holdout" else "train"  # the folder's own split; fit/val are parts of train
         wgisd_index = root / "grapes" / "wgisd" / "index.json"
         spider_index = root / "spiders" / "photos" / "index.json"
         for p in (wgisd_index, spider_index):
             if not p.is_file():
                 raise RealDataError(f"{p} not found; give --real the realdata folder (e.g. ../shared/realdata)")
-        wgisd = json.loads(wgisd_index.read_text())[split]
+        wgisd = [e for e in json.loads(wgisd_index.read_text())[base] if _in_split(e["file"], split)]
         self._bunch_boxes: list[tuple[Path, tuple[float, float, float, float]]] = [
             (root / "grapes" / "wgisd" / e["file"], tuple(b))
             for e in wgisd
@@ -137,17 +159,19 @@ class RealSource:
             if min(b[2], b[3]) >= MIN_BUNCH_SIDE_PX
         ]
         self._grape_images = [root / "grapes" / "wgisd" / e["file"] for e in wgisd]
-        table = root / "grapes" / "table" / split
+        table = root / "grapes" / "table" / base
         if table.is_dir():
-            self._grape_images += sorted(table.glob("*.jpg"))
+            self._grape_images += [q for q in sorted(table.glob("*.jpg")) if _in_split(_table_photo(q.name), split)]
         imagenet = root / "imagenet_samples"
         if imagenet.is_dir():
             self._grape_images += [
                 p
                 for p in sorted(imagenet.glob("*.JPEG"))
-                if not any(k in p.name.lower() for k in _IMAGENET_NON_SPIDER_EXCLUDE) and _hash_split(p.name) == split
+                if not any(k in p.name.lower() for k in _IMAGENET_NON_SPIDER_EXCLUDE)
+                and _hash_split(p.name) == base
+                and _in_split(p.name, split)
             ]
-        spiders = json.loads(spider_index.read_text())[split]
+        spiders = [e for e in json.loads(spider_index.read_text())[base] if _in_split(e["file"], split)]
         self._spiders: list[tuple[Path, tuple[int, int, int, int]]] = [
             (root / "spiders" / "photos" / e["file"], tuple(e["box_xyxy"])) for e in spiders
         ]
