@@ -189,19 +189,11 @@ def test_weight_average_is_validated_and_kept_only_when_no_worse(batch_norm: boo
 
     assert a.kept == (_score(a.val) >= _score(best.val))
     # what was kept is what comes out: re-validating the result reproduces the recorded figures
-    again = trainer.evaluate(data, np.flatnonzero(np.isin(np.arange(16), _val_indices(trainer, data))), result.model)
+    from inspector.training.train import split_train_val
+
+    _, va = split_train_val(data.labels, settings.val_frac, np.random.default_rng(settings.seed))  # fit's first draw
+    again = trainer.evaluate(data, va, result.model)
     assert again.accuracy == pytest.approx((a.val if a.kept else best.val).accuracy)
-
-
-def _val_indices(trainer: Trainer, data: TileSet) -> np.ndarray:
-    """The stratified validation split `fit` draws (same seed, same order of draws)."""
-    rng = np.random.default_rng(trainer.s.seed)
-    out: list[int] = []
-    for label in (0, 1):
-        idx = np.flatnonzero(data.labels == label)
-        rng.shuffle(idx)
-        out += idx[: max(1, round(trainer.s.val_frac * len(idx)))].tolist()
-    return np.array(out)
 
 
 @pytest.mark.parametrize(("average_from", "recycle_calls"), [(None, 3), (0.0, 1)])

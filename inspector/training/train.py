@@ -215,17 +215,7 @@ class Trainer:
         s = self.s
         t0 = time.monotonic()
         rng = np.random.default_rng(s.seed)
-        n = len(data.labels)
-        # validation split stratified by label
-        val_idx: list[int] = []
-        for label in (0, 1):
-            idx = np.flatnonzero(data.labels == label)
-            rng.shuffle(idx)
-            val_idx += idx[: max(1, round(s.val_frac * len(idx)))].tolist() if len(idx) > 1 else []
-        val_mask = np.zeros(n, bool)
-        val_mask[val_idx] = True
-        tr = np.flatnonzero(~val_mask)
-        va = np.flatnonzero(val_mask)
+        tr, va = split_train_val(data.labels, s.val_frac, rng)
         images = torch.from_numpy(data.images)
         labels = torch.from_numpy(data.labels.astype(np.int64))
         boxes = torch.from_numpy(data.boxes_xyxy.astype(np.float32))
@@ -355,6 +345,18 @@ class Trainer:
         pos = labels == 1
         maps = eq1_map([torch.from_numpy(f[pos]) for f in fams], INPUT_SIZE).numpy() if pos.any() else None
         return tile_figures(probs, labels, maps, data.boxes_xyxy[idx][pos])
+
+
+def split_train_val(labels: np.ndarray, val_frac: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (training, validation) tile indices, the validation share drawn per label (stratified)."""
+    val_idx: list[int] = []
+    for label in (0, 1):
+        idx = np.flatnonzero(labels == label)
+        rng.shuffle(idx)
+        val_idx += idx[: max(1, round(val_frac * len(idx)))].tolist() if len(idx) > 1 else []
+    val_mask = np.zeros(len(labels), bool)
+    val_mask[val_idx] = True
+    return np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
 
 
 def save_checkpoint(path: Path, state: dict[str, torch.Tensor], epoch: int, val: TileFigures) -> None:
