@@ -161,3 +161,44 @@ def test_unknown_split_is_one_line(tmp_path: Path) -> None:
 
     with pytest.raises(RealDataError, match="split 'test' is not one of train, holdout, fit, val"):
         RealSource(tmp_path, "test")
+
+
+def _legged(leg_px: int) -> np.ndarray:
+    """A 64x64 mask: a body disc with eight legs `leg_px` long (0: the bare disc)."""
+    import cv2
+
+    m = np.zeros((64, 64), np.uint8)
+    cv2.circle(m, (32, 32), 8, 1, -1)
+    for k in range(8):
+        a = math.pi * (k + 0.5) / 4
+        cv2.line(m, (32, 32), (round(32 + leg_px * math.cos(a)), round(32 + leg_px * math.sin(a))), 1, 2)
+    return m.astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("mask", "blob"),
+    [(np.zeros((16, 16), np.float32), False), (_legged(0), True), (_legged(12), False), (_legged(28), False)],
+    ids=["empty", "disc", "short-legs", "long-legs"],
+)
+def test_solidity_tells_a_legged_outline_from_a_blob(mask: np.ndarray, blob: bool) -> None:
+    from inspector.synth.real import MAX_SPIDER_SOLIDITY, solidity
+
+    s = solidity(mask)
+    assert 0.0 <= s <= 1.0
+    assert (s > MAX_SPIDER_SOLIDITY) is blob
+
+
+@pytest.mark.skipif(not REALDATA.is_dir(), reason="../shared/realdata is absent")
+def test_real_spiders_are_whole_spiders_not_close_ups(monkeypatch: pytest.MonkeyPatch) -> None:
+    import inspector.synth.real as real
+
+    def cut_solidities() -> list[float]:
+        src = real.RealSource(REALDATA, "val")
+        cuts = [src._spider_cut(int(i)) for i in src._spider_pool[:80]]
+        return [real.solidity(c.alpha) for c in cuts if c is not None]
+
+    kept = cut_solidities()
+    assert kept and max(kept) <= real.MAX_SPIDER_SOLIDITY + 0.02  # feathering the edge moves it a hair
+    monkeypatch.setattr(real, "MAX_SPIDER_SOLIDITY", 1.0)  # without the rule, close-ups come back
+    unfiltered = cut_solidities()
+    assert len(unfiltered) > len(kept) and max(unfiltered) > 0.9

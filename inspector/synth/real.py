@@ -2,7 +2,8 @@
 
 - bunches: WGISD photos with bunch boxes (``grapes/wgisd/index.json``), segmented inside the box with GrabCut;
 - spiders: spider photos with boxes (``spiders/photos/index.json``), segmented inside the box with GrabCut
-  (Black_Widow, the redback's close relative, drawn most often);
+  (Black_Widow, the redback's close relative, drawn most often); close-ups whose cut-out has no leg outline
+  (solidity above ``MAX_SPIDER_SOLIDITY``) are not used;
 - non-spider patches: random bits of the grape photos (leaves, stems, berries, wood, ground) and ImageNet produce
   samples, segmented the same way, so pasting seams occur on spider and non-spider tiles alike.
 
@@ -35,6 +36,10 @@ PATCH_POOL = 160
 _IMAGENET_NON_SPIDER_EXCLUDE = ("spider", "widow", "tarantula", "harvestman", "tick", "scorpion")
 _SPECIES_WEIGHT = {"Black_Widow": 6.0}
 MIN_BUNCH_SIDE_PX = 60
+# A whole spider seen at 4-12 mm span shows legs: its outline has deep notches. A cut-out that fills its convex hull
+# (solidity above this) is a macro close-up of a face or an abdomen (peacock, jumping, ladybird-mimic photos), which
+# pasted at 16-48 px is a coloured blob no one could call a spider: label noise, dropped in every split alike.
+MAX_SPIDER_SOLIDITY = 0.88
 
 
 class RealDataError(InspectorError):
@@ -98,6 +103,16 @@ def _keep_main_components(fg: FloatArray, min_share: float) -> FloatArray:
     areas = stats[1:, cv2.CC_STAT_AREA]
     keep = np.nonzero(areas >= min_share * areas.max())[0] + 1
     return np.isin(labels, keep).astype(np.float32)
+
+
+def solidity(fg: FloatArray) -> float:
+    """Area of the mask `fg` (> 0.5) over the area of its convex hull: 1.0 for a blob, low for a legged outline."""
+    m = (fg > 0.5).astype(np.uint8)
+    contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return 0.0
+    hull_area = float(cv2.contourArea(cv2.convexHull(np.concatenate(contours))))
+    return min(1.0, float(m.sum()) / hull_area) if hull_area > 0 else 1.0
 
 
 def _cutout(img: U8Array, fg: FloatArray, feather_px: float) -> Sprite:
@@ -229,7 +244,8 @@ class RealSource:
         sprite: Sprite | None = None
         if 0.06 <= share <= 0.7:
             fg = _keep_main_components(fg, 0.05)
-            sprite = _cutout(img, fg, 0.6)
+            if solidity(fg) <= MAX_SPIDER_SOLIDITY:
+                sprite = _cutout(img, fg, 0.6)
         self._spider_cache[index] = sprite
         return sprite
 
