@@ -100,8 +100,32 @@ def test_one_epoch_smoke_and_export(tmp_path: Path) -> None:
     assert len(scales) == 5 and min(scales) > 0
 
 
+def test_separate_selection_set_chooses_the_epoch_and_is_never_trained_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    import inspector.training.train as train_mod
+
+    data, val_data = _tiny_tiles(12, seed=5), _tiny_tiles(6, seed=6)
+    val_data.images[:, 0, 0] = (1, 2, 3)  # a mark no training tile carries (they lie in 60..200)
+    batches: list[torch.Tensor] = []
+    real_augment = train_mod.augment
+
+    def spy(images: torch.Tensor, boxes: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        batches.append(images.clone())  # before augmentation moves the corner
+        return real_augment(images, boxes, gen)
+
+    monkeypatch.setattr(train_mod, "augment", spy)
+    trainer = Trainer(TrainSettings(width=16, epochs=2, batch=4, steps_per_epoch=2, seed=0, batch_norm=False))
+    result = trainer.fit(data, val_data=val_data)
+    assert result.n_train == 12 and result.n_val == 6 and result.val_source.startswith("separate")
+    marked = [bool((b[:, 0, 0] == torch.tensor([1, 2, 3], dtype=torch.uint8)).all(dim=1).any()) for b in batches]
+    assert len(batches) == 4 and not any(marked)
+    again = trainer.evaluate(val_data, np.arange(6), result.model)  # the recorded figures are val_data's
+    best = next(e for e in result.history if e.epoch == result.best_epoch)
+    assert again.accuracy == pytest.approx(best.val.accuracy)
+
+
 def test_train_cli_writes_model_manifest_and_card(tmp_path: Path) -> None:
-    save_tile_set(_tiny_tiles(8, seed=1), tmp_path / "tiles", {"seed": 1, "split": "train"})
+    save_tile_set(_tiny_tiles(8, seed=1), tmp_path / "tiles", {"seed": 1, "split": "fit"})
+    save_tile_set(_tiny_tiles(4, seed=2), tmp_path / "val", {"seed": 2, "split": "val"})
     out = tmp_path / "m.onnx"
     proc = subprocess.run(
         [
@@ -119,8 +143,8 @@ def test_train_cli_writes_model_manifest_and_card(tmp_path: Path) -> None:
             "4",
             "--steps-per-epoch",
             "1",
-            "--val-frac",
-            "0.25",
+            "--val-tiles",
+            str(tmp_path / "val"),
             "--report-tiles",
             f"same={tmp_path / 'tiles'}",
         ],
@@ -133,7 +157,8 @@ def test_train_cli_writes_model_manifest_and_card(tmp_path: Path) -> None:
     assert manifest["model_card"] == "m.md" and manifest["width"] == 16
     assert len(manifest["fam_layer_scale"]) == 5 and min(manifest["fam_layer_scale"]) > 0
     card = out.with_suffix(".md").read_text()
-    assert "Data licences" in card and "Validation" in card and "CAM (paper)" in card
+    assert "Data licences" in card and "Validation (separate selection tile sets" in card and "CAM (paper)" in card
+    assert "8 training / 4 validation tiles" in card and "(selection only)" in card
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])

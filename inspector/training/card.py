@@ -86,7 +86,7 @@ def render_card(
     if command:
         parts.append(f"- command: `{command}`")
     parts += [
-        "\n## Validation (split of the training tile sets)\n",
+        f"\n## Validation ({result.val_source})\n",
         "| epoch | s | train loss | accuracy | ROC AUC | recall @ 1 % false rejects | FAM pointing |",
         "|---|---|---|---|---|---|---|",
         hist,

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, update_bn
 
-from inspector.synth.tiles import TileSet
+from inspector.synth.tiles import TileSet, concat_tile_sets
 from inspector.training.dormant import recycle_dead_units
 from inspector.training.metrics import TileFigures, tile_figures
 from inspector.training.vgg import (
@@ -83,6 +83,7 @@ class TrainResult:
     seconds: float = 0.0
     n_train: int = 0
     n_val: int = 0
+    val_source: str = "split of the training tile sets"  # where the tiles that chose the best epoch came from
     stopped: str = ""
     recycled: dict[str, int] = field(default_factory=dict)  # dead units re-drawn per layer, summed over epochs
     averaged: AveragedWeights | None = None  # the SWA average, when settings.average_from is set
@@ -211,11 +212,24 @@ class Trainer:
             loss = loss + self.s.aux_fam_mass * (-torch.log(share + 1e-4)).mean()
         return loss
 
-    def fit(self, data: TileSet, on_epoch: Callable[[EpochLog], None] | None = None) -> TrainResult:
+    def fit(
+        self,
+        data: TileSet,
+        on_epoch: Callable[[EpochLog], None] | None = None,
+        val_data: TileSet | None = None,
+    ) -> TrainResult:
+        """Train on `data`; select the best epoch on `val_data` when given (all of `data` trains), otherwise on a
+        stratified ``val_frac`` split of `data`. A separate set cut from photos no training tile used keeps
+        selection from rewarding the fitting of the training photos."""
         s = self.s
         t0 = time.monotonic()
         rng = np.random.default_rng(s.seed)
-        tr, va = split_train_val(data.labels, s.val_frac, rng)
+        if val_data is not None:
+            n_fit = len(data.labels)
+            data = concat_tile_sets([data, val_data])
+            tr, va = np.arange(n_fit), np.arange(n_fit, len(data.labels))
+        else:
+            tr, va = split_train_val(data.labels, s.val_frac, rng)
         images = torch.from_numpy(data.images)
         labels = torch.from_numpy(data.labels.astype(np.int64))
         boxes = torch.from_numpy(data.boxes_xyxy.astype(np.float32))
@@ -227,6 +241,8 @@ class Trainer:
         steps = s.steps_per_epoch or max(1, len(tr) // s.batch)
         gen = torch.Generator().manual_seed(s.seed)
         result = TrainResult(model=self.model, n_train=len(tr), n_val=len(va))
+        if val_data is not None:
+            result.val_source = "separate selection tile sets, not trained on"
         best_score, best_state, bad = -1.0, None, 0
         total_steps = steps * s.epochs
         step_no = 0
