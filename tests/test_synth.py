@@ -13,7 +13,7 @@ import pytest
 from inspector.config import Calibration
 from inspector.synth import generate_footage
 from inspector.synth.footage import SynthError, compose_frame, plan_footage
-from inspector.synth.procedural import SPIDER_KINDS, render_bunch, render_spider
+from inspector.synth.procedural import SPIDER_KINDS, render_bunch, render_distractor, render_spider
 from inspector.synth.raster import Sprite, alpha_bbox_xyxy
 from inspector.synth.scene import ProceduralSource, place_object
 
@@ -139,6 +139,29 @@ def test_spider_box_marks_the_spider() -> None:
     ys, xs = np.nonzero(changed)
     inside = (xs >= x1 - 1) & (xs < x2 + 1) & (ys >= y1 - 1) & (ys < y2 + 1)
     assert inside.mean() > 0.95
+
+
+def _largest_limb_gap_rad(alpha: np.ndarray) -> float:
+    """Largest angle around the body (the thickest point) with nothing reaching out beyond 1.8 body radii."""
+    m = (alpha > 0.5).astype(np.uint8)
+    dist = cv2.distanceTransform(m, cv2.DIST_L2, 5)
+    cy, cx = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    ys, xs = np.nonzero(m)
+    far = np.hypot(xs - cx, ys - cy) > 1.8 * float(dist.max())
+    if not far.any():
+        return 2 * np.pi
+    a = np.sort(np.arctan2(ys[far] - cy, xs[far] - cx))
+    return float(np.diff(np.concatenate([a, [a[0] + 2 * np.pi]])).max())
+
+
+@pytest.mark.parametrize("size_px", [40, 80])
+def test_debris_distractors_never_ring_their_body_with_legs(size_px: int) -> None:
+    # a dark clump ringed by thin lines is a spider drawing: as a "no spider" example it was label noise
+    for seed in range(40):
+        debris = render_distractor(np.random.default_rng(seed), size_px, "debris")
+        redback = render_spider(np.random.default_rng(seed), size_px, "redback")
+        assert _largest_limb_gap_rad(debris.alpha) > np.pi  # all bristles to one side
+        assert _largest_limb_gap_rad(redback.alpha) < np.pi  # the measure does see legs all round
 
 
 @pytest.mark.parametrize("kind", SPIDER_KINDS)

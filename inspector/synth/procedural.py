@@ -21,6 +21,8 @@ DistractorKind = Literal["stem", "dried_leaf", "shadow", "gap", "dark_berry", "d
 
 SPIDER_KINDS: tuple[SpiderKind, ...] = ("redback", "brown", "pale", "jumping", "orb")
 DISTRACTOR_KINDS: tuple[DistractorKind, ...] = ("stem", "dried_leaf", "shadow", "gap", "dark_berry", "debris")
+MAX_DEBRIS_BRISTLES = 3  # a debris clump's thin bristles, at most: ...
+DEBRIS_BRISTLE_SPREAD_RAD = 0.6  # ... all within ±this of one direction, so they never ring the clump like legs
 
 _VARIETY_BGR: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
     # (low, high) base colour range, BGR
@@ -430,7 +432,7 @@ def render_distractor(rng: np.random.Generator, size_px: float, kind: Distractor
             (rng.uniform(-0.5, 0.5), -0.5),
             gloss=rng.uniform(0.3, 0.6),
         )
-    else:  # debris: a small dark clump with a few bristles
+    else:  # debris: a small dark clump with one to three bristles, all to one side (a calyx, a seed with fibres)
         col = np.array([30, 35, 45], np.float32) + rng.normal(0, 8, 3).astype(np.float32)
         cv2.ellipse(
             img,
@@ -446,8 +448,11 @@ def render_distractor(rng: np.random.Generator, size_px: float, kind: Distractor
         cv2.ellipse(
             alpha, tuple(map(int, c)), (int(s * 0.15), int(s * 0.1)), rng.uniform(0, 180), 0, 360, 1.0, -1, cv2.LINE_AA
         )
-        for _ in range(int(rng.integers(2, 7))):
-            ang = rng.uniform(0, 2 * np.pi)
+        # never legs all round: a dark body ringed by thin lines *is* a spider drawing, and labelling it "no
+        # spider" taught the model to miss spiders (label noise in the hard negatives)
+        side = rng.uniform(0, 2 * np.pi)
+        for _ in range(int(rng.integers(1, MAX_DEBRIS_BRISTLES + 1))):
+            ang = side + rng.uniform(-DEBRIS_BRISTLE_SPREAD_RAD, DEBRIS_BRISTLE_SPREAD_RAD)
             end = c + np.array([math.cos(ang), math.sin(ang)]) * s * rng.uniform(0.2, 0.45)
             cv2.line(img, tuple(map(int, c)), tuple(map(int, end)), col.tolist(), max(1, int(s * 0.02)), cv2.LINE_AA)
             cv2.line(alpha, tuple(map(int, c)), tuple(map(int, end)), 1.0, max(1, int(s * 0.02)), cv2.LINE_AA)
