@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, update_bn
 
-from inspector.synth.tiles import TileSet, concat_tile_sets
+from inspector.synth.tiles import TileSet
 from inspector.training.dormant import recycle_dead_units
 from inspector.training.metrics import TileFigures, tile_figures
 from inspector.training.vgg import (
@@ -224,12 +224,11 @@ class Trainer:
         s = self.s
         t0 = time.monotonic()
         rng = np.random.default_rng(s.seed)
+        # the tiles that choose the best epoch: `val_data` whole (no copy of the training tiles), or a split of `data`
         if val_data is not None:
-            n_fit = len(data.labels)
-            data = concat_tile_sets([data, val_data])
-            tr, va = np.arange(n_fit), np.arange(n_fit, len(data.labels))
+            val_set, tr, va = val_data, np.arange(len(data.labels)), np.arange(len(val_data.labels))
         else:
-            tr, va = split_train_val(data.labels, s.val_frac, rng)
+            val_set, (tr, va) = data, split_train_val(data.labels, s.val_frac, rng)
         images = torch.from_numpy(data.images)
         labels = torch.from_numpy(data.labels.astype(np.int64))
         boxes = torch.from_numpy(data.boxes_xyxy.astype(np.float32))
@@ -241,7 +240,7 @@ class Trainer:
         steps = s.steps_per_epoch or max(1, len(tr) // s.batch)
         gen = torch.Generator().manual_seed(s.seed)
         result = TrainResult(model=self.model, n_train=len(tr), n_val=len(va))
-        if val_data is not None:
+        if val_set is not data:
             result.val_source = "separate selection tile sets, not trained on"
         best_score, best_state, bad = -1.0, None, 0
         total_steps = steps * s.epochs
@@ -282,7 +281,7 @@ class Trainer:
                     swa.update_parameters(self.model)
                 if (time.monotonic() - t0) / 60 > s.max_minutes or self._stop_reason:
                     break
-            val = self.evaluate(data, va)
+            val = self.evaluate(val_set, va)
             ep = EpochLog(epoch, time.monotonic() - te, float(np.mean(losses)), val)
             result.history.append(ep)
             if on_epoch:
@@ -309,7 +308,7 @@ class Trainer:
         if best_state is not None:
             self.model.load_state_dict(best_state)
         if swa is not None:
-            result.averaged = self._finish_average(swa, swa_from_epoch, best_score, data, tr, va)
+            result.averaged = self._finish_average(swa, swa_from_epoch, best_score, data, tr, val_set, va)
             if result.averaged.kept:
                 self.model.load_state_dict(swa.module.state_dict())
         self.model.eval()
@@ -318,9 +317,17 @@ class Trainer:
         return result
 
     def _finish_average(
-        self, swa: AveragedModel, from_epoch: int, best_score: float, data: TileSet, tr: np.ndarray, va: np.ndarray
+        self,
+        swa: AveragedModel,
+        from_epoch: int,
+        best_score: float,
+        data: TileSet,
+        tr: np.ndarray,
+        val_set: TileSet,
+        va: np.ndarray,
     ) -> AveragedWeights:
-        """Validate the weight average (BatchNorm statistics recomputed first); keep it if it is no worse."""
+        """Validate the weight average on `val_set[va]` (BatchNorm statistics recomputed first on `data[tr]`); keep
+        it if it is no worse."""
         avg = swa.module
         assert isinstance(avg, VGG16)
         if avg.batch_norm:
@@ -330,7 +337,7 @@ class Trainer:
                 for i in range(0, len(sample), self.s.batch)
             ]
             update_bn(loader, avg)
-        val = self.evaluate(data, va, model=avg)
+        val = self.evaluate(val_set, va, model=avg)
         kept = _score(val) >= best_score
         log.info(
             "weight average of %d snapshots: val accuracy %.3f (%s)",
