@@ -240,7 +240,7 @@ class Trainer:
         steps = s.steps_per_epoch or max(1, len(tr) // s.batch)
         gen = torch.Generator().manual_seed(s.seed)
         result = TrainResult(model=self.model, n_train=len(tr), n_val=len(va))
-        if val_set is not data:
+        if val_data is not None:
             result.val_source = "separate selection tile sets, not trained on"
         best_score, best_state, bad = -1.0, None, 0
         total_steps = steps * s.epochs
