@@ -202,3 +202,73 @@ def test_real_spiders_are_whole_spiders_not_close_ups(monkeypatch: pytest.Monkey
     monkeypatch.setattr(real, "MAX_SPIDER_SOLIDITY", 1.0)  # without the rule, close-ups come back
     unfiltered = cut_solidities()
     assert len(unfiltered) > len(kept) and max(unfiltered) > 0.9
+
+
+def _spider_photo(leg_px: int = 2) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """A 224x224 'photo': a dark spider (body, eight bent legs `leg_px` thick) on textured sand; its box."""
+    import cv2
+
+    rng = np.random.default_rng(5)
+    img = np.clip(rng.normal((150, 185, 205), 12, (224, 224, 3)), 0, 255).astype(np.uint8)
+    img = cv2.GaussianBlur(img, (3, 3), 0)
+    c = (112, 112)
+    cv2.ellipse(img, c, (16, 11), 20, 0, 360, (25, 20, 20), -1, cv2.LINE_AA)
+    pts = []
+    for k in range(8):
+        a = math.pi * (k + 0.5) / 4
+        knee = (round(c[0] + 45 * math.cos(a)), round(c[1] + 45 * math.sin(a)))
+        tip = (round(knee[0] + 35 * math.cos(a + 0.6)), round(knee[1] + 35 * math.sin(a + 0.6)))
+        cv2.line(img, c, knee, (25, 20, 20), leg_px, cv2.LINE_AA)
+        cv2.line(img, knee, tip, (25, 20, 20), leg_px, cv2.LINE_AA)
+        pts += [knee, tip]
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    return img, (max(0, min(xs) - 4), max(0, min(ys) - 4), min(224, max(xs) + 4), min(224, max(ys) + 4))
+
+
+def _extent(sprite: object, box: tuple[int, int, int, int], photo_px: int = 224) -> float:
+    """The cut-out's smaller side over its box's, both at the photo's scale."""
+    from inspector.synth.raster import Sprite
+    from inspector.synth.real import SPIDER_CUT_PX
+
+    assert isinstance(sprite, Sprite)
+    f = min(1.0, SPIDER_CUT_PX / photo_px)
+    w, h = sprite.wh
+    return min(w / (f * (box[2] - box[0])), h / (f * (box[3] - box[1])))
+
+
+@pytest.mark.parametrize("leg_px", [1, 2])
+def test_spider_cut_keeps_thin_legs(leg_px: int) -> None:
+    from inspector.synth.real import cut_spider, solidity
+
+    img, box = _spider_photo(leg_px)
+    sprite = cut_spider(img, box)
+    assert sprite is not None and _extent(sprite, box) >= 0.85  # the legs reach the box's edges
+    assert solidity(sprite.alpha) < 0.5  # a legged outline, not a blob
+
+
+@pytest.mark.skipif(not REALDATA.is_dir(), reason="../shared/realdata is absent")
+def test_real_spider_cuts_keep_more_of_the_spider_than_at_96_px(monkeypatch: pytest.MonkeyPatch) -> None:
+    import inspector.synth.real as real
+
+    src = real.RealSource(REALDATA, "val")
+
+    def cuts() -> tuple[int, float]:
+        extents = []
+        for i in src._spider_pool[:60]:
+            path, box = src._spiders[int(i)]
+            sprite = real.cut_spider(src._image(path), box)
+            if sprite is not None:
+                extents.append(_extent(sprite, box))
+        return len(extents), float(np.median(extents))
+
+    n_now, extent_now = cuts()
+    monkeypatch.setattr(real, "SPIDER_CUT_PX", 96)  # the cut size before session 7: thin legs were lost
+    n_96, extent_96 = cuts()
+    assert n_now > n_96 and extent_now > extent_96 + 0.05
+
+
+def test_spider_cut_rejects_an_empty_box() -> None:
+    from inspector.synth.real import cut_spider
+
+    img, box = _spider_photo()
+    assert cut_spider(np.full_like(img, 160), box) is None
