@@ -88,6 +88,25 @@ def test_cli(tmp_path: Path) -> None:
     assert mod.main(["--out", str(out), "--n", "2", "--mode", "real", "--real", str(tmp_path / "nowhere")]) == 2
 
 
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["--real", "{nowhere}"], "nowhere"),  # --real alone means real mode: the missing folder is reported
+        (["--split", "holdout", "--real", "{nowhere}"], "nowhere"),
+        (["--mode", "procedural", "--real", "{nowhere}"], "--real only apply to --mode real"),
+        (["--mode", "procedural", "--split", "holdout"], "--split only apply to --mode real"),
+    ],
+    ids=["real-alone", "split-and-real", "procedural-with-real", "procedural-with-split"],
+)
+def test_cli_photo_options_never_fall_back_to_procedural(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], error: str
+) -> None:
+    # `--real DIR` without `--mode real` used to make procedural tiles silently (session 7 lost a run to it)
+    argv = [a.format(nowhere=tmp_path / "nowhere") for a in argv]
+    assert cli().main(["--out", str(tmp_path / "t"), "--n", "2", *argv]) == 2
+    assert error in capsys.readouterr().err and not (tmp_path / "t").exists()
+
+
 @pytest.mark.realdata
 @pytest.mark.skipif(not REALDATA.is_dir(), reason="../shared/realdata is absent")
 def test_real_mode(tmp_path: Path) -> None:

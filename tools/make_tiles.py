@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Make a 224x224 tile set (positives, negatives, hard negatives) for training or evaluation.
 
-    tools/make_tiles.py --out DIR --n 3600 --mode procedural|real [--real ../shared/realdata]
+    tools/make_tiles.py --out DIR --n 3600 [--mode procedural|real] [--real ../shared/realdata]
                         [--split train|holdout|fit|val] [--seed S] [--calibration FILE] [--preview DIR]
 
 Writes DIR/tiles.npz (images, labels, boxes_xyxy, kinds) and DIR/meta.json; see inspector/synth/tiles.py.
-Real mode reads photos from --real (never copies them); use --split holdout only for final evaluation.
+Real mode reads photos from --real (never copies them); use --split holdout only for final evaluation. Giving
+--real or --split selects real mode; with --mode procedural they are an error (procedural tiles use no photos).
 """
 
 from __future__ import annotations
@@ -25,18 +26,37 @@ from inspector.synth.footage import make_source
 from inspector.synth.real import SPLITS
 from inspector.synth.tiles import make_tile_set, mosaic, save_tile_set
 
+DEFAULT_REAL = Path("../shared/realdata")
+
+
+def resolve_mode(args: argparse.Namespace) -> None:
+    """Fill in ``args.mode``, ``args.real`` and ``args.split``; photo options with procedural mode are an error.
+
+    (`--real DIR` without `--mode real` used to fall back to procedural tiles silently.)
+    """
+    photo_opts = [o for o, v in (("--real", args.real), ("--split", args.split)) if v is not None]
+    if args.mode is None:
+        args.mode = "real" if photo_opts else "procedural"
+    if args.mode == "procedural" and photo_opts:
+        raise InspectorError(f"{' and '.join(photo_opts)} only apply to --mode real: procedural tiles use no photos")
+    if args.mode == "real":
+        args.real = args.real or DEFAULT_REAL
+        args.split = args.split or "train"
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True, help="output folder (tiles.npz, meta.json)")
     p.add_argument("--n", type=int, default=3600, help="number of tiles")
-    p.add_argument("--mode", choices=("procedural", "real"), default="procedural")
-    p.add_argument("--real", type=Path, default=Path("../shared/realdata"), help="realdata folder (real mode)")
+    p.add_argument(
+        "--mode", choices=("procedural", "real"), help="default: real if --real or --split is given, else procedural"
+    )
+    p.add_argument("--real", type=Path, help=f"realdata folder (real mode; default {DEFAULT_REAL})")
     p.add_argument(
         "--split",
         choices=SPLITS,
-        default="train",
-        help="photos: train (= fit + val), holdout (final evaluation only), fit / val (photo-disjoint parts of train)",
+        help="photos: train (default; = fit + val), holdout (final evaluation only), fit / val (photo-disjoint "
+        "parts of train)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--calibration", type=Path, help="calibration file (default: the built-in one)")
@@ -49,13 +69,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        resolve_mode(args)
         if args.n < 1:
             raise InspectorError(f"--n {args.n}: give at least one tile")
         if not (0 <= args.pos <= 1 and 0 <= args.hard <= 1 and args.pos + args.hard <= 1):
             raise InspectorError("--pos and --hard must be shares in [0, 1] adding up to at most 1")
         cal = load_calibration(args.calibration) if args.calibration else DEFAULT_CALIBRATION
         real_dir = args.real if args.mode == "real" else None
-        source = make_source(real_dir, args.split, args.seed)
+        source = make_source(real_dir, args.split or "train", args.seed)
         t0 = time.perf_counter()
         tiles = make_tile_set(args.n, source, cal, args.seed, shares=(args.pos, 1 - args.pos - args.hard, args.hard))
         dt = time.perf_counter() - t0

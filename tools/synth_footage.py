@@ -53,8 +53,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--split",
         choices=SPLITS,
-        default="train",
-        help="photos: train (= fit + val), holdout (final evaluation only), fit / val (photo-disjoint parts of train)",
+        help="photos (with --real): train (default; = fit + val), holdout (final evaluation only), fit / val "
+        "(photo-disjoint parts of train)",
     )
     return p.parse_args(argv)
 
@@ -62,6 +62,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        if args.split is not None and args.real is None:
+            raise InspectorError("--split chooses real photos: give --real DIR too (procedural footage uses none)")
         if args.calibration:
             cal = load_calibration(args.calibration)
         else:
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             spider_fraction=args.spider_fraction,
             seed=args.seed,
             real_dir=args.real,
-            split=args.split,
+            split=args.split or "train",
         )
         dt = time.perf_counter() - t0
     except InspectorError as exc:
