@@ -265,27 +265,6 @@ def test_spider_cut_keeps_thin_legs(leg_px: int) -> None:
     assert solidity(sprite.alpha) < 0.5  # a legged outline, not a blob
 
 
-@pytest.mark.skipif(not REALDATA.is_dir(), reason="../shared/realdata is absent")
-def test_real_spider_cuts_keep_more_of_the_spider_than_at_96_px(monkeypatch: pytest.MonkeyPatch) -> None:
-    import inspector.synth.real as real
-
-    src = real.RealSource(REALDATA, "val")
-
-    def cuts() -> tuple[int, float]:
-        extents = []
-        for i in src._spider_pool[:60]:
-            path, box = src._spiders[int(i)]
-            sprite = real.cut_spider(src._image(path), box)
-            if sprite is not None:
-                extents.append(_extent(sprite, box))
-        return len(extents), float(np.median(extents))
-
-    n_now, extent_now = cuts()
-    monkeypatch.setattr(real, "SPIDER_CUT_PX", 96)  # the cut size before session 7: thin legs were lost
-    n_96, extent_96 = cuts()
-    assert n_now > n_96 and extent_now > extent_96 + 0.05
-
-
 def test_spider_cut_rejects_an_empty_box() -> None:
     from inspector.synth.real import cut_spider
 
