@@ -3,11 +3,8 @@ loops, the table. No timing assertions (only that figures exist and add up)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -17,21 +14,9 @@ import pytest
 from inspector.model import Model
 from tests.drawn import write_footage
 from tests.spot_model import spot_model, write_spot_model
+from tests.tools import load_tool
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load(name: str) -> ModuleType:
-    sys.path.insert(0, str(ROOT / "tools"))
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load("bench")
+bench = load_tool("bench")
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +134,7 @@ def test_quick_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 
 # ------------------------------------------------------------------------------------------------ tools/soak.py
-soak = _load("soak")
+soak = load_tool("soak")
 
 
 def test_soak_parses_metrics_and_sums_labelled_series() -> None:

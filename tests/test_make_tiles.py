@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -14,6 +13,7 @@ from inspector.config import Calibration
 from inspector.synth.scene import ProceduralSource
 from inspector.synth.tiles import load_tile_set, make_tile_set, save_tile_set, scale_for_span
 from inspector.tiling import spider_area_fraction, tile_scales
+from tests.tools import load_tool
 
 REPO = Path(__file__).resolve().parents[1]
 REALDATA = REPO.parent / "shared" / "realdata"
@@ -23,11 +23,7 @@ CAL = Calibration(
 
 
 def cli():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("make_tiles", REPO / "tools" / "make_tiles.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_tool("make_tiles")
 
 
 @pytest.fixture(scope="module")

@@ -3,11 +3,8 @@ copy the daemon loads, and the fp32/int8 comparison — on the hand-weighted spo
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import cv2
@@ -18,23 +15,13 @@ import yaml
 from inspector.model import Model, load_manifest
 from tests.drawn import calibration, center_x, draw, scene
 from tests.spot_model import write_spot_model
+from tests.tools import load_tool
 
-ROOT = Path(__file__).resolve().parents[1]
 FPS = 10.0
 SPOT_SIZE = 64
 
 
-def _load(name: str) -> ModuleType:
-    sys.path.insert(0, str(ROOT / "tools"))
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-quantize = _load("quantize")
+quantize = load_tool("quantize")
 
 
 def write_labelled_footage(out: Path, n_frames: int = 40) -> Path:

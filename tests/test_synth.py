@@ -16,6 +16,7 @@ from inspector.synth.footage import SynthError, compose_frame, plan_footage
 from inspector.synth.procedural import SPIDER_KINDS, render_bunch, render_distractor, render_spider
 from inspector.synth.raster import Sprite, alpha_bbox_xyxy
 from inspector.synth.scene import ProceduralSource, place_object
+from tests.tools import load_tool
 
 REPO = Path(__file__).resolve().parents[1]
 REALDATA = REPO.parent / "shared" / "realdata"
@@ -199,20 +200,10 @@ def test_bad_settings_are_user_errors(tmp_path: Path) -> None:
         small(tmp_path / "y", n_bunches=50, seconds=1.0)
 
 
-def synth_cli():  # type: ignore[no-untyped-def]
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("synth_footage", REPO / "tools" / "synth_footage.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_cli_writes_footage_and_refuses_a_split_without_photos(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    mod = synth_cli()
+    mod = load_tool("synth_footage")
     base = ["--width", "320", "--height", "240", "--fps", "5", "--seconds", "2", "--mm-per-px", "1.5"]
     assert mod.main(["--out", str(tmp_path / "ok"), *base]) == 0
     assert {p.name for p in (tmp_path / "ok").iterdir()} >= {"footage.avi", "calibration.yaml", "labels.jsonl"}
