@@ -181,3 +181,57 @@ def test_evaluate_cli_reports_missing_tiles(tmp_path: Path) -> None:
     )
     assert proc.returncode == 1
     assert "nothing" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("prob", "labels", "missed", "alarms"),
+    [
+        ([], [], [], []),
+        ([0.9, 0.1, 0.2, 0.8], [1, 0, 0, 0], [], [3]),
+        ([0.3, 0.1, 0.7, 0.95, 0.6, 0.5], [1, 1, 1, 0, 0, 0], [1, 0], [3, 4, 5]),  # worst first; 0.5 is an alarm
+    ],
+    ids=["empty", "one-alarm", "ordered"],
+)
+def test_misclassified_worst_first(prob: list[float], labels: list[int], missed: list[int], alarms: list[int]) -> None:
+    from inspector.training.evaluation import misclassified
+
+    assert misclassified(np.asarray(prob, np.float32), np.asarray(labels, np.int8), 0.5) == (missed, alarms)
+
+
+def test_evaluate_cli_draws_the_errors_with_their_maps(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    import cv2
+
+    model = tmp_path / "red.onnx"
+    _red_detector_onnx(model)
+    _known_tileset(tmp_path / "known")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "evaluate.py"), "--model", str(model), "--tiles",
+         f"known={tmp_path / 'known'}", "--errors", str(tmp_path / "err")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "false alarms: 1 ->" in proc.stdout
+    assert not (tmp_path / "err" / "known_missed.png").exists()  # every spider tile was found
+    picture = cv2.imread(str(tmp_path / "err" / "known_false_alarms.png"))
+    assert picture is not None and picture.shape == (160, 8 * 160, 3)
+
+
+def test_error_mosaic_puts_the_heat_where_the_model_looked(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+
+    from inspector.training.evaluation import error_mosaic
+
+    model = tmp_path / "red.onnx"
+    _red_detector_onnx(model)
+    tile = np.full((1, 224, 224, 3), 40, np.uint8)
+    tile[0, 150:162, 100:112] = (0, 0, 255)  # a red fleck low in the middle: the red detector's false alarm
+    tiles = TileSet(tile, np.zeros(1, np.int8), np.full((1, 4), -1, np.float32), np.asarray(["neg"]))
+    assert error_mosaic(model, tiles, [], np.zeros(1, np.float32)) is None
+    picture = error_mosaic(model, tiles, [0], np.ones(1, np.float32), cols=1, cell_px=224)
+    assert picture is not None and picture.shape == (224, 224, 3)
+    change = np.abs(picture.astype(int) - tile[0].astype(int)).sum(axis=2)
+    assert change[150:162, 100:112].mean() > 20  # the heat is on the fleck ...
+    assert change[30:140].max() == 0 and change[172:].max() == 0  # ... and nowhere else (rows 0-30: the label)

@@ -3,6 +3,7 @@
 FAM pointing game — beside the seed paper's figures.
 
     python tools/evaluate.py --model inspector/models/demo.onnx --tiles holdout=tiles/real_holdout procedural=tiles/proc
+    python tools/evaluate.py --tiles val=tiles/v3_val --errors runs/errors   # + pictures of the misclassified tiles
 
 Runs the daemon's path only (onnxruntime through inspector.model, FAM through inspector.fam; no torch). The FAM
 is the paper's Eq. 1 (``--fam-mode paper``, default) or the per-layer normalised variant. Pointing: the share of
@@ -29,12 +30,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.5, help="spider probability threshold (default 0.5)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, help="also write the figures as JSON")
+    p.add_argument(
+        "--errors",
+        type=Path,
+        metavar="DIR",
+        help="also write DIR/<set>_missed.png and DIR/<set>_false_alarms.png: the misclassified tiles (the worst "
+        "64 of each) with their FAM as a heat overlay, spider box, kind and score",
+    )
     return p
 
 
 def run(args: argparse.Namespace) -> int:
+    import cv2
+
     from inspector.synth.tiles import load_tile_set
-    from inspector.training.evaluation import evaluate_model, format_table
+    from inspector.training.evaluation import error_mosaic, evaluate_model, format_table, misclassified
 
     if not 0.0 < args.threshold < 1.0:
         raise InspectorError(f"--threshold must lie in (0, 1), got {args.threshold}")
@@ -48,6 +58,15 @@ def run(args: argparse.Namespace) -> int:
         rows.append((name, ev))
         kinds = ", ".join(f"{k} {100 * v:.1f} %" for k, v in ev.per_kind_accuracy.items())
         print(f"{name}: {ev.figures.n} tiles, {ev.tiles_per_s:.0f} tiles/s; accuracy per kind: {kinds}")
+        if args.errors:
+            args.errors.mkdir(parents=True, exist_ok=True)
+            missed, alarms = misclassified(ev.spider_prob, tiles.labels, args.threshold)
+            for what, idx in (("missed", missed), ("false_alarms", alarms)):
+                picture = error_mosaic(args.model, tiles, idx[:64], ev.spider_prob, args.fam_mode, threads=args.threads)
+                if picture is not None:
+                    path = args.errors / f"{name}_{what}.png"
+                    cv2.imwrite(str(path), picture)
+                    print(f"  {what.replace('_', ' ')}: {len(idx)} -> {path}")
     print()
     print(f"model {args.model} (FAM mode {args.fam_mode}, threshold {args.threshold})")
     print(format_table(rows))

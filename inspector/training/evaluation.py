@@ -10,12 +10,15 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
+from inspector.evidence import heat_overlay
 from inspector.fam import FamMode, tile_fam
 from inspector.model import Model
 from inspector.synth.tiles import TileSet
 from inspector.training.metrics import TileFigures, tile_figures
+from inspector.types import U8Array
 
 # The seed paper's test accuracies (Menikdiwela et al.), for the side-by-side table.
 PAPER_FIGURES = (("VGG16 (paper)", 0.84), ("Faster R-CNN (paper)", 0.72), ("CAM (paper)", 0.9532))
@@ -26,6 +29,7 @@ class Evaluation:
     figures: TileFigures
     per_kind_accuracy: dict[str, float]
     tiles_per_s: float
+    spider_prob: np.ndarray  # (N,) float32, per tile, in the tile set's order
 
 
 def evaluate_model(
@@ -61,7 +65,55 @@ def evaluate_model(
     for kind in sorted(set(tiles.kinds.tolist())):
         k = tiles.kinds == kind
         per_kind[kind] = float(np.mean((p[k] >= threshold) == (tiles.labels[k] == 1)))
-    return Evaluation(figures, per_kind, len(p) / elapsed if elapsed > 0 else float("nan"))
+    return Evaluation(figures, per_kind, len(p) / elapsed if elapsed > 0 else float("nan"), p)
+
+
+def misclassified(prob: np.ndarray, labels: np.ndarray, threshold: float) -> tuple[list[int], list[int]]:
+    """Tile indices of missed spiders (lowest score first) and of false alarms (highest score first)."""
+    missed = np.nonzero((labels == 1) & (prob < threshold))[0]
+    alarms = np.nonzero((labels != 1) & (prob >= threshold))[0]
+    order_m = np.argsort(prob[missed], kind="stable")
+    order_a = np.argsort(-prob[alarms], kind="stable")
+    return [int(i) for i in missed[order_m]], [int(i) for i in alarms[order_a]]
+
+
+def error_mosaic(
+    model_path: Path,
+    tiles: TileSet,
+    indices: list[int],
+    prob: np.ndarray,
+    mode: FamMode = "paper",
+    cols: int = 8,
+    cell_px: int = 160,
+    threads: int = 2,
+) -> U8Array | None:
+    """The tiles at `indices` with their FAM as a heat overlay, spider box, kind and score; None when empty.
+
+    Where the map sits tells a missed spider the model looked at but doubted from one it never looked at.
+    """
+    if not indices:
+        return None
+    with Model(model_path, providers=("cpu",), threads=threads) as model:
+        scale = model.manifest.fam_layer_scale
+        size = model.manifest.input.size
+        maps = tile_fam(list(model.infer(tiles.images[indices]).fams), size, mode, scale)
+    rows = -(-len(indices) // cols)
+    out = np.zeros((rows * cell_px, cols * cell_px, 3), np.uint8)
+    for k, (i, heat) in enumerate(zip(indices, maps, strict=True)):
+        img = tiles.images[i]
+        heat = cv2.resize(heat, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
+        cell = cv2.resize(heat_overlay(img, heat), (cell_px, cell_px), interpolation=cv2.INTER_AREA)
+        if tiles.labels[i] == 1:
+            f = cell_px / img.shape[1]
+            x1, y1, x2, y2 = (int(float(v) * f) for v in tiles.boxes_xyxy[i])
+            cv2.rectangle(cell, (x1 - 2, y1 - 2), (x2 + 2, y2 + 2), (255, 255, 255), 1)
+        cv2.putText(cell, f"{tiles.kinds[i]} {prob[i]:.2f}", (3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 3)
+        cv2.putText(
+            cell, f"{tiles.kinds[i]} {prob[i]:.2f}", (3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1
+        )
+        r, c = divmod(k, cols)
+        out[r * cell_px : (r + 1) * cell_px, c * cell_px : (c + 1) * cell_px] = cell
+    return out
 
 
 def _pct(v: float) -> str:
