@@ -235,3 +235,20 @@ def test_error_mosaic_puts_the_heat_where_the_model_looked(tmp_path: Path) -> No
     change = np.abs(picture.astype(int) - tile[0].astype(int)).sum(axis=2)
     assert change[150:162, 100:112].mean() > 20  # the heat is on the fleck ...
     assert change[30:140].max() == 0 and change[172:].max() == 0  # ... and nowhere else (rows 0-30: the label)
+
+
+def test_evaluate_cli_errors_dir_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    model = tmp_path / "red.onnx"
+    _red_detector_onnx(model)
+    _known_tileset(tmp_path / "known")
+    (tmp_path / "file").write_text("not a folder")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "evaluate.py"), "--model", str(model), "--tiles",
+         f"known={tmp_path / 'known'}", "--errors", str(tmp_path / "file" / "err")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "--errors" in proc.stderr and "cannot create it" in proc.stderr

@@ -59,13 +59,17 @@ def run(args: argparse.Namespace) -> int:
         kinds = ", ".join(f"{k} {100 * v:.1f} %" for k, v in ev.per_kind_accuracy.items())
         print(f"{name}: {ev.figures.n} tiles, {ev.tiles_per_s:.0f} tiles/s; accuracy per kind: {kinds}")
         if args.errors:
-            args.errors.mkdir(parents=True, exist_ok=True)
+            try:
+                args.errors.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise InspectorError(f"--errors {args.errors}: cannot create it ({exc.strerror})") from None
             missed, alarms = misclassified(ev.spider_prob, tiles.labels, args.threshold)
             for what, idx in (("missed", missed), ("false_alarms", alarms)):
                 picture = error_mosaic(args.model, tiles, idx[:64], ev.spider_prob, args.fam_mode, threads=args.threads)
                 if picture is not None:
                     path = args.errors / f"{name}_{what}.png"
-                    cv2.imwrite(str(path), picture)
+                    if not cv2.imwrite(str(path), picture):
+                        raise InspectorError(f"--errors: could not write {path}")
                     print(f"  {what.replace('_', ' ')}: {len(idx)} -> {path}")
     print()
     print(f"model {args.model} (FAM mode {args.fam_mode}, threshold {args.threshold})")

@@ -107,10 +107,9 @@ def error_mosaic(
             f = cell_px / img.shape[1]
             x1, y1, x2, y2 = (int(float(v) * f) for v in tiles.boxes_xyxy[i])
             cv2.rectangle(cell, (x1 - 2, y1 - 2), (x2 + 2, y2 + 2), (255, 255, 255), 1)
-        cv2.putText(cell, f"{tiles.kinds[i]} {prob[i]:.2f}", (3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 3)
-        cv2.putText(
-            cell, f"{tiles.kinds[i]} {prob[i]:.2f}", (3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1
-        )
+        label = f"{tiles.kinds[i]} {prob[i]:.2f}"
+        for colour, thickness in (((0, 0, 0), 3), ((255, 255, 255), 1)):  # white on a dark outline
+            cv2.putText(cell, label, (3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.42, colour, thickness)
         r, c = divmod(k, cols)
         out[r * cell_px : (r + 1) * cell_px, c * cell_px : (c + 1) * cell_px] = cell
     return out
