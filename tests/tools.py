@@ -1,4 +1,4 @@
-"""Import a script of ``tools/`` as a module (they are scripts, not a package), once per test session."""
+"""Import a script of ``tools/`` as a module (they are scripts, not a package)."""
 
 from __future__ import annotations
 

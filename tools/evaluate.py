@@ -48,6 +48,11 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0.0 < args.threshold < 1.0:
         raise InspectorError(f"--threshold must lie in (0, 1), got {args.threshold}")
+    if args.errors:
+        try:
+            args.errors.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InspectorError(f"--errors {args.errors}: cannot create it ({exc.strerror})") from None
     rows = []
     for item in args.tiles:
         name, sep, path = item.partition("=")
@@ -59,10 +64,6 @@ def run(args: argparse.Namespace) -> int:
         kinds = ", ".join(f"{k} {100 * v:.1f} %" for k, v in ev.per_kind_accuracy.items())
         print(f"{name}: {ev.figures.n} tiles, {ev.tiles_per_s:.0f} tiles/s; accuracy per kind: {kinds}")
         if args.errors:
-            try:
-                args.errors.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise InspectorError(f"--errors {args.errors}: cannot create it ({exc.strerror})") from None
             missed, alarms = misclassified(ev.spider_prob, tiles.labels, args.threshold)
             for what, idx in (("missed", missed), ("false_alarms", alarms)):
                 picture = error_mosaic(args.model, tiles, idx[:64], ev.spider_prob, args.fam_mode, threads=args.threads)

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (0 <= args.pos <= 1 and 0 <= args.hard <= 1 and args.pos + args.hard <= 1):
             raise InspectorError("--pos and --hard must be shares in [0, 1] adding up to at most 1")
         cal = load_calibration(args.calibration) if args.calibration else DEFAULT_CALIBRATION
-        real_dir = args.real if args.mode == "real" else None
+        real_dir = args.real  # None in procedural mode (resolve_mode)
         source = make_source(real_dir, args.split or "train", args.seed)
         t0 = time.perf_counter()
         tiles = make_tile_set(args.n, source, cal, args.seed, shares=(args.pos, 1 - args.pos - args.hard, args.hard))

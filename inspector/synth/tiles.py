@@ -288,18 +288,26 @@ def concat_tile_sets(sets: list[TileSet]) -> TileSet:
     )
 
 
-def mosaic(tiles: TileSet, indices: list[int], cols: int = 8, draw_boxes: bool = False, cell_px: int = 160) -> U8Array:
-    """A preview grid of tiles (optionally with spider boxes and kind letters)."""
+def mosaic(
+    tiles: TileSet,
+    indices: list[int],
+    cols: int = 8,
+    draw_boxes: bool = False,
+    cell_px: int = 160,
+    captions: list[str] | None = None,
+) -> U8Array:
+    """A preview grid of tiles (optionally with spider boxes and kind letters, or one caption per index)."""
     rows = math.ceil(len(indices) / cols)
     out = np.zeros((rows * cell_px, cols * cell_px, 3), np.uint8)
     s = cell_px / tiles.images.shape[1]
     for k, i in enumerate(indices):
         img = cv2.resize(tiles.images[i], (cell_px, cell_px), interpolation=cv2.INTER_AREA)
-        if draw_boxes:
-            if tiles.labels[i]:
-                x1, y1, x2, y2 = (float(v) * s for v in tiles.boxes_xyxy[i])
-                cv2.rectangle(img, (int(x1) - 2, int(y1) - 2), (int(x2) + 2, int(y2) + 2), (0, 255, 255), 1)
-            cv2.putText(img, str(tiles.kinds[i]), (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1)
+        if draw_boxes and tiles.labels[i]:
+            x1, y1, x2, y2 = (float(v) * s for v in tiles.boxes_xyxy[i])
+            cv2.rectangle(img, (int(x1) - 2, int(y1) - 2), (int(x2) + 2, int(y2) + 2), (0, 255, 255), 1)
+        text = captions[k] if captions is not None else str(tiles.kinds[i]) if draw_boxes else None
+        if text is not None:
+            cv2.putText(img, text, (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1)
         r, c = divmod(k, cols)
         out[r * cell_px : (r + 1) * cell_px, c * cell_px : (c + 1) * cell_px] = img
     return out

@@ -16,7 +16,7 @@ import numpy as np
 from inspector.evidence import heat_overlay
 from inspector.fam import FamMode, tile_fam
 from inspector.model import Model
-from inspector.synth.tiles import TileSet
+from inspector.synth.tiles import TileSet, mosaic
 from inspector.training.metrics import TileFigures, tile_figures
 from inspector.types import U8Array
 
@@ -97,22 +97,14 @@ def error_mosaic(
         scale = model.manifest.fam_layer_scale
         size = model.manifest.input.size
         maps = tile_fam(list(model.infer(tiles.images[indices]).fams), size, mode, scale)
-    rows = -(-len(indices) // cols)
-    out = np.zeros((rows * cell_px, cols * cell_px, 3), np.uint8)
-    for k, (i, heat) in enumerate(zip(indices, maps, strict=True)):
-        img = tiles.images[i]
-        heat = cv2.resize(heat, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
-        cell = cv2.resize(heat_overlay(img, heat), (cell_px, cell_px), interpolation=cv2.INTER_AREA)
-        if tiles.labels[i] == 1:
-            f = cell_px / img.shape[1]
-            x1, y1, x2, y2 = (int(float(v) * f) for v in tiles.boxes_xyxy[i])
-            cv2.rectangle(cell, (x1 - 2, y1 - 2), (x2 + 2, y2 + 2), (255, 255, 255), 1)
-        label = f"{tiles.kinds[i]} {prob[i]:.2f}"
-        for colour, thickness in (((0, 0, 0), 3), ((255, 255, 255), 1)):  # white on a dark outline
-            cv2.putText(cell, label, (3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.42, colour, thickness)
-        r, c = divmod(k, cols)
-        out[r * cell_px : (r + 1) * cell_px, c * cell_px : (c + 1) * cell_px] = cell
-    return out
+    tile_wh = (tiles.images.shape[2], tiles.images.shape[1])
+    overlays = [
+        heat_overlay(tiles.images[i], cv2.resize(heat, tile_wh, interpolation=cv2.INTER_LINEAR))
+        for i, heat in zip(indices, maps, strict=True)
+    ]
+    shown = TileSet(np.stack(overlays), tiles.labels[indices], tiles.boxes_xyxy[indices], tiles.kinds[indices])
+    captions = [f"{tiles.kinds[i]} {prob[i]:.2f}" for i in indices]
+    return mosaic(shown, list(range(len(indices))), cols, draw_boxes=True, cell_px=cell_px, captions=captions)
 
 
 def _pct(v: float) -> str:
