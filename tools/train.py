@@ -66,6 +66,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SHARE",
         help="average the weights (SWA) over the run from this share of it on, e.g. 0.5; kept if it validates better",
     )
+    p.add_argument(
+        "--teacher",
+        type=Path,
+        nargs="+",
+        metavar="MODEL",
+        help="distil from these .onnx models: their mean spider probability per tile is a second class target",
+    )
+    p.add_argument(
+        "--distill",
+        type=float,
+        default=0.5,
+        metavar="W",
+        help="with --teacher: weight of the teachers' targets against the labels' (0 < W <= 1, default 0.5)",
+    )
+    p.add_argument("--teacher-hflip", action="store_true", help="teachers also see each tile mirrored (2x cost)")
     p.add_argument("--report-tiles", nargs="*", default=[], metavar="NAME=DIR", help="evaluate at the end")
     p.add_argument("--pool-outputs", action="store_true", help="also expose raw pool1..pool5")
     return p
@@ -87,6 +102,14 @@ def run(args: argparse.Namespace) -> int:
         raise InspectorError(f"{args.out}: output must end in .onnx")
     if args.average_from is not None and not 0.0 <= args.average_from < 1.0:
         raise InspectorError(f"--average-from must lie in [0, 1), got {args.average_from:g}")
+    if args.teacher:
+        if not 0.0 < args.distill <= 1.0:
+            raise InspectorError(f"--distill must lie in (0, 1], got {args.distill:g}")
+        for t in args.teacher:
+            if not t.is_file():
+                raise InspectorError(f"--teacher {t}: no such model file")
+    elif args.teacher_hflip:
+        raise InspectorError("--teacher-hflip needs --teacher")
     if not args.out.parent.is_dir():
         raise InspectorError(f"{args.out.parent}: no such directory for the output")
     weights = args.weights
@@ -126,7 +149,21 @@ def run(args: argparse.Namespace) -> int:
         steps_per_epoch=args.steps_per_epoch,
         average_from=args.average_from,
         checkpoint=checkpoint_path(args.out),
+        distill=args.distill if args.teacher else 0.0,
+        teachers=tuple(f"{t}{' (and mirrored)' if args.teacher_hflip else ''}" for t in args.teacher or ()),
     )
+    soft_targets = None
+    if args.teacher:
+        from inspector.errors import ModelError
+        from inspector.training.distill import teacher_spider_prob
+
+        print(f"teachers: {len(args.teacher)} model(s) on {len(data.labels)} tiles", flush=True)
+        try:
+            soft_targets = teacher_spider_prob(args.teacher, data, hflip=args.teacher_hflip, threads=args.threads)
+        except ModelError as exc:
+            raise InspectorError(f"--teacher: {exc}") from None
+        agree = float(((soft_targets >= 0.5) == (data.labels == 1)).mean())
+        print(f"teachers agree with the labels on {agree:.1%} of the training tiles", flush=True)
     try:
         trainer = Trainer(settings)
     except (ValueError, KeyError, OSError) as exc:
@@ -148,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
         )
 
     with stop_on_signals(trainer.request_stop):
-        result = trainer.fit(data, on_epoch=on_epoch, val_data=val_data)
+        result = trainer.fit(data, on_epoch=on_epoch, val_data=val_data, soft_targets=soft_targets)
     print(f"done in {result.seconds / 60:.1f} min ({result.stopped}); best epoch {result.best_epoch}", flush=True)
     negatives = data.images[data.labels == 0][:512]
     scales = fam_layer_scale(result.model, negatives)

@@ -68,7 +68,7 @@ def render_card(
         "## Data licences\n\n" + DATA_LICENCES,
         "## Training settings\n",
         f"- start weights: {settings.weights_note or 'random (from scratch)'}",
-        f"- losses: cross-entropy; pool4 objectness head ×{settings.aux_objectness}; "
+        f"- losses: {_class_loss_text(settings)}; pool4 objectness head ×{settings.aux_objectness}; "
         f"FAM-mass-in-box ×{settings.aux_fam_mass}",
         "- augmentation: horizontal flips, 90° rotations, brightness/contrast/saturation jitter, sensor noise; "
         "class-balanced sampling",
@@ -130,6 +130,16 @@ def describe_tile_set(meta: dict[str, object]) -> str:
             "tiles cut at " + "/".join(str(sc.get("tile_px")) for sc in scales if isinstance(sc, dict)) + " px"
         )
     return "; ".join(parts) if parts else json.dumps(meta, sort_keys=True)
+
+
+def _class_loss_text(settings: TrainSettings) -> str:
+    if settings.distill <= 0:
+        return "cross-entropy"
+    teachers = ", ".join(f"`{t}`" for t in settings.teachers) or "given soft targets"
+    return (
+        f"cross-entropy on the labels ×{1 - settings.distill:g} and on the teachers' mean spider probability "
+        f"×{settings.distill:g} (distillation; teachers: {teachers})"
+    )
 
 
 def _averaged_line(result: TrainResult) -> str:

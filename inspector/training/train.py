@@ -63,6 +63,8 @@ class TrainSettings:
     recycle_dead: bool = True  # re-draw dead ReLU units before every epoch (inspector.training.dormant)
     steps_per_epoch: int | None = None  # default: one pass over the training split
     average_from: float | None = None  # average the weights (SWA) from this share of the run on (None: off)
+    distill: float = 0.0  # weight of the teachers' soft targets in the class loss (0: labels only; needs soft targets)
+    teachers: tuple[str, ...] = ()  # where the soft targets came from (for the model card)
     checkpoint: Path | None = None  # the best epoch's weights are saved here whenever validation improves
     weights_note: str = ""
 
@@ -141,6 +143,21 @@ def augment(images: torch.Tensor, boxes: torch.Tensor, gen: torch.Generator) -> 
     return out.clamp_(0, 255), b
 
 
+def class_loss(
+    logits: torch.Tensor, labels: torch.Tensor, soft: torch.Tensor | None = None, distill: float = 0.0
+) -> torch.Tensor:
+    """Cross-entropy on the labels, blended with cross-entropy on the teachers' spider probabilities `soft` (N,):
+    ``(1 - distill) * CE(labels) + distill * CE(soft)``. Flips, turns and the mild colour jitter of
+    :func:`augment` leave a tile's class alone, so a target computed once on the plain tile holds for its
+    augmented copies."""
+    hard = F.cross_entropy(logits, labels.long())
+    if soft is None or distill <= 0:
+        return hard
+    logq = F.log_softmax(logits, dim=1)
+    soft_ce = -(soft * logq[:, 1] + (1 - soft) * logq[:, 0]).mean()
+    return (1 - distill) * hard + distill * soft_ce
+
+
 def _cells_target(boxes: torch.Tensor, labels: torch.Tensor, cells: int) -> torch.Tensor:
     """(N, cells, cells) float: 1 where a cell overlaps the spider box, 0 elsewhere and on negatives."""
     n = boxes.shape[0]
@@ -195,10 +212,12 @@ class Trainer:
         """Finish the current step, validate, and end the run with the best weights so far (signal-safe)."""
         self._stop_reason = reason
 
-    def _loss(self, x: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    def _loss(
+        self, x: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor, soft: torch.Tensor | None = None
+    ) -> torch.Tensor:
         pools = self.model.pools(x)
         logits = self.model.head(pools[-1])
-        loss = F.cross_entropy(logits, labels.long())
+        loss = class_loss(logits, labels, soft, self.s.distill)
         if self.s.aux_objectness > 0:
             obj = self.obj_head(pools[3])[:, 0]
             target = _cells_target(boxes, labels, obj.shape[-1])
@@ -217,11 +236,18 @@ class Trainer:
         data: TileSet,
         on_epoch: Callable[[EpochLog], None] | None = None,
         val_data: TileSet | None = None,
+        soft_targets: np.ndarray | None = None,
     ) -> TrainResult:
         """Train on `data`; select the best epoch on `val_data` when given (all of `data` trains), otherwise on a
         stratified ``val_frac`` split of `data`. A separate set cut from photos no training tile used keeps
-        selection from rewarding the fitting of the training photos."""
+        selection from rewarding the fitting of the training photos. `soft_targets` (N,): teachers' spider
+        probabilities per tile of `data` (:mod:`inspector.training.distill`), weighted by ``settings.distill``."""
         s = self.s
+        if (soft_targets is not None) != (s.distill > 0):
+            raise ValueError("distillation needs both soft targets and a distill weight > 0, or neither")
+        if soft_targets is not None and soft_targets.shape != data.labels.shape:
+            raise ValueError(f"soft targets {soft_targets.shape} do not match the {len(data.labels)} tiles")
+        soft_all = None if soft_targets is None else torch.from_numpy(soft_targets.astype(np.float32))
         t0 = time.monotonic()
         rng = np.random.default_rng(s.seed)
         # the tiles that choose the best epoch: `val_data` whole (no copy of the training tiles), or a split of `data`
@@ -265,7 +291,7 @@ class Trainer:
                 bi_t = torch.from_numpy(bi)
                 imgs, bxs = augment(images[bi_t], boxes[bi_t], gen)
                 x = to_input_float(imgs)
-                loss = self._loss(x, labels[bi_t], bxs)
+                loss = self._loss(x, labels[bi_t], bxs, None if soft_all is None else soft_all[bi_t])
                 progress = max(step_no / total_steps, (time.monotonic() - t0) / 60 / s.max_minutes)
                 for group in self.opt.param_groups:
                     group["lr"] = lr_at(progress, s.lr)
