@@ -219,6 +219,49 @@ def test_real_spiders_are_whole_spiders_not_close_ups(monkeypatch: pytest.Monkey
     assert len(unfiltered) > len(kept) and max(unfiltered) > 0.9
 
 
+def _discs(*radii_px: int) -> np.ndarray:
+    """A 64x96 mask of separate discs (centres 30 px apart) with the given radii."""
+    import cv2
+
+    m = np.zeros((64, 96), np.uint8)
+    for k, r in enumerate(radii_px):
+        cv2.circle(m, (18 + 30 * k, 32), r, 1, -1)
+    return m.astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("mask", "share"),
+    [
+        (np.zeros((16, 16), np.float32), 0.0),
+        (_legged(28), 1.0),
+        (_discs(10, 10), 0.5),
+        (_discs(12, 2), 0.97),
+        (_discs(8, 8, 8), 1 / 3),
+    ],
+    ids=["empty", "one-piece-spider", "two-halves", "body-and-speck", "three-fragments"],
+)
+def test_main_piece_share(mask: np.ndarray, share: float) -> None:
+    from inspector.synth.real import main_piece_share
+
+    assert main_piece_share(mask) == pytest.approx(share, abs=0.02)
+
+
+@pytest.mark.skipif(not REALDATA.is_dir(), reason="../shared/realdata is absent")
+def test_real_spiders_are_one_piece_not_fragments(monkeypatch: pytest.MonkeyPatch) -> None:
+    import inspector.synth.real as real
+
+    def cut_shares() -> list[float]:
+        src = real.RealSource(REALDATA, "val")
+        cuts = [src._spider_cut(int(i)) for i in src._spider_pool[:120]]
+        return [real.main_piece_share(c.alpha) for c in cuts if c is not None]
+
+    kept = cut_shares()
+    assert kept and min(kept) >= real.MIN_MAIN_PIECE_SHARE - 0.05  # feathering joins or splits a hair
+    monkeypatch.setattr(real, "MIN_MAIN_PIECE_SHARE", 0.0)  # without the rule, the fragments come back
+    unfiltered = cut_shares()
+    assert len(unfiltered) > len(kept) and min(unfiltered) < 0.8
+
+
 def _spider_photo(leg_px: int = 2) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """A 224x224 'photo': a dark spider (body, eight bent legs `leg_px` thick) on textured sand; its box."""
     import cv2
@@ -266,3 +309,15 @@ def test_spider_cut_rejects_an_empty_box() -> None:
 
     img, box = _spider_photo()
     assert cut_spider(np.full_like(img, 160), box) is None
+
+
+def test_spider_cut_rejects_a_spider_in_pieces() -> None:
+    import cv2
+
+    from inspector.synth.real import cut_spider
+
+    img, box = _spider_photo(leg_px=3)
+    assert cut_spider(img, box) is not None
+    sand = img[0:40, 0:40].mean(axis=(0, 1))
+    cv2.circle(img, (112, 112), 30, tuple(float(v) for v in sand), 10)  # a ring of sand cuts the legs off the body
+    assert cut_spider(img, box) is None
