@@ -198,6 +198,28 @@ def test_misclassified_worst_first(prob: list[float], labels: list[int], missed:
     assert misclassified(np.asarray(prob, np.float32), np.asarray(labels, np.int8), 0.5) == (missed, alarms)
 
 
+@pytest.mark.parametrize(
+    ("prob", "labels", "origins", "expect"),
+    [
+        ([], [], [], []),
+        ([0.9, 0.1], [1, 0], ["a.jpg", ""], []),  # nothing missed
+        ([0.1, 0.2], [1, 1], ["", ""], []),  # missed, but no origin recorded
+        (
+            [0.1, 0.9, 0.2, 0.3, 0.6, 0.4, 0.1],
+            [1, 1, 1, 1, 1, 1, 0],
+            ["a.jpg", "a.jpg", "b.jpg", "b.jpg", "c.jpg", "d.jpg", ""],
+            [("b.jpg", 2, 2), ("d.jpg", 1, 1), ("a.jpg", 1, 2)],  # most misses, then the higher share
+        ),
+    ],
+    ids=["empty", "none-missed", "unrecorded", "ordered"],
+)
+def test_missed_by_origin(prob: list[float], labels: list[int], origins: list[str], expect: list[object]) -> None:
+    from inspector.training.evaluation import missed_by_origin
+
+    got = missed_by_origin(np.asarray(prob, np.float32), np.asarray(labels, np.int8), np.asarray(origins, str), 0.5)
+    assert got == expect
+
+
 def test_evaluate_cli_draws_the_errors_with_their_maps(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     import cv2

@@ -66,11 +66,40 @@ def test_deterministic_and_round_trip(tiles, tmp_path: Path) -> None:  # type: i
     assert not np.array_equal(tiles.images[:4], other.images)
     save_tile_set(tiles, tmp_path / "set", {"mode": "procedural"})
     with np.load(tmp_path / "set" / "tiles.npz") as z:
-        assert set(z.files) == {"images", "labels", "boxes_xyxy", "kinds"}
+        assert set(z.files) == {"images", "labels", "boxes_xyxy", "kinds", "spider_origin"}
         assert z["kinds"].dtype.kind == "U"
     back = load_tile_set(tmp_path / "set")
     assert np.array_equal(back.images, tiles.images) and list(back.kinds) == list(tiles.kinds)
+    assert list(back.spider_origin) == list(tiles.spider_origin)
     assert back.meta["mode"] == "procedural" and back.meta["seed"] == 3
+
+
+def test_spider_origin_is_recorded_on_spider_tiles_only(tiles) -> None:  # type: ignore[no-untyped-def]
+    from inspector.synth.procedural import SPIDER_KINDS
+
+    pos = tiles.labels == 1
+    assert all(o.removeprefix("procedural:") in SPIDER_KINDS for o in tiles.spider_origin[pos])
+    assert all(o == "" for o in tiles.spider_origin[~pos])
+
+
+def test_sets_without_spider_origin_still_load_and_concatenate(tiles, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from inspector.synth.tiles import TileSet, concat_tile_sets
+
+    d = tmp_path / "old"
+    d.mkdir()
+    np.savez_compressed(  # a set made before session 8
+        d / "tiles.npz", images=tiles.images, labels=tiles.labels, boxes_xyxy=tiles.boxes_xyxy, kinds=tiles.kinds
+    )
+    old = load_tile_set(d)
+    assert old.spider_origin.shape == (20,) and set(old.spider_origin) == {""}
+    both = concat_tile_sets([old, tiles])
+    assert list(both.spider_origin) == [""] * 20 + list(tiles.spider_origin)
+    empty = TileSet(
+        np.zeros((0, 224, 224, 3), np.uint8), np.zeros(0, np.int8), np.zeros((0, 4), np.float32), np.array([])
+    )
+    assert empty.spider_origin.shape == (0,)
+    with pytest.raises(ValueError, match="spider_origin"):
+        TileSet(tiles.images, tiles.labels, tiles.boxes_xyxy, tiles.kinds, {}, np.array(["x"]))
 
 
 def test_cli(tmp_path: Path) -> None:
@@ -108,8 +137,11 @@ def test_cli_photo_options_never_fall_back_to_procedural(
 def test_real_mode(tmp_path: Path) -> None:
     from inspector.synth.real import RealSource
 
-    t = make_tile_set(6, RealSource(REALDATA, "holdout"), CAL, seed=0, bunch_pool=2)
+    source = RealSource(REALDATA, "holdout")
+    t = make_tile_set(6, source, CAL, seed=0, bunch_pool=2)
     assert t.images.shape == (6, 224, 224, 3) and int(t.labels.sum()) == int((t.kinds == "pos").sum()) >= 2
+    photos = {path.name for path, _ in source._spiders}
+    assert all(o in photos for o in t.spider_origin[t.labels == 1])  # each spider tile names its photo
 
 
 @pytest.mark.parametrize(

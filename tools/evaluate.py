@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="DIR",
         help="also write DIR/<set>_missed.png and DIR/<set>_false_alarms.png: the misclassified tiles (the worst "
-        "64 of each) with their FAM as a heat overlay, spider box, kind and score",
+        "64 of each) with their FAM as a heat overlay, spider box, kind, score and spider source; and the sources "
+        "whose spiders are missed most",
     )
     return p
 
@@ -44,7 +45,13 @@ def run(args: argparse.Namespace) -> int:
     import cv2
 
     from inspector.synth.tiles import load_tile_set
-    from inspector.training.evaluation import error_mosaic, evaluate_model, format_table, misclassified
+    from inspector.training.evaluation import (
+        error_mosaic,
+        evaluate_model,
+        format_table,
+        misclassified,
+        missed_by_origin,
+    )
 
     if not 0.0 < args.threshold < 1.0:
         raise InspectorError(f"--threshold must lie in (0, 1), got {args.threshold}")
@@ -72,6 +79,10 @@ def run(args: argparse.Namespace) -> int:
                     if not cv2.imwrite(str(path), picture):
                         raise InspectorError(f"--errors: could not write {path}")
                     print(f"  {what.replace('_', ' ')}: {len(idx)} -> {path}")
+            by_origin = missed_by_origin(ev.spider_prob, tiles.labels, tiles.spider_origin, args.threshold)
+            if by_origin:
+                worst = ", ".join(f"{o} {m}/{n}" for o, m, n in by_origin[:8])
+                print(f"  missed spiders by source (missed/spider tiles), most first: {worst}")
     print()
     print(f"model {args.model} (FAM mode {args.fam_mode}, threshold {args.threshold})")
     print(format_table(rows))

@@ -24,7 +24,7 @@ import numpy as np
 from inspector.errors import InspectorError
 from inspector.synth.procedural import fit_span, rotate_square
 from inspector.synth.raster import Sprite, crop_sprite, feather, resize_sprite
-from inspector.synth.scene import BunchCut
+from inspector.synth.scene import BunchCut, SpiderCut
 from inspector.types import FloatArray, U8Array
 
 SPLITS = ("train", "holdout", "fit", "val")  # fit + val = train, photo-disjoint (see `photo_split`)
@@ -295,17 +295,19 @@ class RealSource:
         bgr = np.clip(sprite.bgr.astype(np.float32) * gain, 0, 255).astype(np.uint8)
         return BunchCut(Sprite(bgr, sprite.alpha), softness_px=0.4 * max(scale, 1.0))
 
-    def spider(self, rng: np.random.Generator, span_px: float) -> Sprite:
-        """A real spider cut out of its photo, rotated at random, its larger side scaled to `span_px`."""
+    def spider(self, rng: np.random.Generator, span_px: float) -> SpiderCut:
+        """A real spider cut out of its photo, rotated at random, its larger side scaled to `span_px`; its origin is
+        the photo's file name."""
         for _ in range(50):
-            sprite = self._spider_cut(int(self._spider_pool[int(rng.integers(len(self._spider_pool)))]))
+            index = int(self._spider_pool[int(rng.integers(len(self._spider_pool)))])
+            sprite = self._spider_cut(index)
             if sprite is not None:
                 break
         else:
             raise RealDataError(f"{self.root}: could not segment any spider photo; check spiders/photos")
         if rng.random() < 0.5:
             sprite = Sprite(sprite.bgr[:, ::-1].copy(), sprite.alpha[:, ::-1].copy())
-        return fit_span(rotate_square(sprite, rng.uniform(0, 360)), span_px)
+        return SpiderCut(fit_span(rotate_square(sprite, rng.uniform(0, 360)), span_px), self._spiders[index][0].name)
 
     def patch(self, rng: np.random.Generator, size_px: float) -> Sprite:
         """A non-spider bit of a grape/produce photo (leaf, stem, berry, wood), rotated, scaled to `size_px`."""

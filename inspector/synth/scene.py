@@ -41,12 +41,20 @@ class BunchCut:
     softness_px: float
 
 
+@dataclass(frozen=True)
+class SpiderCut:
+    """A spider sprite plus where it came from: the photo's file name (real) or ``procedural:<kind>``."""
+
+    sprite: Sprite
+    origin: str
+
+
 class AssetSource(Protocol):
     name: str
 
     def bunch(self, rng: np.random.Generator, length_px: float, berry_radius_px: float) -> BunchCut: ...
 
-    def spider(self, rng: np.random.Generator, span_px: float) -> Sprite: ...
+    def spider(self, rng: np.random.Generator, span_px: float) -> SpiderCut: ...
 
     def patch(self, rng: np.random.Generator, size_px: float) -> Sprite:
         """A non-spider cut-out (leaf, stem, berry bit) pasted the same way as spiders, so seams carry no signal."""
@@ -62,9 +70,9 @@ class ProceduralSource:
     def bunch(self, rng: np.random.Generator, length_px: float, berry_radius_px: float) -> BunchCut:
         return BunchCut(proc.render_bunch(rng, length_px, berry_radius_px), 0.0)
 
-    def spider(self, rng: np.random.Generator, span_px: float) -> Sprite:
+    def spider(self, rng: np.random.Generator, span_px: float) -> SpiderCut:
         kind = proc.SPIDER_KINDS[int(rng.choice(len(proc.SPIDER_KINDS), p=self.spider_kind_p))]
-        return proc.render_spider(rng, span_px, kind)
+        return SpiderCut(proc.render_spider(rng, span_px, kind), f"procedural:{kind}")
 
     def patch(self, rng: np.random.Generator, size_px: float) -> Sprite:
         kind = proc.DISTRACTOR_KINDS[int(rng.integers(len(proc.DISTRACTOR_KINDS)))]
@@ -158,6 +166,7 @@ class DecoratedBunch:
     spider_span_mm: float | None
     distractor_boxes: tuple[BoxXYXY, ...]
     pad_px: int = 0  # margin added around the bunch sprite it was made from
+    spider_origin: str = ""  # SpiderCut.origin of the spider pasted ("" without one)
 
 
 def decorate_bunch(
@@ -186,16 +195,18 @@ def decorate_bunch(
             boxes.append(box)
     spider_box = None
     span_mm = None
+    origin = ""
     if spider_span_px is not None:
         for _ in range(5):  # retry in the rare case the spider ended up (nearly) invisible
-            obj = match_to_scene(rng, source.spider(rng, spider_span_px), cut.softness_px)
+            drawn = source.spider(rng, spider_span_px)
+            obj = match_to_scene(rng, drawn.sprite, cut.softness_px)
             anchor = None if spider_anchor_xy is None else (spider_anchor_xy[0] + pad, spider_anchor_xy[1] + pad)
             candidate, spider_box = place_object(rng, sprite, obj, anchor)
             if spider_box is not None:
-                sprite = candidate
+                sprite, origin = candidate, drawn.origin
                 break
         span_mm = spider_span_px * mm_per_px
-    return DecoratedBunch(sprite, spider_box, span_mm, tuple(boxes), pad)
+    return DecoratedBunch(sprite, spider_box, span_mm, tuple(boxes), pad, origin)
 
 
 def random_pose(rng: np.random.Generator, sprite: Sprite) -> Sprite:

@@ -10,8 +10,9 @@ spider), ``hard_neg`` (a spider-like distractor or a pasted non-spider patch who
 be). Every tile (any kind) may also carry extra non-spider patches, so paste seams carry no signal.
 
 Saved format (`save_tile_set`): ``tiles.npz`` with ``images`` (N,224,224,3) uint8 BGR, ``labels`` (N,) int8
-(1 = spider), ``boxes_xyxy`` (N,4) float32 (spider box in tile pixels, -1 where none), ``kinds`` (N,) str;
-and ``meta.json`` (mode, source, split, seed, counts, calibration, scales).
+(1 = spider), ``boxes_xyxy`` (N,4) float32 (spider box in tile pixels, -1 where none), ``kinds`` (N,) str,
+``spider_origin`` (N,) str (the spider's source photo or ``procedural:<kind>``, "" on tiles without one; absent
+in sets made before session 8, read as all ""); and ``meta.json`` (mode, source, split, seed, counts, calibration, scales).
 """
 
 from __future__ import annotations
@@ -67,6 +68,15 @@ class TileSet:
     boxes_xyxy: npt.NDArray[np.float32]  # (N, 4), -1 where no spider
     kinds: npt.NDArray[np.str_]  # (N,)
     meta: dict[str, object] = field(default_factory=dict)
+    # (N,) where each spider tile's spider came from (photo file name, or procedural:<kind>); "" on the other tiles
+    # and where it was not recorded (sets made before session 8). Left out: all "".
+    spider_origin: npt.NDArray[np.str_] = field(default_factory=lambda: np.zeros(0, dtype=str))
+
+    def __post_init__(self) -> None:
+        if len(self.spider_origin) == 0 and len(self.labels) > 0:
+            self.spider_origin = np.full(len(self.labels), "", dtype=str)
+        elif self.spider_origin.shape != self.labels.shape:
+            raise ValueError(f"spider_origin {self.spider_origin.shape} does not match {len(self.labels)} tiles")
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -175,6 +185,7 @@ def make_tile_set(
     images = np.zeros((n, out_px, out_px, 3), np.uint8)
     labels = np.zeros(n, np.int8)
     boxes = np.full((n, 4), -1.0, np.float32)
+    origins = [""] * n
     for i, kind in enumerate(kinds):
         rng = np.random.default_rng([seed, 7, i])
         whole = pool[int(rng.integers(len(pool)))]
@@ -216,6 +227,7 @@ def make_tile_set(
         if kind == "pos":
             labels[i] = 1
             boxes[i] = box
+            origins[i] = dec.spider_origin
     counts = {k: int(sum(1 for x in kinds if x == k)) for k in KINDS}
     meta: dict[str, object] = {
         "source": source.name,
@@ -237,7 +249,7 @@ def make_tile_set(
         ],
         "fraction_model": "disc of diameter span: pi*span^2/4 / tile^2",
     }
-    return TileSet(images, labels, boxes, np.array(kinds, dtype=str), meta)
+    return TileSet(images, labels, boxes, np.array(kinds, dtype=str), meta, np.array(origins, dtype=str))
 
 
 def save_tile_set(tiles: TileSet, out_dir: Path, extra_meta: dict[str, object] | None = None) -> None:
@@ -248,6 +260,7 @@ def save_tile_set(tiles: TileSet, out_dir: Path, extra_meta: dict[str, object] |
         labels=tiles.labels,
         boxes_xyxy=tiles.boxes_xyxy,
         kinds=tiles.kinds,
+        spider_origin=tiles.spider_origin,
     )
     meta = {**tiles.meta, **(extra_meta or {})}
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -262,6 +275,7 @@ def load_tile_set(path: Path) -> TileSet:
         with np.load(npz, allow_pickle=False) as z:
             images, labels = z["images"], z["labels"].astype(np.int8)
             boxes, kinds = z["boxes_xyxy"].astype(np.float32), z["kinds"].astype(str)
+            origin = z["spider_origin"].astype(str) if "spider_origin" in z.files else np.full(len(labels), "")
     except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
         raise InspectorError(f"{npz}: not a tile set ({exc}); expected images, labels, boxes_xyxy, kinds") from None
     n = len(images)
@@ -269,12 +283,14 @@ def load_tile_set(path: Path) -> TileSet:
         raise InspectorError(f"{npz}: images must be (N, 224, 224, 3) uint8, got {images.shape} {images.dtype}")
     if labels.shape != (n,) or boxes.shape != (n, 4) or kinds.shape != (n,):
         raise InspectorError(f"{npz}: labels/boxes_xyxy/kinds do not match {n} images")
+    if origin.shape != (n,):
+        raise InspectorError(f"{npz}: spider_origin does not match {n} images")
     meta_path = npz.parent / "meta.json"
     try:
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     except (OSError, ValueError) as exc:
         raise InspectorError(f"{meta_path}: unreadable ({exc})") from None
-    return TileSet(images, labels, boxes, kinds, meta)
+    return TileSet(images, labels, boxes, kinds, meta, origin)
 
 
 def concat_tile_sets(sets: list[TileSet]) -> TileSet:
@@ -285,6 +301,7 @@ def concat_tile_sets(sets: list[TileSet]) -> TileSet:
         boxes_xyxy=np.concatenate([t.boxes_xyxy for t in sets]),
         kinds=np.concatenate([t.kinds for t in sets]),
         meta={"parts": [t.meta for t in sets]},
+        spider_origin=np.concatenate([t.spider_origin for t in sets]),
     )
 
 

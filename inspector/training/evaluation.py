@@ -77,6 +77,21 @@ def misclassified(prob: np.ndarray, labels: np.ndarray, threshold: float) -> tup
     return [int(i) for i in missed[order_m]], [int(i) for i in alarms[order_a]]
 
 
+def missed_by_origin(
+    prob: np.ndarray, labels: np.ndarray, origins: np.ndarray, threshold: float
+) -> list[tuple[str, int, int]]:
+    """(origin, missed, spider tiles) for each recorded spider origin with a miss, most misses first (then the higher
+    share, then the name). A photo whose spider is missed in most of its poses points at its cut-out, not the model."""
+    rows: list[tuple[str, int, int]] = []
+    spider = labels == 1
+    for origin in sorted(set(origins[spider].tolist()) - {""}):
+        here = spider & (origins == origin)
+        missed = int(np.sum(prob[here] < threshold))
+        if missed:
+            rows.append((origin, missed, int(here.sum())))
+    return sorted(rows, key=lambda r: (-r[1], -r[1] / r[2], r[0]))
+
+
 def error_mosaic(
     model_path: Path,
     tiles: TileSet,
@@ -103,8 +118,13 @@ def error_mosaic(
         for i, heat in zip(indices, maps, strict=True)
     ]
     shown = TileSet(np.stack(overlays), tiles.labels[indices], tiles.boxes_xyxy[indices], tiles.kinds[indices])
-    captions = [f"{tiles.kinds[i]} {prob[i]:.2f}" for i in indices]
+    captions = [f"{tiles.kinds[i]} {prob[i]:.2f} {_short(tiles.spider_origin[i])}".rstrip() for i in indices]
     return mosaic(shown, list(range(len(indices))), cols, draw_boxes=True, cell_px=cell_px, captions=captions)
+
+
+def _short(origin: str, chars: int = 8) -> str:
+    """A caption-sized origin: a photo's name without its extension, cut to `chars`; kinds as they are."""
+    return origin.removeprefix("procedural:") if origin.startswith("procedural:") else Path(origin).stem[:chars]
 
 
 def _pct(v: float) -> str:
