@@ -112,6 +112,7 @@ def test_trainer_uses_the_soft_targets_and_refuses_a_half_configuration() -> Non
         (["--teacher", "T", "--distill", "1.5"], "--distill must lie in (0, 1]"),
         (["--teacher", "T", "--distill", "0"], "--distill must lie in (0, 1]"),
         (["--teacher-hflip"], "--teacher-hflip needs --teacher"),
+        (["--distill", "0.5"], "--distill needs --teacher"),
     ],
 )
 def test_train_cli_bad_distillation_options_are_one_line(

@@ -78,7 +78,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--distill",
         type=float,
-        default=0.5,
         metavar="W",
         help="with --teacher: weight of the teachers' targets against the labels' (0 < W <= 1, default 0.5)",
     )
@@ -104,14 +103,18 @@ def run(args: argparse.Namespace) -> int:
         raise InspectorError(f"{args.out}: output must end in .onnx")
     if args.average_from is not None and not 0.0 <= args.average_from < 1.0:
         raise InspectorError(f"--average-from must lie in [0, 1), got {args.average_from:g}")
+    distill = 0.0  # weight of the teachers' targets; 0 without teachers
     if args.teacher:
-        if not 0.0 < args.distill <= 1.0:
-            raise InspectorError(f"--distill must lie in (0, 1], got {args.distill:g}")
+        distill = 0.5 if args.distill is None else args.distill
+        if not 0.0 < distill <= 1.0:
+            raise InspectorError(f"--distill must lie in (0, 1], got {distill:g}")
         for t in args.teacher:
             if not t.is_file():
                 raise InspectorError(f"--teacher {t}: no such model file")
     elif args.teacher_hflip:
         raise InspectorError("--teacher-hflip needs --teacher")
+    elif args.distill is not None:  # silently training without teachers would waste the run
+        raise InspectorError("--distill needs --teacher")
     if not args.out.parent.is_dir():
         raise InspectorError(f"{args.out.parent}: no such directory for the output")
     weights = args.weights
@@ -151,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         steps_per_epoch=args.steps_per_epoch,
         average_from=args.average_from,
         checkpoint=checkpoint_path(args.out),
-        distill=args.distill if args.teacher else 0.0,
+        distill=distill,
         teachers=tuple(f"{t}{' (and mirrored)' if args.teacher_hflip else ''}" for t in args.teacher or ()),
     )
     soft_targets = None
