@@ -66,6 +66,25 @@ def test_augment_moves_boxes_with_the_pixels() -> None:
     assert new_boxes[7].tolist() == [-1, -1, -1, -1]
 
 
+def test_augment_jitter_scales_the_colour_part_only() -> None:
+    rng = np.random.default_rng(4)
+    img = torch.from_numpy(rng.integers(30, 220, (6, 224, 224, 3), dtype=np.uint8))
+    boxes = torch.tensor([[10.0, 20.0, 40.0, 60.0]] * 5 + [[-1.0] * 4])
+    plain, plain_boxes = augment(img, boxes, torch.Generator().manual_seed(3), jitter=0.0)
+    full, full_boxes = augment(img, boxes, torch.Generator().manual_seed(3), jitter=1.0)
+    half, _ = augment(img, boxes, torch.Generator().manual_seed(3), jitter=0.5)
+    assert torch.equal(plain_boxes, full_boxes)  # the same seed gives the same flips and turns at any jitter
+    # jitter 0: every output tile is the input tile flipped/turned, pixel for pixel
+    for i in range(6):
+        views = [img[i].float()]
+        views += [v.flip(1) for v in views]
+        views = [v.rot90(k, (0, 1)) for v in views for k in range(4)]
+        assert any(torch.equal(plain[i], v) for v in views)
+    dev_full = (full - plain).abs().mean().item()
+    dev_half = (half - plain).abs().mean().item()
+    assert 0 < dev_half < dev_full
+
+
 def test_location_targets() -> None:
     boxes = torch.tensor([[16.0, 32.0, 48.0, 40.0], [-1, -1, -1, -1]])
     t = _cells_target(boxes, torch.tensor([1, 0]), 14)  # 16 px cells
@@ -108,9 +127,11 @@ def test_separate_selection_set_chooses_the_epoch_and_is_never_trained_on(monkey
     batches: list[torch.Tensor] = []
     real_augment = train_mod.augment
 
-    def spy(images: torch.Tensor, boxes: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def spy(
+        images: torch.Tensor, boxes: torch.Tensor, gen: torch.Generator, jitter: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         batches.append(images.clone())  # before augmentation moves the corner
-        return real_augment(images, boxes, gen)
+        return real_augment(images, boxes, gen, jitter)
 
     monkeypatch.setattr(train_mod, "augment", spy)
     trainer = Trainer(TrainSettings(width=16, epochs=2, batch=4, steps_per_epoch=2, seed=0, batch_norm=False))
@@ -159,6 +180,7 @@ def test_train_cli_writes_model_manifest_and_card(tmp_path: Path) -> None:
     card = out.with_suffix(".md").read_text()
     assert "Data licences" in card and "Validation (separate selection tile sets" in card and "CAM (paper)" in card
     assert "8 training / 4 validation tiles" in card and "(selection only)" in card
+    assert "jitter and sensor noise; class-balanced" in card  # default jitter 1, said without a factor
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
@@ -294,6 +316,14 @@ def test_train_cli_sigterm_exports_the_best_so_far_and_removes_the_checkpoint(tm
     assert "stopped by SIGTERM in epoch" in out.with_suffix(".md").read_text()
 
 
+@pytest.mark.parametrize("bad", ["-0.5", "2.5", "nan"])
+def test_train_cli_bad_jitter_is_one_line(tmp_path: Path, bad: str) -> None:
+    save_tile_set(_tiny_tiles(4, seed=3), tmp_path / "tiles", {"seed": 3})
+    proc = _train_cli("--tiles", str(tmp_path / "tiles"), "--out", str(tmp_path / "m.onnx"), "--jitter", bad)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().count("\n") == 0 and "--jitter" in proc.stderr
+
+
 @pytest.mark.parametrize("bad", ["1", "-0.1", "1.5"])
 def test_train_cli_bad_average_from_is_one_line(tmp_path: Path, bad: str) -> None:
     save_tile_set(_tiny_tiles(4, seed=3), tmp_path / "tiles", {"seed": 3})
@@ -328,3 +358,17 @@ def test_card_describes_tile_sets_in_one_line(meta: dict[str, object], expect: s
     from inspector.training.card import describe_tile_set
 
     assert describe_tile_set(meta) == expect
+
+
+@pytest.mark.parametrize(
+    ("jitter", "expect"),
+    [
+        (0.0, "horizontal flips, 90° rotations (no colour jitter or noise)"),
+        (0.5, "horizontal flips, 90° rotations, brightness/contrast/saturation jitter and sensor noise ×0.5"),
+        (1.0, "horizontal flips, 90° rotations, brightness/contrast/saturation jitter and sensor noise"),
+    ],
+)
+def test_card_states_the_augmentation_as_trained(jitter: float, expect: str) -> None:
+    from inspector.training.card import _augmentation_text
+
+    assert _augmentation_text(jitter) == expect

@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--objectness", type=float, default=1.0, help="weight of the pool4 objectness loss (0: off)")
     p.add_argument("--fam-loss", type=float, default=0.5, help="weight of the FAM-mass-in-box loss (0: off)")
     p.add_argument("--dropout", type=float, default=0.5, help="classifier dropout (default 0.5, as in VGG16)")
+    p.add_argument(
+        "--jitter",
+        type=float,
+        default=1.0,
+        help="scale of the colour jitter and noise augmentation (default 1; 0: flips and turns only)",
+    )
     p.add_argument("--no-recycle", action="store_true", help="leave dead ReLU units dead (default: re-draw them)")
     p.add_argument(
         "--average-from",
@@ -103,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
         raise InspectorError(f"{args.out}: output must end in .onnx")
     if args.average_from is not None and not 0.0 <= args.average_from < 1.0:
         raise InspectorError(f"--average-from must lie in [0, 1), got {args.average_from:g}")
+    if not 0.0 <= args.jitter <= 2.0:
+        raise InspectorError(f"--jitter must lie in [0, 2], got {args.jitter:g}")
     distill = 0.0  # weight of the teachers' targets; 0 without teachers
     if args.teacher:
         distill = 0.5 if args.distill is None else args.distill
@@ -151,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
         aux_fam_mass=args.fam_loss,
         dropout=args.dropout,
         recycle_dead=not args.no_recycle,
+        jitter=args.jitter,
         steps_per_epoch=args.steps_per_epoch,
         average_from=args.average_from,
         checkpoint=checkpoint_path(args.out),

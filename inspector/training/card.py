@@ -32,6 +32,14 @@ def _pct(v: float) -> str:
     return "—" if math.isnan(v) else f"{100 * v:.1f} %"
 
 
+def _augmentation_text(jitter: float) -> str:
+    geometry = "horizontal flips, 90° rotations"
+    if jitter == 0:
+        return geometry + " (no colour jitter or noise)"
+    scale = "" if jitter == 1 else f" ×{jitter:g}"
+    return geometry + f", brightness/contrast/saturation jitter and sensor noise{scale}"
+
+
 def render_card(
     name: str,
     settings: TrainSettings,
@@ -70,8 +78,7 @@ def render_card(
         f"- start weights: {settings.weights_note or 'random (from scratch)'}",
         f"- losses: {_class_loss_text(settings)}; pool4 objectness head ×{settings.aux_objectness}; "
         f"FAM-mass-in-box ×{settings.aux_fam_mass}",
-        "- augmentation: horizontal flips, 90° rotations, brightness/contrast/saturation jitter, sensor noise; "
-        "class-balanced sampling",
+        f"- augmentation: {_augmentation_text(settings.jitter)}; class-balanced sampling",
         f"- settings: `{json.dumps({k: v for k, v in s.items() if k != 'weights_note'}, sort_keys=True)}`",
         f"- {result.n_train} training / {result.n_val} validation tiles; {len(result.history)} epochs in "
         f"{result.seconds / 60:.1f} min ({result.stopped}); best epoch {result.best_epoch}",

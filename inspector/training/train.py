@@ -62,6 +62,7 @@ class TrainSettings:
     dropout: float = 0.5  # classifier dropout (VGG16's 0.5; lower when the small widths underfit)
     recycle_dead: bool = True  # re-draw dead ReLU units before every epoch (inspector.training.dormant)
     steps_per_epoch: int | None = None  # default: one pass over the training split
+    jitter: float = 1.0  # scale of augment()'s colour jitter and noise (0: flips and turns only)
     average_from: float | None = None  # average the weights (SWA) from this share of the run on (None: off)
     distill: float = 0.0  # weight of the teachers' soft targets in the class loss (0: labels only; needs soft targets)
     teachers: tuple[str, ...] = ()  # where the soft targets came from (for the model card)
@@ -107,10 +108,14 @@ def to_input(images_bgr: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
-def augment(images: torch.Tensor, boxes: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def augment(
+    images: torch.Tensor, boxes: torch.Tensor, gen: torch.Generator, jitter: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Random flips, 90° rotations, brightness/contrast/saturation jitter and noise on uint8 BGR tiles.
 
-    ``boxes`` (N, 4) xyxy (negative = none) follow the geometry. Returns float BGR in 0..255 and new boxes.
+    ``boxes`` (N, 4) xyxy (negative = none) follow the geometry. ``jitter`` scales the photometric part (1: brightness
+    and contrast ±25 %, saturation ±30 %, noise sigma up to 6; 0: geometry only); the same random numbers are drawn
+    whatever its value, so a seed gives the same flips and turns. Returns float BGR in 0..255 and new boxes.
     """
     n, s = images.shape[0], images.shape[1]
     x = images.float()
@@ -131,15 +136,16 @@ def augment(images: torch.Tensor, boxes: torch.Tensor, gen: torch.Generator) -> 
         out[i] = img
         if has[i]:
             b[i] = bx
-    bright = torch.empty(n, 1, 1, 1).uniform_(0.75, 1.25, generator=gen)
-    contrast = torch.empty(n, 1, 1, 1).uniform_(0.75, 1.25, generator=gen)
-    sat = torch.empty(n, 1, 1, 1).uniform_(0.7, 1.3, generator=gen)
+    j = float(jitter)
+    bright = torch.empty(n, 1, 1, 1).uniform_(1 - 0.25 * j, 1 + 0.25 * j, generator=gen)
+    contrast = torch.empty(n, 1, 1, 1).uniform_(1 - 0.25 * j, 1 + 0.25 * j, generator=gen)
+    sat = torch.empty(n, 1, 1, 1).uniform_(1 - 0.3 * j, 1 + 0.3 * j, generator=gen)
     mean = out.mean(dim=(1, 2, 3), keepdim=True)
     out = (out - mean) * contrast + mean
     gray = out.mean(dim=3, keepdim=True)
     out = (out - gray) * sat + gray
     out = out * bright
-    out = out + torch.randn(out.shape, generator=gen) * torch.empty(n, 1, 1, 1).uniform_(0, 6, generator=gen)
+    out = out + torch.randn(out.shape, generator=gen) * torch.empty(n, 1, 1, 1).uniform_(0, 6 * j, generator=gen)
     return out.clamp_(0, 255), b
 
 
@@ -289,7 +295,7 @@ class Trainer:
             for _ in range(steps):
                 bi = rng.choice(tr, size=min(s.batch, len(tr)), replace=True, p=w)
                 bi_t = torch.from_numpy(bi)
-                imgs, bxs = augment(images[bi_t], boxes[bi_t], gen)
+                imgs, bxs = augment(images[bi_t], boxes[bi_t], gen, s.jitter)
                 x = to_input_float(imgs)
                 loss = self._loss(x, labels[bi_t], bxs, None if soft_all is None else soft_all[bi_t])
                 progress = max(step_no / total_steps, (time.monotonic() - t0) / 60 / s.max_minutes)
