@@ -120,8 +120,17 @@ def test_cli(tmp_path: Path) -> None:
         (["--split", "holdout", "--real", "{nowhere}"], "nowhere"),
         (["--mode", "procedural", "--real", "{nowhere}"], "--real only apply to --mode real"),
         (["--mode", "procedural", "--split", "holdout"], "--split only apply to --mode real"),
+        (["--mode", "procedural", "--background-patches", "0.3"], "--background-patches only apply to --mode real"),
+        (["--real", "{nowhere}", "--background-patches", "1.5"], "--background-patches must be a share in [0, 1]"),
     ],
-    ids=["real-alone", "split-and-real", "procedural-with-real", "procedural-with-split"],
+    ids=[
+        "real-alone",
+        "split-and-real",
+        "procedural-with-real",
+        "procedural-with-split",
+        "procedural-with-background",
+        "background-share-out-of-range",
+    ],
 )
 def test_cli_photo_options_never_fall_back_to_procedural(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], error: str
@@ -353,3 +362,63 @@ def test_spider_cut_rejects_a_spider_in_pieces() -> None:
     sand = img[0:40, 0:40].mean(axis=(0, 1))
     cv2.circle(img, (112, 112), 30, tuple(float(v) for v in sand), 10)  # a ring of sand cuts the legs off the body
     assert cut_spider(img, box) is None
+
+
+def _photo_with_box(box_xyxy: tuple[int, int, int, int], wh: tuple[int, int] = (224, 224)) -> np.ndarray:
+    """Green photo, its spider box red."""
+    img = np.zeros((wh[1], wh[0], 3), np.uint8)
+    img[:] = (40, 160, 40)
+    x1, y1, x2, y2 = box_xyxy
+    img[y1:y2, x1:x2] = (0, 0, 255)
+    return img
+
+
+@pytest.mark.parametrize(
+    ("box", "wh"),
+    [((10, 10, 110, 214), (224, 224)), ((60, 0, 224, 90), (224, 224)), ((0, 0, 150, 60), (320, 180))],
+    ids=["spider-left", "spider-top-right", "wide-photo"],
+)
+def test_background_crop_keeps_clear_of_the_spider(box: tuple[int, int, int, int], wh: tuple[int, int]) -> None:
+    from inspector.synth.real import BACKGROUND_MARGIN_SHARE, BACKGROUND_SIDE_SHARE, background_crop
+
+    photo = _photo_with_box(box, wh)
+    found = 0
+    for seed in range(40):
+        crop = background_crop(np.random.default_rng(seed), photo, box)
+        if crop is None:
+            continue
+        found += 1
+        assert crop.shape[0] == crop.shape[1] >= BACKGROUND_SIDE_SHARE[0] * min(wh) - 1
+        assert not (crop[..., 2] > 128).any()  # no spider pixel, and the margin held: no red at all
+    assert found >= 20
+    assert BACKGROUND_MARGIN_SHARE > 0
+
+
+@pytest.mark.parametrize("box", [(0, 0, 224, 224), (8, 8, 216, 216)], ids=["box-is-photo", "box-fills-photo"])
+def test_background_crop_of_a_photo_filled_by_its_spider_is_none(box: tuple[int, int, int, int]) -> None:
+    from inspector.synth.real import background_crop
+
+    photo = _photo_with_box(box)
+    assert all(background_crop(np.random.default_rng(s), photo, box) is None for s in range(20))
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not REALDATA.is_dir(), reason="../shared/realdata is absent")
+def test_background_patches_replace_only_their_share_of_the_pool() -> None:
+    import zlib
+
+    from inspector.synth.real import RealDataError, RealSource
+
+    plain = RealSource(REALDATA, "val")
+    mixed = RealSource(REALDATA, "val", background_patches=0.5)
+    chosen = []
+    for slot in range(24):
+        drawn = np.random.default_rng([zlib.crc32(b"val"), 13, slot]).random() < 0.5
+        a, b = plain._patch_cut(slot), mixed._patch_cut(slot)
+        same = a.bgr.shape == b.bgr.shape and np.array_equal(a.bgr, b.bgr) and np.array_equal(a.alpha, b.alpha)
+        if not drawn:
+            assert same  # slots the option leaves alone come out bit for bit as without it
+        chosen.append(drawn and not same)
+    assert sum(chosen) >= 6  # and the chosen ones are spider-photo backgrounds
+    with pytest.raises(RealDataError, match="background patch share"):
+        RealSource(REALDATA, "val", background_patches=-0.1)

@@ -35,6 +35,8 @@ def resolve_mode(args: argparse.Namespace) -> None:
     (`--real DIR` without `--mode real` used to fall back to procedural tiles silently.)
     """
     photo_opts = [o for o, v in (("--real", args.real), ("--split", args.split)) if v is not None]
+    if args.background_patches:
+        photo_opts.append("--background-patches")
     if args.mode is None:
         args.mode = "real" if photo_opts else "procedural"
     if args.mode == "procedural" and photo_opts:
@@ -62,6 +64,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--calibration", type=Path, help="calibration file (default: the built-in one)")
     p.add_argument("--pos", type=float, default=0.5, help="share of positive tiles")
     p.add_argument("--hard", type=float, default=0.2, help="share of hard negatives (rest: negatives)")
+    p.add_argument(
+        "--background-patches",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="real mode, for training sets: this share of the non-spider patches is cut from the spider photos "
+        "away from the spider (default 0: grape and produce photos only, as every benchmark set)",
+    )
     p.add_argument("--preview", type=Path, help="also write preview mosaics (PNG) into this folder")
     return p.parse_args(argv)
 
@@ -74,9 +84,11 @@ def main(argv: list[str] | None = None) -> int:
             raise InspectorError(f"--n {args.n}: give at least one tile")
         if not (0 <= args.pos <= 1 and 0 <= args.hard <= 1 and args.pos + args.hard <= 1):
             raise InspectorError("--pos and --hard must be shares in [0, 1] adding up to at most 1")
+        if not 0 <= args.background_patches <= 1:
+            raise InspectorError(f"--background-patches must be a share in [0, 1], got {args.background_patches:g}")
         cal = load_calibration(args.calibration) if args.calibration else DEFAULT_CALIBRATION
         real_dir = args.real  # None in procedural mode (resolve_mode)
-        source = make_source(real_dir, args.split or "train", args.seed)
+        source = make_source(real_dir, args.split or "train", args.seed, args.background_patches)
         t0 = time.perf_counter()
         tiles = make_tile_set(args.n, source, cal, args.seed, shares=(args.pos, 1 - args.pos - args.hard, args.hard))
         dt = time.perf_counter() - t0
@@ -84,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             "mode": args.mode,
             "split": args.split if real_dir else None,
             "real_dir": str(real_dir) if real_dir else None,
+            "background_patches": args.background_patches if real_dir else None,
             "seconds": round(dt, 1),
         }
         save_tile_set(tiles, args.out, extra)

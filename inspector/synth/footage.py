@@ -63,13 +63,14 @@ class Placement:
     spider_span_mm: float | None
 
 
-def make_source(real_dir: Path | None, split: str, seed: int) -> AssetSource:
-    """Procedural source, or real cut-outs from `real_dir` (imported lazily: only real mode reads photos)."""
+def make_source(real_dir: Path | None, split: str, seed: int, background_patches: float = 0.0) -> AssetSource:
+    """Procedural source, or real cut-outs from `real_dir` (imported lazily: only real mode reads photos);
+    `background_patches`: see :class:`inspector.synth.real.RealSource`."""
     if real_dir is None:
         return ProceduralSource()
     from inspector.synth.real import RealSource
 
-    return RealSource(Path(real_dir), split=split, seed=seed)
+    return RealSource(Path(real_dir), split=split, seed=seed, background_patches=background_patches)
 
 
 def canonical_wh(width: int, height: int, calibration: Calibration) -> tuple[int, int]:

@@ -6,7 +6,9 @@
   (solidity above ``MAX_SPIDER_SOLIDITY``) and cut-outs that fell apart into pieces (``MIN_MAIN_PIECE_SHARE``)
   are not used;
 - non-spider patches: random bits of the grape photos (leaves, stems, berries, wood, ground) and ImageNet produce
-  samples, segmented the same way, so pasting seams occur on spider and non-spider tiles alike.
+  samples, segmented the same way, so pasting seams occur on spider and non-spider tiles alike; optionally
+  (``background_patches``, for training sets) also bits of the spider photos away from the spider (leaves, bark,
+  flowers, soil, web): the clutter spiders are photographed on, in the look of the photos spiders come from.
 
 Photos are only *read* from the given folder; nothing is copied. Cut-outs are made lazily and cached in memory.
 GrabCut is seeded before every call, so the same inputs give the same cut-outs.
@@ -38,6 +40,9 @@ PATCH_CUT_PX = 64
 BUNCH_CUT_PX = 200
 SPIDER_POOL = 400  # distinct spider photos used per source (cut once, reused with new poses)
 PATCH_POOL = 160
+# Background patches: a square of this share of the photo's shorter side, kept this share of it clear of the box.
+BACKGROUND_SIDE_SHARE = (0.12, 0.3)
+BACKGROUND_MARGIN_SHARE = 0.04
 _IMAGENET_NON_SPIDER_EXCLUDE = ("spider", "widow", "tarantula", "harvestman", "tick", "scorpion")
 _SPECIES_WEIGHT = {"Black_Widow": 6.0}
 MIN_BUNCH_SIDE_PX = 60
@@ -195,9 +200,12 @@ class RealSource:
 
     name = "real"
 
-    def __init__(self, root: Path, split: str = "train", seed: int = 0) -> None:
+    def __init__(self, root: Path, split: str = "train", seed: int = 0, background_patches: float = 0.0) -> None:
         if split not in SPLITS:
             raise RealDataError(f"split '{split}' is not one of {', '.join(SPLITS)}")
+        if not 0.0 <= background_patches <= 1.0:
+            raise RealDataError(f"background patch share must lie in [0, 1], got {background_patches:g}")
+        self.background_patches = background_patches  # share of the patch pool cut from spider-photo backgrounds
         self.root = root
         self.split = split
         base = "holdout" if split == "holdout" else "train"  # the folder's own split; fit/val are parts of train
@@ -317,35 +325,84 @@ class RealSource:
         return fit_span(rotate_square(sprite, rng.uniform(0, 360)), size_px)
 
     def _patch_cut(self, slot: int) -> Sprite:
-        """Pool slot `slot`: GrabCut of a random crop of a grape/produce photo (seeded by the slot)."""
+        """Pool slot `slot` (seeded by the slot): a spider-photo background bit for a ``background_patches`` share of
+        the slots, else a bit of a grape/produce photo (those slots come out as without the option)."""
         cached = self._patch_cache.get(slot)
         if cached is not None:
             return cached
-        rng = np.random.default_rng([zlib.crc32(self.split.encode()), 12, slot])
+        sprite: Sprite | None = None
+        if self.background_patches > 0:
+            bg_rng = np.random.default_rng([zlib.crc32(self.split.encode()), 13, slot])
+            if bg_rng.random() < self.background_patches:
+                sprite = self._background_patch(bg_rng)
+        if sprite is None:
+            sprite = self._grape_patch(np.random.default_rng([zlib.crc32(self.split.encode()), 12, slot]))
+        self._patch_cache[slot] = sprite
+        return sprite
+
+    def _grape_patch(self, rng: np.random.Generator) -> Sprite:
+        """GrabCut (or colour blob) of a random crop of a grape/produce photo."""
         for _ in range(20):
             img = self._image(self._grape_images[int(rng.integers(len(self._grape_images)))])
             ih, iw = img.shape[:2]
             side = int(rng.uniform(0.06, 0.25) * min(ih, iw))
             x, y = int(rng.integers(0, iw - side)), int(rng.integers(0, ih - side))
             crop, _ = _shrink(img[y : y + side, x : x + side], PATCH_CUT_PX)
-            cs = crop.shape[0]
-            inset = int(cs * rng.uniform(0.1, 0.25))
-            for fg in (_colour_blob(crop), _grabcut(crop, (inset, inset, cs - inset, cs - inset), iterations=2)):
-                share = fg.sum() / float(cs * cs)
-                if 0.06 <= share <= 0.7:
-                    break
-            else:
+            sprite = _segment_patch(rng, crop)
+            if sprite is not None:
+                return sprite
+        # no clean segment found: a feathered ellipse of the last crop
+        cs = crop.shape[0]
+        blob = np.zeros((cs, cs), np.float32)
+        cv2.ellipse(blob, (cs // 2, cs // 2), (cs // 3, cs // 5), rng.uniform(0, 180), 0, 360, 1.0, -1)
+        return _cutout(crop, blob, 1.0)
+
+    def _background_patch(self, rng: np.random.Generator) -> Sprite | None:
+        """A bit of a spider photo of this split clear of its spider box; None if 40 tries find none."""
+        for _ in range(40):
+            path, box = self._spiders[int(rng.integers(len(self._spiders)))]
+            crop = background_crop(rng, self._image(path), box)
+            if crop is None:
                 continue
-            # round off where the object runs into the crop's edge (straight seams would mark patches)
-            window = np.zeros((cs, cs), np.float32)
-            axes = (int(cs * rng.uniform(0.38, 0.48)), int(cs * rng.uniform(0.3, 0.48)))
-            cv2.ellipse(window, (cs // 2, cs // 2), axes, rng.uniform(0, 180), 0, 360, 1.0, -1, cv2.LINE_AA)
-            sprite = _cutout(crop, _keep_main_components(fg * window, 0.05), 0.6)
+            sprite = _segment_patch(rng, _shrink(crop, PATCH_CUT_PX)[0])
+            if sprite is not None:
+                return sprite
+        return None
+
+
+def _segment_patch(rng: np.random.Generator, crop: U8Array) -> Sprite | None:
+    """The object in a square crop (colour blob under the centre, else GrabCut inside an inset), its run into the
+    crop's edge rounded off; None when neither covers a plausible share of the crop."""
+    cs = crop.shape[0]
+    inset = int(cs * rng.uniform(0.1, 0.25))
+    for fg in (_colour_blob(crop), _grabcut(crop, (inset, inset, cs - inset, cs - inset), iterations=2)):
+        share = fg.sum() / float(cs * cs)
+        if 0.06 <= share <= 0.7:
             break
-        else:
-            # no clean segment found: a feathered ellipse of the last crop
-            blob = np.zeros((cs, cs), np.float32)
-            cv2.ellipse(blob, (cs // 2, cs // 2), (cs // 3, cs // 5), rng.uniform(0, 180), 0, 360, 1.0, -1)
-            sprite = _cutout(crop, blob, 1.0)
-        self._patch_cache[slot] = sprite
-        return sprite
+    else:
+        return None
+    # round off where the object runs into the crop's edge (straight seams would mark patches)
+    window = np.zeros((cs, cs), np.float32)
+    axes = (int(cs * rng.uniform(0.38, 0.48)), int(cs * rng.uniform(0.3, 0.48)))
+    cv2.ellipse(window, (cs // 2, cs // 2), axes, rng.uniform(0, 180), 0, 360, 1.0, -1, cv2.LINE_AA)
+    return _cutout(crop, _keep_main_components(fg * window, 0.05), 0.6)
+
+
+def background_crop(
+    rng: np.random.Generator, photo: U8Array, box_xyxy: tuple[int, int, int, int], tries: int = 12
+) -> U8Array | None:
+    """A square crop of `photo` (side ``BACKGROUND_SIDE_SHARE`` of its shorter side) that keeps clear of the spider
+    box `box_xyxy` by ``BACKGROUND_MARGIN_SHARE``; None when `tries` random placements all touch it (most spider
+    photos are filled by their spider)."""
+    ih, iw = photo.shape[:2]
+    short = min(ih, iw)
+    side = max(8, int(rng.uniform(*BACKGROUND_SIDE_SHARE) * short))
+    if side >= short:
+        return None
+    m = BACKGROUND_MARGIN_SHARE * short
+    bx1, by1, bx2, by2 = box_xyxy[0] - m, box_xyxy[1] - m, box_xyxy[2] + m, box_xyxy[3] + m
+    for _ in range(tries):
+        x, y = int(rng.integers(0, iw - side + 1)), int(rng.integers(0, ih - side + 1))
+        if x + side <= bx1 or x >= bx2 or y + side <= by1 or y >= by2:
+            return photo[y : y + side, x : x + side].copy()
+    return None
