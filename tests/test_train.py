@@ -348,6 +348,11 @@ def test_lr_schedule_warms_up_peaks_and_anneals_even_when_cut_by_the_clock() -> 
     [
         ({}, "{}"),
         ({"mode": "real", "split": "train", "seed": 3}, "real (train photos); seed 3"),
+        ({"mode": "real", "split": "fit", "background_patches": 0.0}, "real (fit photos)"),
+        (
+            {"mode": "real", "split": "fit", "background_patches": 0.4, "seed": 41},
+            "real (fit photos); 40% of non-spider patches from spider-photo backgrounds; seed 41",
+        ),
         (
             {"mode": "procedural", "counts": {"pos": 2, "neg": 1}, "scales": [{"tile_px": 140}, {"tile_px": 306}]},
             "procedural; 3 tiles (pos 2, neg 1); tiles cut at 140/306 px",

@@ -121,6 +121,9 @@ def describe_tile_set(meta: dict[str, object]) -> str:
     mode = meta.get("mode") or meta.get("source")
     if mode:
         parts.append(f"{mode}" + (f" ({meta['split']} photos)" if meta.get("split") else ""))
+    background = meta.get("background_patches")
+    if isinstance(background, (int, float)) and background > 0:
+        parts.append(f"{background:.0%} of non-spider patches from spider-photo backgrounds")
     if "seed" in meta:
         parts.append(f"seed {meta['seed']}")
     counts = meta.get("counts")
