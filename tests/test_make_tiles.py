@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from inspector.config import Calibration
+from inspector.synth.raster import Sprite
 from inspector.synth.scene import ProceduralSource
 from inspector.synth.tiles import load_tile_set, make_tile_set, save_tile_set, scale_for_span
 from inspector.tiling import spider_area_fraction, tile_scales
@@ -244,19 +245,23 @@ def test_solidity_tells_a_legged_outline_from_a_blob(mask: np.ndarray, blob: boo
     assert (s > MAX_SPIDER_SOLIDITY) is blob
 
 
+def _val_spider_cuts(n: int) -> list[Sprite]:
+    """The accepted cut-outs of the first `n` spider photos of a fresh val source (the rules as patched now)."""
+    from inspector.synth.real import RealSource
+
+    src = RealSource(REALDATA, "val")
+    cuts = [src._spider_cut(int(i)) for i in src._spider_pool[:n]]
+    return [c for c in cuts if c is not None]
+
+
 @pytest.mark.skipif(not REALDATA.is_dir(), reason="../shared/realdata is absent")
 def test_real_spiders_are_whole_spiders_not_close_ups(monkeypatch: pytest.MonkeyPatch) -> None:
     import inspector.synth.real as real
 
-    def cut_solidities() -> list[float]:
-        src = real.RealSource(REALDATA, "val")
-        cuts = [src._spider_cut(int(i)) for i in src._spider_pool[:80]]
-        return [real.solidity(c.alpha) for c in cuts if c is not None]
-
-    kept = cut_solidities()
+    kept = [real.solidity(c.alpha) for c in _val_spider_cuts(80)]
     assert kept and max(kept) <= real.MAX_SPIDER_SOLIDITY + 0.02  # feathering the edge moves it a hair
     monkeypatch.setattr(real, "MAX_SPIDER_SOLIDITY", 1.0)  # without the rule, close-ups come back
-    unfiltered = cut_solidities()
+    unfiltered = [real.solidity(c.alpha) for c in _val_spider_cuts(80)]
     assert len(unfiltered) > len(kept) and max(unfiltered) > 0.9
 
 
@@ -291,15 +296,10 @@ def test_main_piece_share(mask: np.ndarray, share: float) -> None:
 def test_real_spiders_are_one_piece_not_fragments(monkeypatch: pytest.MonkeyPatch) -> None:
     import inspector.synth.real as real
 
-    def cut_shares() -> list[float]:
-        src = real.RealSource(REALDATA, "val")
-        cuts = [src._spider_cut(int(i)) for i in src._spider_pool[:120]]
-        return [real.main_piece_share(c.alpha) for c in cuts if c is not None]
-
-    kept = cut_shares()
+    kept = [real.main_piece_share(c.alpha) for c in _val_spider_cuts(120)]
     assert kept and min(kept) >= real.MIN_MAIN_PIECE_SHARE - 0.05  # feathering joins or splits a hair
     monkeypatch.setattr(real, "MIN_MAIN_PIECE_SHARE", 0.0)  # without the rule, the fragments come back
-    unfiltered = cut_shares()
+    unfiltered = [real.main_piece_share(c.alpha) for c in _val_spider_cuts(120)]
     assert len(unfiltered) > len(kept) and min(unfiltered) < 0.8
 
 
@@ -364,11 +364,15 @@ def test_spider_cut_rejects_a_spider_in_pieces() -> None:
     assert cut_spider(img, box) is None
 
 
-def _photo_with_box(box_xyxy: tuple[int, int, int, int], wh: tuple[int, int] = (224, 224)) -> np.ndarray:
-    """Green photo, its spider box red."""
+def _photo_with_box(
+    box_xyxy: tuple[int, int, int, int], wh: tuple[int, int] = (224, 224), margin_px: int = 0
+) -> np.ndarray:
+    """Green photo, its spider box red, a band `margin_px` wide around the box blue."""
     img = np.zeros((wh[1], wh[0], 3), np.uint8)
     img[:] = (40, 160, 40)
     x1, y1, x2, y2 = box_xyxy
+    m = margin_px
+    img[max(0, y1 - m) : y2 + m, max(0, x1 - m) : x2 + m] = (255, 0, 0)
     img[y1:y2, x1:x2] = (0, 0, 255)
     return img
 
@@ -381,7 +385,9 @@ def _photo_with_box(box_xyxy: tuple[int, int, int, int], wh: tuple[int, int] = (
 def test_background_crop_keeps_clear_of_the_spider(box: tuple[int, int, int, int], wh: tuple[int, int]) -> None:
     from inspector.synth.real import BACKGROUND_MARGIN_SHARE, BACKGROUND_SIDE_SHARE, background_crop
 
-    photo = _photo_with_box(box, wh)
+    margin_px = int(BACKGROUND_MARGIN_SHARE * min(wh))
+    assert margin_px >= 4  # the blue band is there to be touched
+    photo = _photo_with_box(box, wh, margin_px)
     found = 0
     for seed in range(40):
         crop = background_crop(np.random.default_rng(seed), photo, box)
@@ -389,9 +395,9 @@ def test_background_crop_keeps_clear_of_the_spider(box: tuple[int, int, int, int
             continue
         found += 1
         assert crop.shape[0] == crop.shape[1] >= BACKGROUND_SIDE_SHARE[0] * min(wh) - 1
-        assert not (crop[..., 2] > 128).any()  # no spider pixel, and the margin held: no red at all
+        assert not (crop[..., 2] > 128).any()  # no spider pixel (red)
+        assert not (crop[..., 0] > 128).any()  # and the margin held: nothing of the blue band round the box
     assert found >= 20
-    assert BACKGROUND_MARGIN_SHARE > 0
 
 
 @pytest.mark.parametrize("box", [(0, 0, 224, 224), (8, 8, 216, 216)], ids=["box-is-photo", "box-fills-photo"])

@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--jitter",
         type=float,
         default=1.0,
-        help="scale of the colour jitter and noise augmentation (default 1; 0: flips and turns only)",
+        help="scale of the colour jitter and noise augmentation, 0 to 2 (default 1; 0: flips and turns only)",
     )
     p.add_argument("--no-recycle", action="store_true", help="leave dead ReLU units dead (default: re-draw them)")
     p.add_argument(
