@@ -318,13 +318,36 @@ def test_train_cli_sigterm_exports_the_best_so_far_and_removes_the_checkpoint(tm
 
 @pytest.mark.parametrize(
     ("option", "bad"),
-    [("--jitter", v) for v in ("-0.5", "2.5", "nan")] + [("--average-from", v) for v in ("1", "-0.1", "1.5")],
+    [("--jitter", v) for v in ("-0.5", "2.5", "nan")]
+    + [("--average-from", v) for v in ("1", "-0.1", "1.5")]
+    + [("--device", "tpu")],
 )
-def test_train_cli_bad_share_options_are_one_line(tmp_path: Path, option: str, bad: str) -> None:
+def test_train_cli_bad_options_are_one_line(tmp_path: Path, option: str, bad: str) -> None:
     save_tile_set(_tiny_tiles(4, seed=3), tmp_path / "tiles", {"seed": 3})
     proc = _train_cli("--tiles", str(tmp_path / "tiles"), "--out", str(tmp_path / "m.onnx"), option, bad)
     assert proc.returncode == 1
     assert proc.stderr.strip().count("\n") == 0 and option in proc.stderr
+
+
+@pytest.mark.parametrize("has_cuda", [False, True])
+def test_device_auto_follows_the_gpu_and_cuda_without_one_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, has_cuda: bool
+) -> None:
+    import torch
+
+    from inspector.training.train import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: has_cuda)
+    assert resolve_device("auto") == ("cuda" if has_cuda else "cpu")
+    assert resolve_device("cpu") == "cpu"
+    if has_cuda:
+        assert resolve_device("cuda:1") == "cuda:1"
+    else:
+        with pytest.raises(ValueError, match="no CUDA GPU") as exc:
+            resolve_device("cuda")
+        assert "\n" not in str(exc.value) and "--device cpu" in str(exc.value)
+    with pytest.raises(ValueError, match="unknown device"):
+        resolve_device("gpu")
 
 
 def test_lr_schedule_warms_up_peaks_and_anneals_even_when_cut_by_the_clock() -> None:

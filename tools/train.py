@@ -57,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps-per-epoch", type=int, help="default: one pass over the training split")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="torch device to train on: auto (a CUDA GPU when torch sees one, else the CPU), cpu, cuda or cuda:N",
+    )
     p.add_argument("--no-batch-norm", action="store_true")
     p.add_argument("--objectness", type=float, default=1.0, help="weight of the pool4 objectness loss (0: off)")
     p.add_argument("--fam-loss", type=float, default=0.5, help="weight of the FAM-mass-in-box loss (0: off)")
@@ -97,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     from inspector.synth.tiles import concat_tile_sets, load_tile_set
     from inspector.training.card import render_card, write_card
     from inspector.training.export import export_model, format_parity
-    from inspector.training.train import Trainer, TrainSettings, fam_layer_scale
+    from inspector.training.train import Trainer, TrainSettings, fam_layer_scale, resolve_device
     from inspector.training.vgg import hed_weights_path, parse_width, width_label
 
     try:
@@ -105,6 +110,10 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise InspectorError(f"--width: {exc}") from None
 
+    try:
+        device = resolve_device(args.device)
+    except ValueError as exc:
+        raise InspectorError(f"--device: {exc}") from None
     if args.out.suffix != ".onnx":
         raise InspectorError(f"{args.out}: output must end in .onnx")
     if args.average_from is not None and not 0.0 <= args.average_from < 1.0:
@@ -153,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
         max_minutes=args.max_minutes,
         seed=args.seed,
         threads=args.threads,
+        device=device,
         weights=weights,
         batch_norm=not args.no_batch_norm,
         aux_objectness=args.objectness,

@@ -102,7 +102,8 @@ def recycle_dead_units(
         live = torch.nonzero(~dead[u.name]).flatten()
         w = u.producer.weight
         std = float(w[live].std()) if live.numel() > 1 else float(w.std())
-        w[idx] = torch.randn((len(idx), *w.shape[1:]), generator=gen) * std
+        # drawn on the CPU generator, then moved: the same draws on any device
+        w[idx] = torch.randn((len(idx), *w.shape[1:]), generator=gen).to(w.device) * std
         _zero_state(opt, w, (idx,))
         if u.producer.bias is not None:
             u.producer.bias[idx] = 0.0
@@ -111,7 +112,7 @@ def recycle_dead_units(
             u.bn.weight[idx], u.bn.bias[idx] = 1.0, 0.0
             assert u.bn.running_mean is not None and u.bn.running_var is not None
             u.bn.running_mean[idx], u.bn.running_var[idx] = 0.0, 1.0
-        cols = (idx[:, None] * u.fan_out + torch.arange(u.fan_out)[None, :]).reshape(-1)
+        cols = (idx[:, None] * u.fan_out + torch.arange(u.fan_out, device=idx.device)[None, :]).reshape(-1)
         u.consumer.weight[:, cols] = 0.0
         _zero_state(opt, u.consumer.weight, (slice(None), cols))
         counts[u.name] = int(idx.numel())

@@ -67,6 +67,7 @@ class TrainSettings:
     distill: float = 0.0  # weight of the teachers' soft targets in the class loss (0: labels only; needs soft targets)
     teachers: tuple[str, ...] = ()  # where the soft targets came from (for the model card)
     checkpoint: Path | None = None  # the best epoch's weights are saved here whenever validation improves
+    device: str = "cpu"  # torch device the model trains on ("cuda" on a GPU machine; see resolve_device)
     weights_note: str = ""
 
 
@@ -194,7 +195,7 @@ def _box_mask(boxes: torch.Tensor, size: int) -> torch.Tensor:
 
 def eq1_map(fams: Sequence[torch.Tensor], size: int) -> torch.Tensor:
     """Paper Eq. 1 in torch: sum over layers of bilinear-upsampled channel sums (align_corners=False)."""
-    total = torch.zeros(fams[0].shape[0], size, size)
+    total = torch.zeros(fams[0].shape[0], size, size, device=fams[0].device)
     for f in fams:
         total = total + F.interpolate(f.unsqueeze(1), size=(size, size), mode="bilinear", align_corners=False)[:, 0]
     return total
@@ -209,7 +210,9 @@ class Trainer:
         if settings.weights is not None:
             settings.weights_note = load_weights(self.model, settings.weights)
             log.info("start weights: %s", settings.weights_note)
-        self.obj_head = nn.Conv2d(self.model.block_channels[3], 1, kernel_size=1)
+        self.device = torch.device(settings.device)
+        self.model.to(self.device)
+        self.obj_head = nn.Conv2d(self.model.block_channels[3], 1, kernel_size=1).to(self.device)
         params = list(self.model.parameters()) + list(self.obj_head.parameters())
         self.opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
         self._stop_reason = ""
@@ -226,13 +229,13 @@ class Trainer:
         loss = class_loss(logits, labels, soft, self.s.distill)
         if self.s.aux_objectness > 0:
             obj = self.obj_head(pools[3])[:, 0]
-            target = _cells_target(boxes, labels, obj.shape[-1])
+            target = _cells_target(boxes, labels, obj.shape[-1]).to(obj.device)
             loss = loss + self.s.aux_objectness * F.binary_cross_entropy_with_logits(obj, target)
         pos = labels == 1
         if self.s.aux_fam_mass > 0 and bool(pos.any()):
             fams = [p[pos].sum(dim=1) for p in pools]
             h = eq1_map(fams, 56)
-            mask = _box_mask(boxes[pos], 56)
+            mask = _box_mask(boxes[pos], 56).to(h.device)
             share = (h * mask).sum(dim=(1, 2)) / (h.sum(dim=(1, 2)) + 1e-6)
             loss = loss + self.s.aux_fam_mass * (-torch.log(share + 1e-4)).mean()
         return loss
@@ -277,7 +280,11 @@ class Trainer:
         best_score, best_state, bad = -1.0, None, 0
         total_steps = steps * s.epochs
         step_no = 0
-        probe = to_input(images[torch.from_numpy(_probe_indices(data.labels, tr, rng))]) if s.recycle_dead else None
+        probe = (
+            to_input(images[torch.from_numpy(_probe_indices(data.labels, tr, rng))]).to(self.device)
+            if s.recycle_dead
+            else None
+        )
         swa: AveragedModel | None = None
         swa_from_epoch = 0
         average_every = max(1, steps // 4)
@@ -296,8 +303,11 @@ class Trainer:
                 bi = rng.choice(tr, size=min(s.batch, len(tr)), replace=True, p=w)
                 bi_t = torch.from_numpy(bi)
                 imgs, bxs = augment(images[bi_t], boxes[bi_t], gen, s.jitter)
-                x = to_input_float(imgs)
-                loss = self._loss(x, labels[bi_t], bxs, None if soft_all is None else soft_all[bi_t])
+                # augmentation stays on the CPU (its generator fixes the draws); the batch then moves to the device
+                dev = self.device
+                x = to_input_float(imgs).to(dev)
+                soft = None if soft_all is None else soft_all[bi_t].to(dev)
+                loss = self._loss(x, labels[bi_t].to(dev), bxs.to(dev), soft)
                 progress = max(step_no / total_steps, (time.monotonic() - t0) / 60 / s.max_minutes)
                 for group in self.opt.param_groups:
                     group["lr"] = lr_at(progress, s.lr)
@@ -321,7 +331,7 @@ class Trainer:
             score = _score(val)
             if score > best_score:
                 best_score, bad, result.best_epoch = score, 0, epoch
-                best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
                 if s.checkpoint is not None:
                     save_checkpoint(s.checkpoint, best_state, epoch, val)
             else:
@@ -344,6 +354,7 @@ class Trainer:
             if result.averaged.kept:
                 self.model.load_state_dict(swa.module.state_dict())
         self.model.eval()
+        self.model.cpu()  # export, fam_layer_scale and the card work on the CPU whatever trained
         result.model = fold_batchnorm(self.model) if self.model.batch_norm else self.model
         result.seconds = time.monotonic() - t0
         return result
@@ -368,7 +379,7 @@ class Trainer:
                 to_input(torch.from_numpy(data.images[sample[i : i + self.s.batch]]))
                 for i in range(0, len(sample), self.s.batch)
             ]
-            update_bn(loader, avg)
+            update_bn(loader, avg, device=self.device)
         val = self.evaluate(val_set, va, model=avg)
         kept = _score(val) >= best_score
         log.info(
@@ -386,12 +397,13 @@ class Trainer:
         """Spider probabilities and fam1..fam5 for uint8 BGR tiles, in eval mode."""
         net = model if model is not None else self.model
         net.eval()
+        dev = next(net.parameters()).device
         probs, fams = [], []
         for i in range(0, len(images_bgr), batch):
-            x = to_input(torch.from_numpy(images_bgr[i : i + batch]))
+            x = to_input(torch.from_numpy(images_bgr[i : i + batch])).to(dev)
             out = net(x)
-            probs.append(torch.softmax(out[0], dim=1)[:, 1].numpy())
-            fams.append([f.numpy() for f in out[1:6]])
+            probs.append(torch.softmax(out[0], dim=1)[:, 1].cpu().numpy())
+            fams.append([f.cpu().numpy() for f in out[1:6]])
         return np.concatenate(probs), [np.concatenate([f[j] for f in fams]) for j in range(5)]
 
     def evaluate(self, data: TileSet, idx: np.ndarray, model: VGG16 | None = None) -> TileFigures:
@@ -400,6 +412,22 @@ class Trainer:
         pos = labels == 1
         maps = eq1_map([torch.from_numpy(f[pos]) for f in fams], INPUT_SIZE).numpy() if pos.any() else None
         return tile_figures(probs, labels, maps, data.boxes_xyxy[idx][pos])
+
+
+def resolve_device(name: str) -> str:
+    """The torch device for ``--device``: "auto" is "cuda" where this torch sees a GPU, else "cpu".
+
+    Raises ValueError (one line) for "cuda" without a usable GPU or an unknown name."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return name
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+            raise ValueError(f"no CUDA GPU visible to torch {torch.__version__} ({build}); use --device cpu")
+        return name
+    raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N")
 
 
 def split_train_val(labels: np.ndarray, val_frac: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
