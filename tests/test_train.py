@@ -338,10 +338,13 @@ def test_device_auto_follows_the_gpu_and_cuda_without_one_is_one_line(
     from inspector.training.train import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: has_cuda)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2 if has_cuda else 0)
     assert resolve_device("auto") == ("cuda" if has_cuda else "cpu")
     assert resolve_device("cpu") == "cpu"
     if has_cuda:
         assert resolve_device("cuda:1") == "cuda:1"
+        with pytest.raises(ValueError, match=r"GPUs 0\.\.1"):
+            resolve_device("cuda:2")  # an index the machine lacks is one line, not a traceback at model.to()
     else:
         with pytest.raises(ValueError, match="no CUDA GPU") as exc:
             resolve_device("cuda")

@@ -224,18 +224,22 @@ class Trainer:
     def _loss(
         self, x: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor, soft: torch.Tensor | None = None
     ) -> torch.Tensor:
+        """Training loss of a batch `x` (on the model's device). `labels` and `boxes` stay on the CPU: the
+        per-box targets are built there and move once, instead of one device sync per box coordinate."""
+        dev = x.device
         pools = self.model.pools(x)
         logits = self.model.head(pools[-1])
-        loss = class_loss(logits, labels, soft, self.s.distill)
+        loss = class_loss(logits, labels.to(dev), None if soft is None else soft.to(dev), self.s.distill)
         if self.s.aux_objectness > 0:
             obj = self.obj_head(pools[3])[:, 0]
-            target = _cells_target(boxes, labels, obj.shape[-1]).to(obj.device)
+            target = _cells_target(boxes, labels, obj.shape[-1]).to(dev)
             loss = loss + self.s.aux_objectness * F.binary_cross_entropy_with_logits(obj, target)
         pos = labels == 1
         if self.s.aux_fam_mass > 0 and bool(pos.any()):
-            fams = [p[pos].sum(dim=1) for p in pools]
+            pos_dev = pos.to(dev)
+            fams = [p[pos_dev].sum(dim=1) for p in pools]
             h = eq1_map(fams, 56)
-            mask = _box_mask(boxes[pos], 56).to(h.device)
+            mask = _box_mask(boxes[pos], 56).to(dev)
             share = (h * mask).sum(dim=(1, 2)) / (h.sum(dim=(1, 2)) + 1e-6)
             loss = loss + self.s.aux_fam_mass * (-torch.log(share + 1e-4)).mean()
         return loss
@@ -304,10 +308,8 @@ class Trainer:
                 bi_t = torch.from_numpy(bi)
                 imgs, bxs = augment(images[bi_t], boxes[bi_t], gen, s.jitter)
                 # augmentation stays on the CPU (its generator fixes the draws); the batch then moves to the device
-                dev = self.device
-                x = to_input_float(imgs).to(dev)
-                soft = None if soft_all is None else soft_all[bi_t].to(dev)
-                loss = self._loss(x, labels[bi_t].to(dev), bxs.to(dev), soft)
+                x = to_input_float(imgs).to(self.device)
+                loss = self._loss(x, labels[bi_t], bxs, None if soft_all is None else soft_all[bi_t])
                 progress = max(step_no / total_steps, (time.monotonic() - t0) / 60 / s.max_minutes)
                 for group in self.opt.param_groups:
                     group["lr"] = lr_at(progress, s.lr)
@@ -426,6 +428,9 @@ def resolve_device(name: str) -> str:
         if not torch.cuda.is_available():
             build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
             raise ValueError(f"no CUDA GPU visible to torch {torch.__version__} ({build}); use --device cpu")
+        index = name.partition(":")[2] or "0"
+        if not index.isdigit() or int(index) >= torch.cuda.device_count():
+            raise ValueError(f"{name!r}: this machine has CUDA GPUs 0..{torch.cuda.device_count() - 1}")
         return name
     raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N")
 
