@@ -123,6 +123,7 @@ def test_cli(tmp_path: Path) -> None:
         (["--mode", "procedural", "--split", "holdout"], "--split only apply to --mode real"),
         (["--mode", "procedural", "--background-patches", "0.3"], "--background-patches only apply to --mode real"),
         (["--real", "{nowhere}", "--background-patches", "1.5"], "--background-patches must be a share in [0, 1]"),
+        (["--mode", "procedural", "--patches-per-seed"], "--patches-per-seed only apply to --mode real"),
     ],
     ids=[
         "real-alone",
@@ -131,6 +132,7 @@ def test_cli(tmp_path: Path) -> None:
         "procedural-with-split",
         "procedural-with-background",
         "background-share-out-of-range",
+        "procedural-with-patches-per-seed",
     ],
 )
 def test_cli_photo_options_never_fall_back_to_procedural(
@@ -428,3 +430,20 @@ def test_background_patches_replace_only_their_share_of_the_pool() -> None:
     assert sum(chosen) >= 6  # and the chosen ones are spider-photo backgrounds
     with pytest.raises(RealDataError, match="background patch share"):
         RealSource(REALDATA, "val", background_patches=-0.1)
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not REALDATA.is_dir(), reason="../shared/realdata is absent")
+def test_patch_pool_is_the_splits_unless_drawn_per_seed() -> None:
+    from inspector.synth.real import RealSource
+
+    def same(a: RealSource, b: RealSource, slot: int) -> bool:
+        pa, pb = a._patch_cut(slot), b._patch_cut(slot)
+        return pa.bgr.shape == pb.bgr.shape and np.array_equal(pa.bgr, pb.bgr) and np.array_equal(pa.alpha, pb.alpha)
+
+    split_pool = [RealSource(REALDATA, "val", seed=s) for s in (1, 2)]
+    seed_pool = [RealSource(REALDATA, "val", seed=s, patches_per_seed=True) for s in (1, 2, 1)]
+    slots = range(6)
+    assert all(same(*split_pool, k) for k in slots)  # default: one pool per split, whatever the seed (benchmarks)
+    assert not any(same(seed_pool[0], seed_pool[1], k) for k in slots)  # per seed: other seeds, other patches
+    assert all(same(seed_pool[0], seed_pool[2], k) for k in slots)  # and the same seed, the same patches

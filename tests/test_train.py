@@ -375,6 +375,10 @@ def test_lr_schedule_warms_up_peaks_and_anneals_even_when_cut_by_the_clock() -> 
             "real (fit photos); 40% of non-spider patches from spider-photo backgrounds; seed 41",
         ),
         (
+            {"mode": "real", "split": "fit", "patches_per_seed": True, "seed": 51},
+            "real (fit photos); non-spider patches drawn per seed; seed 51",
+        ),
+        (
             {"mode": "procedural", "counts": {"pos": 2, "neg": 1}, "scales": [{"tile_px": 140}, {"tile_px": 306}]},
             "procedural; 3 tiles (pos 2, neg 1); tiles cut at 140/306 px",
         ),

@@ -37,6 +37,8 @@ def resolve_mode(args: argparse.Namespace) -> None:
     photo_opts = [o for o, v in (("--real", args.real), ("--split", args.split)) if v is not None]
     if args.background_patches:
         photo_opts.append("--background-patches")
+    if args.patches_per_seed:
+        photo_opts.append("--patches-per-seed")
     if args.mode is None:
         args.mode = "real" if photo_opts else "procedural"
     if args.mode == "procedural" and photo_opts:
@@ -72,6 +74,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="real mode, for training sets: this share of the non-spider patches is cut from the spider photos "
         "away from the spider (default 0: grape and produce photos only, as every benchmark set)",
     )
+    p.add_argument(
+        "--patches-per-seed",
+        action="store_true",
+        help="real mode, for training sets: draw the pool of non-spider patches from the seed too, so sets made "
+        "with different seeds show different non-spider objects (default: the split's one pool of 160, as every "
+        "benchmark set)",
+    )
     p.add_argument("--preview", type=Path, help="also write preview mosaics (PNG) into this folder")
     return p.parse_args(argv)
 
@@ -88,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             raise InspectorError(f"--background-patches must be a share in [0, 1], got {args.background_patches:g}")
         cal = load_calibration(args.calibration) if args.calibration else DEFAULT_CALIBRATION
         real_dir = args.real  # None in procedural mode (resolve_mode)
-        source = make_source(real_dir, args.split or "train", args.seed, args.background_patches)
+        source = make_source(real_dir, args.split or "train", args.seed, args.background_patches, args.patches_per_seed)
         t0 = time.perf_counter()
         tiles = make_tile_set(args.n, source, cal, args.seed, shares=(args.pos, 1 - args.pos - args.hard, args.hard))
         dt = time.perf_counter() - t0
@@ -97,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             "split": args.split if real_dir else None,
             "real_dir": str(real_dir) if real_dir else None,
             "background_patches": args.background_patches if real_dir else None,
+            "patches_per_seed": args.patches_per_seed if real_dir else None,
             "seconds": round(dt, 1),
         }
         save_tile_set(tiles, args.out, extra)

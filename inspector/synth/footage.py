@@ -63,14 +63,18 @@ class Placement:
     spider_span_mm: float | None
 
 
-def make_source(real_dir: Path | None, split: str, seed: int, background_patches: float = 0.0) -> AssetSource:
+def make_source(
+    real_dir: Path | None, split: str, seed: int, background_patches: float = 0.0, patches_per_seed: bool = False
+) -> AssetSource:
     """Procedural source, or real cut-outs from `real_dir` (imported lazily: only real mode reads photos);
-    `background_patches`: see :class:`inspector.synth.real.RealSource`."""
+    `background_patches`, `patches_per_seed`: see :class:`inspector.synth.real.RealSource`."""
     if real_dir is None:
         return ProceduralSource()
     from inspector.synth.real import RealSource
 
-    return RealSource(Path(real_dir), split=split, seed=seed, background_patches=background_patches)
+    return RealSource(
+        Path(real_dir), split=split, seed=seed, background_patches=background_patches, patches_per_seed=patches_per_seed
+    )
 
 
 def canonical_wh(width: int, height: int, calibration: Calibration) -> tuple[int, int]:

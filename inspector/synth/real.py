@@ -200,12 +200,24 @@ class RealSource:
 
     name = "real"
 
-    def __init__(self, root: Path, split: str = "train", seed: int = 0, background_patches: float = 0.0) -> None:
+    def __init__(
+        self,
+        root: Path,
+        split: str = "train",
+        seed: int = 0,
+        background_patches: float = 0.0,
+        patches_per_seed: bool = False,
+    ) -> None:
         if split not in SPLITS:
             raise RealDataError(f"split '{split}' is not one of {', '.join(SPLITS)}")
         if not 0.0 <= background_patches <= 1.0:
             raise RealDataError(f"background patch share must lie in [0, 1], got {background_patches:g}")
         self.background_patches = background_patches  # share of the patch pool cut from spider-photo backgrounds
+        # The non-spider patch pool (PATCH_POOL cut-outs) is by default the split's own, the same for every seed, so
+        # benchmark sets stay bit for bit; with patches_per_seed each seed draws its own pool, so training sets made
+        # with several seeds show PATCH_POOL new non-spider objects each instead of the same 160 again.
+        self._pool_key: tuple[int, ...] = (zlib.crc32(split.encode()),) + ((seed,) if patches_per_seed else ())
+        self.patches_per_seed = patches_per_seed
         self.root = root
         self.split = split
         base = "holdout" if split == "holdout" else "train"  # the folder's own split; fit/val are parts of train
@@ -332,11 +344,11 @@ class RealSource:
             return cached
         sprite: Sprite | None = None
         if self.background_patches > 0:
-            bg_rng = np.random.default_rng([zlib.crc32(self.split.encode()), 13, slot])
+            bg_rng = np.random.default_rng([*self._pool_key, 13, slot])
             if bg_rng.random() < self.background_patches:
                 sprite = self._background_patch(bg_rng)
         if sprite is None:
-            sprite = self._grape_patch(np.random.default_rng([zlib.crc32(self.split.encode()), 12, slot]))
+            sprite = self._grape_patch(np.random.default_rng([*self._pool_key, 12, slot]))
         self._patch_cache[slot] = sprite
         return sprite
 

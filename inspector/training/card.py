@@ -124,6 +124,8 @@ def describe_tile_set(meta: dict[str, object]) -> str:
     background = meta.get("background_patches")
     if isinstance(background, (int, float)) and background > 0:
         parts.append(f"{background:.0%} of non-spider patches from spider-photo backgrounds")
+    if meta.get("patches_per_seed"):
+        parts.append("non-spider patches drawn per seed")
     if "seed" in meta:
         parts.append(f"seed {meta['seed']}")
     counts = meta.get("counts")
