@@ -15,6 +15,7 @@ torch = pytest.importorskip("torch")
 
 from inspector.fam import tile_fam  # noqa: E402
 from inspector.synth.tiles import TileSet, save_tile_set  # noqa: E402
+from inspector.training.metrics import TileFigures  # noqa: E402
 from inspector.training.train import (  # noqa: E402
     Trainer,
     TrainSettings,
@@ -232,9 +233,9 @@ def test_weight_average_is_validated_and_kept_only_when_no_worse(batch_norm: boo
     assert a is not None and a.from_epoch == 1
     assert a.snapshots == 12  # every step (steps // 4 = 1) of the three epochs
     best = next(e for e in result.history if e.epoch == result.best_epoch)
-    from inspector.training.train import _score
+    from inspector.training.train import selection_score
 
-    assert a.kept == (_score(a.val) >= _score(best.val))
+    assert a.kept == (selection_score(a.val) >= selection_score(best.val))
     # what was kept is what comes out: re-validating the result reproduces the recorded figures
     from inspector.training.train import split_train_val
 
@@ -402,3 +403,38 @@ def test_card_states_the_augmentation_as_trained(jitter: float, expect: str) -> 
     from inspector.training.card import _augmentation_text
 
     assert _augmentation_text(jitter) == expect
+
+
+def _figures(accuracy: float, auc: float, pointing: float) -> TileFigures:
+    return TileFigures(100, 50, accuracy, 0.9, 0.9, auc, 0.5, 0.01, pointing, 0.5)
+
+
+def test_selection_by_auc_counts_pointing_only_up_to_the_target() -> None:
+    from inspector.training.train import SELECT_BY, selection_score
+
+    early = _figures(accuracy=0.943, auc=0.982, pointing=0.987)  # a fine-tune's first epoch
+    later = _figures(accuracy=0.938, auc=0.984, pointing=0.984)  # thirty epochs on: ranks better, maps as good
+    assert selection_score(early, "accuracy") > selection_score(later, "accuracy")
+    assert selection_score(later, "auc") > selection_score(early, "auc")
+    # below the pointing target the maps still count in full
+    blind = _figures(accuracy=0.95, auc=0.990, pointing=0.60)
+    assert selection_score(later, "auc") > selection_score(blind, "auc")
+    nan = _figures(accuracy=float("nan"), auc=float("nan"), pointing=float("nan"))
+    assert selection_score(nan, "auc") == 0.0 and selection_score(nan) == 0.0
+    assert SELECT_BY == ("accuracy", "auc")
+    with pytest.raises(ValueError, match="select by 'loss'"):
+        selection_score(early, "loss")
+
+
+def test_train_cli_select_choices_are_the_trainers() -> None:
+    import importlib.util
+
+    from inspector.training.train import SELECT_BY
+
+    spec = importlib.util.spec_from_file_location("train_cli", REPO / "tools" / "train.py")
+    assert spec is not None and spec.loader is not None
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    parser = cli.build_parser()
+    assert tuple(next(a.choices for a in parser._actions if a.dest == "select")) == SELECT_BY
+    assert parser.parse_args(["--tiles", "t", "--out", "m.onnx"]).select == "accuracy"  # default: as before

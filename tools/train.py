@@ -53,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="select the best epoch on these tile sets instead of a split of --tiles (cut them from other photos)",
     )
     p.add_argument("--patience", type=int, default=4, help="early stop after this many epochs without gain")
+    p.add_argument(
+        "--select",
+        choices=("accuracy", "auc"),  # inspector.training.train.SELECT_BY (not imported here: torch loads late)
+        default="accuracy",
+        help="what picks the best epoch on validation: accuracy (+ half the pointing share; default) or auc (ROC AUC "
+        "+ half the pointing share up to the 85 %% target; then pick the threshold on the validation tiles)",
+    )
     p.add_argument("--max-minutes", type=float, default=30.0, help="wall-clock budget for the training loop")
     p.add_argument("--steps-per-epoch", type=int, help="default: one pass over the training split")
     p.add_argument("--seed", type=int, default=0)
@@ -159,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr,
         val_frac=args.val_frac,
         patience=args.patience,
+        select=args.select,
         max_minutes=args.max_minutes,
         seed=args.seed,
         threads=args.threads,
