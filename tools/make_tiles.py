@@ -5,7 +5,8 @@
                         [--split train|holdout|fit|val] [--seed S] [--calibration FILE] [--preview DIR]
 
 Writes DIR/tiles.npz (images, labels, boxes_xyxy, kinds) and DIR/meta.json; see inspector/synth/tiles.py.
-Real mode reads photos from --real (never copies them); use --split holdout only for final evaluation. Giving
+Real mode reads photos from --real (never copies them); use --split holdout only for final evaluation. For
+training sets, --patches-per-seed gives every seed its own pool of non-spider patches (default: one per split). Giving
 --real or --split selects real mode; with --mode procedural they are an error (procedural tiles use no photos).
 """
 
