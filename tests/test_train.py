@@ -181,6 +181,7 @@ def test_train_cli_writes_model_manifest_and_card(tmp_path: Path) -> None:
     card = out.with_suffix(".md").read_text()
     assert "Data licences" in card and "Validation (separate selection tile sets" in card and "CAM (paper)" in card
     assert "8 training / 4 validation tiles" in card and "(selection only)" in card
+    assert "(chosen by accuracy + half the pointing share)" in card and "ROC AUC" in card  # --select's default
     assert "jitter and sensor noise; class-balanced" in card  # default jitter 1, said without a factor
     import onnxruntime as ort
 

@@ -217,7 +217,6 @@ class RealSource:
         # benchmark sets stay bit for bit; with patches_per_seed each seed draws its own pool, so training sets made
         # with several seeds show PATCH_POOL new non-spider objects each instead of the same 160 again.
         self._pool_key: tuple[int, ...] = (zlib.crc32(split.encode()),) + ((seed,) if patches_per_seed else ())
-        self.patches_per_seed = patches_per_seed
         self.root = root
         self.split = split
         base = "holdout" if split == "holdout" else "train"  # the folder's own split; fit/val are parts of train

@@ -40,6 +40,9 @@ def _augmentation_text(jitter: float) -> str:
     return geometry + f", brightness/contrast/saturation jitter and sensor noise{scale}"
 
 
+_SELECTED_BY = {"accuracy": "accuracy + half the pointing share", "auc": "ROC AUC + half the pointing share up to 85 %"}
+
+
 def render_card(
     name: str,
     settings: TrainSettings,
@@ -100,8 +103,9 @@ def render_card(
     ]
     if best is not None:
         parts.append(
-            f"\nBest epoch {best.epoch}: accuracy {_pct(best.val.accuracy)}, precision "
-            f"{_pct(best.val.precision)}, recall {_pct(best.val.recall)}, pointing {_pct(best.val.pointing)}."
+            f"\nBest epoch {best.epoch} (chosen by {_SELECTED_BY.get(settings.select, settings.select)}): accuracy "
+            f"{_pct(best.val.accuracy)}, precision {_pct(best.val.precision)}, recall {_pct(best.val.recall)}, "
+            f"ROC AUC {best.val.roc_auc:.3f}, pointing {_pct(best.val.pointing)}."
         )
     if evaluation_table:
         parts += [
