@@ -439,3 +439,11 @@ def test_train_cli_select_choices_are_the_trainers() -> None:
     parser = cli.build_parser()
     assert tuple(next(a.choices for a in parser._actions if a.dest == "select")) == SELECT_BY
     assert parser.parse_args(["--tiles", "t", "--out", "m.onnx"]).select == "accuracy"  # default: as before
+
+
+def test_trainer_refuses_an_unknown_selection_before_training() -> None:
+    with pytest.raises(ValueError, match="select by 'loss'"):
+        Trainer(TrainSettings(width=16, select="loss"))
+    from inspector.training.train import SELECTION_RULES
+
+    assert SELECTION_RULES["auc"].endswith("up to 85 %")  # the card's words follow POINTING_TARGET

@@ -98,7 +98,13 @@ def main(argv: list[str] | None = None) -> int:
             raise InspectorError(f"--background-patches must be a share in [0, 1], got {args.background_patches:g}")
         cal = load_calibration(args.calibration) if args.calibration else DEFAULT_CALIBRATION
         real_dir = args.real  # None in procedural mode (resolve_mode)
-        source = make_source(real_dir, args.split or "train", args.seed, args.background_patches, args.patches_per_seed)
+        source = make_source(
+            real_dir,
+            args.split or "train",
+            args.seed,
+            background_patches=args.background_patches,
+            patches_per_seed=args.patches_per_seed,
+        )
         t0 = time.perf_counter()
         tiles = make_tile_set(args.n, source, cal, args.seed, shares=(args.pos, 1 - args.pos - args.hard, args.hard))
         dt = time.perf_counter() - t0

@@ -8,7 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from inspector.training.train import TrainResult, TrainSettings
+from inspector.training.train import SELECTION_RULES, TrainResult, TrainSettings
 from inspector.training.vgg import width_label
 
 DATA_LICENCES = """\
@@ -38,9 +38,6 @@ def _augmentation_text(jitter: float) -> str:
         return geometry + " (no colour jitter or noise)"
     scale = "" if jitter == 1 else f" ×{jitter:g}"
     return geometry + f", brightness/contrast/saturation jitter and sensor noise{scale}"
-
-
-_SELECTED_BY = {"accuracy": "accuracy + half the pointing share", "auc": "ROC AUC + half the pointing share up to 85 %"}
 
 
 def render_card(
@@ -103,7 +100,7 @@ def render_card(
     ]
     if best is not None:
         parts.append(
-            f"\nBest epoch {best.epoch} (chosen by {_SELECTED_BY.get(settings.select, settings.select)}): accuracy "
+            f"\nBest epoch {best.epoch} (chosen by {SELECTION_RULES[settings.select]}): accuracy "
             f"{_pct(best.val.accuracy)}, precision {_pct(best.val.precision)}, recall {_pct(best.val.recall)}, "
             f"ROC AUC {best.val.roc_auc:.3f}, pointing {_pct(best.val.pointing)}."
         )
