@@ -101,7 +101,8 @@ def _colour_blob(img: U8Array) -> FloatArray:
     lab = cv2.cvtColor(img, cv2.COLOR_BGR2LAB).reshape(-1, 3).astype(np.float32)
     cv2.setRNGSeed(4321)
     criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 10, 1.0)
-    _, labels, _ = cv2.kmeans(lab, 2, None, criteria, 2, cv2.KMEANS_PP_CENTERS)  # type: ignore[call-overload, unused-ignore]  # stubs differ by opencv version
+    labels0 = np.zeros((lab.shape[0], 1), np.int32)  # output buffer only: KMEANS_USE_INITIAL_LABELS is not set
+    _, labels, _ = cv2.kmeans(lab, 2, labels0, criteria, 2, cv2.KMEANS_PP_CENTERS)
     same = (labels.reshape(h, w) == labels.reshape(h, w)[h // 2, w // 2]).astype(np.uint8)
     same = cv2.morphologyEx(same, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     _, comp = cv2.connectedComponents(same, connectivity=8)
