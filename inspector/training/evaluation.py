@@ -7,7 +7,7 @@ paper's Eq. 1 from :func:`inspector.fam.tile_fam` (bilinear upsampling of fam1..
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -61,11 +61,22 @@ def evaluate_model(
     maps = np.concatenate(maps_pos) if maps_pos else None
     boxes = tiles.boxes_xyxy[pos_all] * (size / tiles.images.shape[1])
     figures = tile_figures(p, tiles.labels, maps, boxes, threshold=threshold)
+    return Evaluation(figures, _per_kind(p, tiles, threshold), len(p) / elapsed if elapsed > 0 else float("nan"), p)
+
+
+def at_threshold(ev: Evaluation, tiles: TileSet, threshold: float) -> Evaluation:
+    """The same evaluation read at another threshold, without running the model again (pointing and AUC do not
+    depend on the threshold)."""
+    figures = replace(tile_figures(ev.spider_prob, tiles.labels, threshold=threshold), pointing=ev.figures.pointing)
+    return replace(ev, figures=figures, per_kind_accuracy=_per_kind(ev.spider_prob, tiles, threshold))
+
+
+def _per_kind(p: np.ndarray, tiles: TileSet, threshold: float) -> dict[str, float]:
     per_kind: dict[str, float] = {}
     for kind in sorted(set(tiles.kinds.tolist())):
         k = tiles.kinds == kind
         per_kind[kind] = float(np.mean((p[k] >= threshold) == (tiles.labels[k] == 1)))
-    return Evaluation(figures, per_kind, len(p) / elapsed if elapsed > 0 else float("nan"), p)
+    return per_kind
 
 
 def misclassified(prob: np.ndarray, labels: np.ndarray, threshold: float) -> tuple[list[int], list[int]]:

@@ -502,7 +502,7 @@ def selection_score(v: TileFigures, by: str = "accuracy") -> float:
     share counted up to ``POINTING_TARGET`` — once the maps meet the target, a tenth of a point of pointing no
     longer outweighs a gain in ranking (with ``accuracy`` a fine-tune from a model pointing at 99 % kept its first
     epoch while the AUC rose for 30 more), and the operating point, which swings from epoch to epoch, does not
-    decide; pick the threshold on the validation tiles afterwards.
+    decide; pick the threshold on the validation tiles afterwards (``tools/evaluate.py --pick-threshold``).
     """
     if by not in SELECT_BY:
         raise ValueError(f"select by {by!r}: choose one of {', '.join(SELECT_BY)}")
