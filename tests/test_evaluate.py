@@ -22,6 +22,12 @@ from inspector.training.metrics import (
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _evaluate(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(REPO / "tools" / "evaluate.py"), *args], capture_output=True, text=True, check=False
+    )
+
+
 def test_roc_auc_by_hand() -> None:
     labels = np.array([1, 1, 0, 0])
     assert roc_auc(np.array([0.9, 0.8, 0.2, 0.1]), labels) == 1.0
@@ -147,21 +153,7 @@ def test_evaluate_cli_on_known_tiles(tmp_path: Path) -> None:
     _known_tileset(tmp_path / "known")
     assert load_tile_set(tmp_path / "known").images.shape == (8, 224, 224, 3)
     out_json = tmp_path / "fig.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "tools" / "evaluate.py"),
-            "--model",
-            str(model),
-            "--tiles",
-            f"known={tmp_path / 'known'}",
-            "--json",
-            str(out_json),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    proc = _evaluate("--model", str(model), "--tiles", f"known={tmp_path / 'known'}", "--json", str(out_json))
     assert proc.returncode == 0, proc.stderr
     assert "CAM (paper)" in proc.stdout and "95.3 %" in proc.stdout
     fig = json.loads(out_json.read_text())["known"]
@@ -175,12 +167,7 @@ def test_evaluate_cli_on_known_tiles(tmp_path: Path) -> None:
 
 
 def test_evaluate_cli_reports_missing_tiles(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "evaluate.py"), "--tiles", str(tmp_path / "nothing")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    proc = _evaluate("--tiles", str(tmp_path / "nothing"))
     assert proc.returncode == 1
     assert "nothing" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -229,13 +216,7 @@ def test_evaluate_cli_draws_the_errors_with_their_maps(tmp_path: Path) -> None:
     model = tmp_path / "red.onnx"
     _red_detector_onnx(model)
     _known_tileset(tmp_path / "known")
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "evaluate.py"), "--model", str(model), "--tiles",
-         f"known={tmp_path / 'known'}", "--errors", str(tmp_path / "err")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )  # fmt: skip
+    proc = _evaluate("--model", str(model), "--tiles", f"known={tmp_path / 'known'}", "--errors", str(tmp_path / "err"))
     assert proc.returncode == 0, proc.stderr
     assert "false alarms: 1 ->" in proc.stdout
     assert not (tmp_path / "err" / "known_missed.png").exists()  # every spider tile was found
@@ -267,13 +248,9 @@ def test_evaluate_cli_errors_dir_that_cannot_be_made_is_one_line(tmp_path: Path)
     _red_detector_onnx(model)
     _known_tileset(tmp_path / "known")
     (tmp_path / "file").write_text("not a folder")
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "evaluate.py"), "--model", str(model), "--tiles",
-         f"known={tmp_path / 'known'}", "--errors", str(tmp_path / "file" / "err")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )  # fmt: skip
+    proc = _evaluate(
+        "--model", str(model), "--tiles", f"known={tmp_path / 'known'}", "--errors", str(tmp_path / "file" / "err")
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "--errors" in proc.stderr and "cannot create it" in proc.stderr
 
@@ -286,13 +263,9 @@ def test_evaluate_cli_picks_the_threshold_and_compares_with_a_baseline(tmp_path:
     _known_tileset(tmp_path / "known")
     out_json = tmp_path / "fig.json"
     both = f"{tmp_path / 'known'},{tmp_path / 'known'}"
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "evaluate.py"), "--model", str(model), "--baseline", str(green),
-         "--tiles", f"known={tmp_path / 'known'}", f"twice={both}", "--pick-threshold", "known", "--sweep",
-         "--plots", str(tmp_path / "plots"), "--json", str(out_json)],
-        capture_output=True,
-        text=True,
-        check=False,
+    proc = _evaluate(
+        "--model", str(model), "--baseline", str(green), "--tiles", f"known={tmp_path / 'known'}", f"twice={both}",
+        "--pick-threshold", "known", "--sweep", "--plots", str(tmp_path / "plots"), "--json", str(out_json),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     # the red detector scores ~1 on red tiles and ~0 elsewhere: every sweep threshold is 7/8 right -> the lowest
@@ -325,11 +298,6 @@ def test_evaluate_cli_picks_the_threshold_and_compares_with_a_baseline(tmp_path:
 )
 def test_evaluate_cli_threshold_options_are_one_line_errors(tmp_path: Path, extra: list[str], message: str) -> None:
     _known_tileset(tmp_path / "known")
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "evaluate.py"), "--tiles", f"known={tmp_path / 'known'}", *extra],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    proc = _evaluate("--tiles", f"known={tmp_path / 'known'}", *extra)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
