@@ -24,9 +24,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inspector.errors import InspectorError
+
+if TYPE_CHECKING:
+    from inspector.synth.tiles import TileSet
+    from inspector.training.compare import SweepPoint
+    from inspector.training.evaluation import Evaluation
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "inspector" / "models" / "demo.onnx"
 
@@ -56,20 +61,66 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import cv2
-
-    from inspector.synth.tiles import concat_tile_sets, load_tile_set
     from inspector.training.compare import best_point, paired_difference, sweep_plot, threshold_sweep
-    from inspector.training.evaluation import (
-        Evaluation,
-        at_threshold,
-        error_mosaic,
-        evaluate_model,
-        format_table,
-        misclassified,
-        missed_by_origin,
-    )
+    from inspector.training.evaluation import at_threshold, evaluate_model, format_table
 
+    _check_options(args)
+    sets = _load_sets(args.tiles)
+    names = [name for name, _ in sets]
+    if args.pick_threshold and args.pick_threshold not in names:
+        raise InspectorError(f"--pick-threshold {args.pick_threshold}: no such tile set (given: {', '.join(names)})")
+
+    def score(model: Path, threshold: float) -> list[Evaluation]:
+        return [
+            evaluate_model(model, t, mode=args.fam_mode, threshold=threshold, threads=args.threads) for _, t in sets
+        ]
+
+    evals = score(args.model, 0.5)
+    base = score(args.baseline, args.baseline_threshold) if args.baseline else []
+    sweeps = [threshold_sweep(ev.spider_prob, tiles.labels) for ev, (_, tiles) in zip(evals, sets, strict=True)]
+    threshold = 0.5 if args.threshold is None else args.threshold
+    if args.pick_threshold:
+        best = best_point(sweeps[names.index(args.pick_threshold)])
+        threshold = threshold if best is None else best.threshold
+        print(f"threshold {threshold:.2f}: the most accurate on {args.pick_threshold}")
+    rows: list[tuple[str, Evaluation]] = []
+    out: dict[str, dict[str, Any]] = {}
+    for i, (name, tiles) in enumerate(sets):
+        ev = at_threshold(evals[i], tiles, threshold)
+        rows.append((name, ev))
+        kinds = ", ".join(f"{k} {100 * v:.1f} %" for k, v in ev.per_kind_accuracy.items())
+        print(f"{name}: {ev.figures.n} tiles, {ev.tiles_per_s:.0f} tiles/s; accuracy per kind: {kinds}")
+        out[name] = {**ev.figures.as_dict(), "per_kind_accuracy": ev.per_kind_accuracy, "tiles_per_s": ev.tiles_per_s}
+        if args.sweep:
+            _print_sweep(sweeps[i], threshold)
+            out[name]["sweep"] = [vars(s) for s in sweeps[i]]
+        curves = [("model", sweeps[i], threshold)]
+        if base:
+            b = base[i]
+            rows.append((f"{name} (baseline)", b))
+            right = (ev.spider_prob >= threshold) == (tiles.labels == 1)
+            paired = paired_difference(right, (b.spider_prob >= args.baseline_threshold) == (tiles.labels == 1))
+            print(f"  against the baseline: {paired.describe('model', 'baseline')}; "
+                  f"ROC AUC {ev.figures.roc_auc:.4f} against {b.figures.roc_auc:.4f}")  # fmt: skip
+            out[name]["baseline"] = {**b.figures.as_dict(), "per_kind_accuracy": b.per_kind_accuracy,
+                                     "paired": vars(paired)}  # fmt: skip
+            curves.append(("baseline", threshold_sweep(b.spider_prob, tiles.labels), args.baseline_threshold))
+        if args.plots:
+            plot = sweep_plot(curves, f"{name}: threshold sweep", args.plots / f"{name}_sweep.png")
+            print(f"  sweep plot -> {plot}" if plot else "  sweep plot: needs matplotlib (pip install .[plots])")
+        if args.errors:
+            _write_errors(args, name, tiles, ev, threshold)
+    print()
+    against = f"; baseline {args.baseline} at {args.baseline_threshold}" if args.baseline else ""
+    print(f"model {args.model} (FAM mode {args.fam_mode}, threshold {threshold}{against})")
+    print(format_table(rows))
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+    return 0
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """One-line errors for contradicting or out-of-range options; creates the output folders."""
     if args.threshold is not None and args.pick_threshold:
         raise InspectorError("give --threshold or --pick-threshold, not both")
     for flag, value in (("--threshold", args.threshold), ("--baseline-threshold", args.baseline_threshold)):
@@ -81,83 +132,46 @@ def run(args: argparse.Namespace) -> int:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise InspectorError(f"{flag} {folder}: cannot create it ({exc.strerror})") from None
+
+
+def _load_sets(items: list[str]) -> list[tuple[str, TileSet]]:
+    """``[NAME=]DIR[,DIR...]`` -> (name, the tile sets concatenated); the name defaults to the folder's."""
+    from inspector.synth.tiles import concat_tile_sets, load_tile_set
+
     sets = []
-    for item in args.tiles:
+    for item in items:
         name, sep, paths = item.partition("=")
         if not sep:
             name, paths = Path(item).name, item
         sets.append((name, concat_tile_sets([load_tile_set(Path(p)) for p in paths.split(",")])))
-    names = [name for name, _ in sets]
-    if args.pick_threshold and args.pick_threshold not in names:
-        raise InspectorError(f"--pick-threshold {args.pick_threshold}: no such tile set (given: {', '.join(names)})")
+    return sets
 
-    def score(model: Path, threshold: float) -> list[Evaluation]:
-        return [
-            evaluate_model(model, t, mode=args.fam_mode, threshold=threshold, threads=args.threads) for _, t in sets
-        ]
 
-    evals = score(args.model, 0.5)
-    base = score(args.baseline, args.baseline_threshold) if args.baseline else None
-    sweeps = [threshold_sweep(ev.spider_prob, tiles.labels) for ev, (_, tiles) in zip(evals, sets, strict=True)]
-    threshold = 0.5 if args.threshold is None else args.threshold
-    if args.pick_threshold:
-        best = best_point(sweeps[names.index(args.pick_threshold)])
-        if best is not None:
-            threshold = best.threshold
-        print(f"threshold {threshold:.2f}: the most accurate on {args.pick_threshold}")
-    rows: list[tuple[str, Evaluation]] = []
-    out: dict[str, dict[str, Any]] = {}
-    for (name, tiles), ev, sweep, i in zip(sets, evals, sweeps, range(len(sets)), strict=True):
-        ev = at_threshold(ev, tiles, threshold)
-        rows.append((name, ev))
-        kinds = ", ".join(f"{k} {100 * v:.1f} %" for k, v in ev.per_kind_accuracy.items())
-        print(f"{name}: {ev.figures.n} tiles, {ev.tiles_per_s:.0f} tiles/s; accuracy per kind: {kinds}")
-        out[name] = {**ev.figures.as_dict(), "per_kind_accuracy": ev.per_kind_accuracy, "tiles_per_s": ev.tiles_per_s}
-        if args.sweep:
-            print("  threshold  accuracy  recall  false alarms")
-            for s in sweep:
-                mark = "  <-" if s.threshold == threshold else ""
-                rates = f"{100 * s.accuracy:7.2f}  {100 * s.recall:6.1f}  {100 * s.false_alarm_rate:12.1f}"
-                print(f"  {s.threshold:9.2f}  {rates}{mark}")
-            out[name]["sweep"] = [vars(s) for s in sweep]
-        if base is not None:
-            b = base[i]
-            rows.append((f"{name} (baseline)", b))
-            right = (ev.spider_prob >= threshold) == (tiles.labels == 1)
-            right_b = (b.spider_prob >= args.baseline_threshold) == (tiles.labels == 1)
-            paired = paired_difference(right, right_b)
-            print(f"  against the baseline: {paired.describe('model', 'baseline')}; "
-                  f"ROC AUC {ev.figures.roc_auc:.4f} against {b.figures.roc_auc:.4f}")  # fmt: skip
-            out[name]["baseline"] = {**b.figures.as_dict(), "per_kind_accuracy": b.per_kind_accuracy,
-                                     "paired": vars(paired)}  # fmt: skip
-        if args.plots:
-            curves = [("model", sweep, threshold)]
-            if base is not None:
-                curves.append(("baseline", threshold_sweep(base[i].spider_prob, tiles.labels), args.baseline_threshold))
-            plot_path = sweep_plot(curves, f"{name}: threshold sweep", args.plots / f"{name}_sweep.png")
-            print(
-                f"  sweep plot -> {plot_path}" if plot_path else "  sweep plot: needs matplotlib (pip install .[plots])"
-            )
-        if args.errors:
-            missed, alarms = misclassified(ev.spider_prob, tiles.labels, threshold)
-            for what, idx in (("missed", missed), ("false_alarms", alarms)):
-                picture = error_mosaic(args.model, tiles, idx[:64], ev.spider_prob, args.fam_mode, threads=args.threads)
-                if picture is not None:
-                    path = args.errors / f"{name}_{what}.png"
-                    if not cv2.imwrite(str(path), picture):
-                        raise InspectorError(f"--errors: could not write {path}")
-                    print(f"  {what.replace('_', ' ')}: {len(idx)} -> {path}")
-            by_origin = missed_by_origin(ev.spider_prob, tiles.labels, tiles.spider_origin, threshold)
-            if by_origin:
-                worst = ", ".join(f"{o} {m}/{n}" for o, m, n in by_origin[:8])
-                print(f"  missed spiders by source (missed/spider tiles), most first: {worst}")
-    print()
-    against = f"; baseline {args.baseline} at {args.baseline_threshold}" if args.baseline else ""
-    print(f"model {args.model} (FAM mode {args.fam_mode}, threshold {threshold}{against})")
-    print(format_table(rows))
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=2))
-    return 0
+def _print_sweep(sweep: list[SweepPoint], threshold: float) -> None:
+    print("  threshold  accuracy  recall  false alarms")
+    for s in sweep:
+        rates = f"{100 * s.accuracy:7.2f}  {100 * s.recall:6.1f}  {100 * s.false_alarm_rate:12.1f}"
+        print(f"  {s.threshold:9.2f}  {rates}{'  <-' if s.threshold == threshold else ''}")
+
+
+def _write_errors(args: argparse.Namespace, name: str, tiles: TileSet, ev: Evaluation, threshold: float) -> None:
+    """--errors: mosaics of the worst missed spiders and false alarms, and the sources missed most."""
+    import cv2
+
+    from inspector.training.evaluation import error_mosaic, misclassified, missed_by_origin
+
+    missed, alarms = misclassified(ev.spider_prob, tiles.labels, threshold)
+    for what, idx in (("missed", missed), ("false_alarms", alarms)):
+        picture = error_mosaic(args.model, tiles, idx[:64], ev.spider_prob, args.fam_mode, threads=args.threads)
+        if picture is not None:
+            path = args.errors / f"{name}_{what}.png"
+            if not cv2.imwrite(str(path), picture):
+                raise InspectorError(f"--errors: could not write {path}")
+            print(f"  {what.replace('_', ' ')}: {len(idx)} -> {path}")
+    by_origin = missed_by_origin(ev.spider_prob, tiles.labels, tiles.spider_origin, threshold)
+    if by_origin:
+        worst = ", ".join(f"{o} {m}/{n}" for o, m, n in by_origin[:8])
+        print(f"  missed spiders by source (missed/spider tiles), most first: {worst}")
 
 
 def main(argv: list[str] | None = None) -> int:
