@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from inspector.training.compare import best_point, paired_difference, sweep_plot, threshold_sweep
+    from inspector.training.compare import best_point, correct_at, paired_difference, sweep_plot, threshold_sweep
     from inspector.training.evaluation import at_threshold, evaluate_model, format_table
 
     _check_options(args)
@@ -94,18 +94,21 @@ def run(args: argparse.Namespace) -> int:
         if args.sweep:
             _print_sweep(sweeps[i], threshold)
             out[name]["sweep"] = [vars(s) for s in sweeps[i]]
-        curves = [("model", sweeps[i], threshold)]
         if base:
             b = base[i]
             rows.append((f"{name} (baseline)", b))
-            right = (ev.spider_prob >= threshold) == (tiles.labels == 1)
-            paired = paired_difference(right, (b.spider_prob >= args.baseline_threshold) == (tiles.labels == 1))
+            paired = paired_difference(
+                correct_at(ev.spider_prob, tiles.labels, threshold),
+                correct_at(b.spider_prob, tiles.labels, args.baseline_threshold),
+            )
             print(f"  against the baseline: {paired.describe('model', 'baseline')}; "
                   f"ROC AUC {ev.figures.roc_auc:.4f} against {b.figures.roc_auc:.4f}")  # fmt: skip
             out[name]["baseline"] = {**b.figures.as_dict(), "per_kind_accuracy": b.per_kind_accuracy,
                                      "paired": vars(paired)}  # fmt: skip
-            curves.append(("baseline", threshold_sweep(b.spider_prob, tiles.labels), args.baseline_threshold))
         if args.plots:
+            curves = [("model", sweeps[i], threshold)]
+            if base:
+                curves.append(("baseline", threshold_sweep(base[i].spider_prob, tiles.labels), args.baseline_threshold))
             plot = sweep_plot(curves, f"{name}: threshold sweep", args.plots / f"{name}_sweep.png")
             print(f"  sweep plot -> {plot}" if plot else "  sweep plot: needs matplotlib (pip install .[plots])")
         if args.errors:

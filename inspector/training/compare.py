@@ -74,6 +74,11 @@ class PairedDifference:
         )
 
 
+def correct_at(spider_prob: FloatArray, labels: npt.NDArray[np.integer], threshold: float) -> npt.NDArray[np.bool_]:
+    """Per tile: is the call at ``threshold`` (spider when prob >= threshold) right?"""
+    return (np.asarray(spider_prob) >= threshold) == (np.asarray(labels) == 1)
+
+
 def paired_difference(correct_a: npt.NDArray[np.bool_], correct_b: npt.NDArray[np.bool_]) -> PairedDifference:
     """Per-tile correctness of two models on the same tiles -> discordant counts, difference, paired SE."""
     a = np.asarray(correct_a, bool)
