@@ -149,6 +149,9 @@ class TilingConfig(Strict):
 class DecisionConfig(Strict):
     threshold: float = Field(0.5, ge=0, le=1)
     aggregate: Literal["max", "noisy_or"] = "max"
+    agree_frames: int = Field(
+        1, ge=1, le=20, description="inspected frames that must each score a bunch >= threshold to reject it"
+    )
     reject_uninspected: Literal[True] = True
 
 
@@ -216,6 +219,17 @@ class Config(Strict):
     recording: RecordingConfig = RecordingConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
     output: OutputConfig = OutputConfig()
+
+    @field_validator("decision")
+    @classmethod
+    def _agreement_possible(cls, v: DecisionConfig, info: ValidationInfo) -> DecisionConfig:
+        belt = info.data.get("belt")  # validated before `decision` (field order); absent when belt itself failed
+        if belt is not None and v.agree_frames > belt.inspections_per_point:
+            raise ValueError(
+                f"agree_frames {v.agree_frames} is above belt.inspections_per_point {belt.inspections_per_point}, "
+                "the inspections each stretch of belt is sure to get; lower it or raise inspections_per_point"
+            )
+        return v
 
     @field_validator("calibration")
     @classmethod

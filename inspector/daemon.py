@@ -115,6 +115,7 @@ class Daemon:
             self.summary.last_fire_at_s = max(self.summary.last_fire_at_s, d.fire_at_s)
             if d.fire_at_s < now:
                 log.error("bunch %d: reject sent %.2f s after its fire time", d.bunch_id, now - d.fire_at_s)
+        m.unconfirmed_alarms.inc(len(step.unconfirmed))
         for d in step.final:
             self._count(d)
             if link is not None:

@@ -1,7 +1,10 @@
 """Bunch decisions: score from tile probabilities across frames, threshold, spider position, fire time, fail-safe.
 
 Score: ``max`` of every spider probability of every tile over the bunch in every inspected frame, or ``noisy_or``
-(1 − Π(1 − p)). Fail-safe: a bunch is rejected with reason ``uninspected`` when it leaves the view (or the footage
+(1 − Π(1 − p)). With ``agree_frames`` k ≥ 2 the aggregate is taken per inspected frame and the bunch score is the
+k-th highest frame score: k frames must each see the spider, so one frame's fleck, glint or tile-edge artefact no
+longer rejects a bunch alone. A bunch is rejected early only once k frames agree; one that leaves the view after
+fewer than k inspected frames is judged by the frames it had (``frame_score_rank``: towards reject). Fail-safe: a bunch is rejected with reason ``uninspected`` when it leaves the view (or the footage
 ends) unless both of its ends were seen inside the view and every stretch of it along the belt lay in an inspected
 frame — whatever its score. Frames dropped by capture or skipped because inspection fell behind show up here.
 
@@ -33,6 +36,11 @@ def aggregate_score(probs: list[float], how: Aggregate) -> float:
     if how == "noisy_or":
         return float(1.0 - np.prod(1.0 - p))
     raise ValueError(f"unknown aggregate {how!r}; use max or noisy_or")
+
+
+def frame_score_rank(n_frames: int, agree_frames: int) -> int:
+    """Which frame score, counted from the highest (1-based), is the bunch score: k, or all a bunch had if fewer."""
+    return max(1, min(agree_frames, n_frames))
 
 
 def along_offset_px(center_xy: tuple[float, float], frame_wh: tuple[int, int], calibration: Calibration) -> float:
@@ -90,8 +98,7 @@ class BunchRecord:
 
     bunch_id: int
     heat: BunchHeat
-    probs: list[float] = field(default_factory=list)
-    inspected_frames: int = 0
+    frame_probs: list[list[float]] = field(default_factory=list)  # per inspected frame: its tiles' probabilities
     seen_along: list[tuple[float, float]] = field(default_factory=list)  # belt coords along travel
     best_offset_px: float = float("inf")  # |centre − image centre line| of the most central frame
     best_frame: int = -1
@@ -127,13 +134,26 @@ class BunchRecord:
             self.best_offset_px, self.best_frame, self.best_box = offset, frame, box
             self.best_travel_xy, self.best_t_s, self.best_center_xy = travel_xy, t_s, box.center_xy
 
+    @property
+    def inspected_frames(self) -> int:
+        return len(self.frame_probs)
+
     def inspected(self, probs: list[float]) -> None:
         """An inspected frame showed this bunch; `probs` are the spider probabilities of its tiles there."""
-        self.inspected_frames += 1
-        self.probs.extend(probs)
+        self.frame_probs.append(list(probs))
 
-    def score(self, how: Aggregate) -> float:
-        return aggregate_score(self.probs, how)
+    def score(self, how: Aggregate, agree_frames: int = 1) -> float:
+        """The bunch score: `how` over every tile of every frame (k = 1), else the k-th highest frame score."""
+        if agree_frames <= 1:
+            return aggregate_score([p for frame in self.frame_probs for p in frame], how)
+        if not self.frame_probs:
+            return 0.0
+        per_frame = sorted((aggregate_score(frame, how) for frame in self.frame_probs), reverse=True)
+        return per_frame[frame_score_rank(len(per_frame), agree_frames) - 1]
+
+    def agreed(self, agree_frames: int) -> bool:
+        """Enough frames inspected for an early reject: the score can no longer rest on fewer than k frames."""
+        return self.inspected_frames >= max(1, agree_frames)
 
     def fully_inspected(self, windows: list[tuple[float, float]], tolerance_px: float) -> bool:
         """Both ends of the bunch were seen, and every stretch of it lay in an inspected frame.
@@ -161,15 +181,17 @@ def decide(
     final: bool,
     windows: list[tuple[float, float]],
     tolerance_px: float = 2.0,
+    agree_frames: int = 1,
 ) -> Decision:
-    """The verdict on a bunch. `final` = it has left the view (only then can it be uninspected); `windows`: see
+    """The verdict on a bunch. `final` = it has left the view (only then can it be uninspected, and only then is a
+    bunch with fewer than `agree_frames` inspected frames judged on those); `windows`: see
     `BunchRecord.fully_inspected`."""
-    score = record.score(how)
+    score = record.score(how, agree_frames)
     box = record.best_box or Box(0, 0, 0, 0)
     spider_xy = record.heat.peak_frame_xy(record.best_travel_xy)
     if spider_xy is not None:  # clamp the heat-map peak into the bunch's box in that frame
         spider_xy = (min(max(spider_xy[0], box.x1), box.x2), min(max(spider_xy[1], box.y1), box.y2))
-    if score >= threshold and record.inspected_frames > 0:
+    if score >= threshold and record.inspected_frames > 0 and (final or record.agreed(agree_frames)):
         decision, reason = "reject", "spider"
     elif final and not record.fully_inspected(windows, tolerance_px):
         decision, reason = "reject", "uninspected"

@@ -140,6 +140,11 @@ class Metrics:
             ["decision", "reason"],
             registry=r,
         )
+        self.unconfirmed_alarms = Counter(
+            "inspector_unconfirmed_alarms_total",
+            "Bunches passed although one inspected frame scored them >= threshold: fewer than agree_frames agreed",
+            registry=r,
+        )
         self.decision_latency_seconds = Histogram(
             "inspector_decision_latency_seconds",
             "Capture of the deciding frame to reject sent",

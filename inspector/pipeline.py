@@ -56,6 +56,7 @@ class StepResult:
     heat: HeatMap | None = None
     rejects: list[Decision] = field(default_factory=list)  # send to the ejector now
     final: list[Decision] = field(default_factory=list)  # bunches that left the view, decided
+    unconfirmed: list[int] = field(default_factory=list)  # passed: one frame alone scored >= threshold, too few agreed
     infer_s: float = 0.0
     belt_speed_mm_s: float = 0.0
     evidence: dict[int, Snapshot] = field(default_factory=dict)  # for decided bunches, when keep_evidence
@@ -158,6 +159,7 @@ class Pipeline:
             final=final,
             windows=self.windows,
             tolerance_px=COVERAGE_TOLERANCE_PX,
+            agree_frames=self.config.decision.agree_frames,
         )
 
     # ------------------------------------------------------------------------------------------------ per frame
@@ -215,7 +217,12 @@ class Pipeline:
                 if kept is None or offset < kept[0]:
                     snap = take_snapshot(frame_bgr, heat, plan, probs, bunch.box, result.ref.seq, self.travel_xy)
                     self._snapshots[bunch.bunch_id] = (offset, snap)
-            if not record.reject_sent and record.score(self.config.decision.aggregate) >= self.threshold:
+            rule = self.config.decision
+            if (
+                not record.reject_sent
+                and record.agreed(rule.agree_frames)
+                and record.score(rule.aggregate, rule.agree_frames) >= self.threshold
+            ):
                 record.reject_sent = True
                 result.rejects.append(self._decide(record, final=False))
 
@@ -276,6 +283,18 @@ class Pipeline:
         if decision.decision == "reject" and not record.reject_sent:
             record.reject_sent = True
             result.rejects.append(decision)
+        elif (
+            decision.decision == "pass"
+            and record.inspected_frames > 0
+            and record.score(self.config.decision.aggregate) >= self.threshold
+        ):
+            result.unconfirmed.append(record.bunch_id)  # only with agree_frames >= 2: what the rule overruled
+            log.info(
+                "bunch %d: passed, one frame scored %.3f but fewer than %d agreed",
+                record.bunch_id,
+                record.score(self.config.decision.aggregate),
+                self.config.decision.agree_frames,
+            )
         result.final.append(decision)
 
     def finish(self, ref: FrameRef | None = None) -> StepResult:

@@ -51,6 +51,7 @@ class ReplaySummary:
     infer_s: float = 0.0
     wall_s: float = 0.0
     decisions: list[Decision] = field(default_factory=list)
+    unconfirmed: int = 0  # bunches passed because too few frames agreed (decision.agree_frames >= 2)
     error: str | None = None  # footage that broke off: what was decided up to there is kept
 
     def line(self) -> str:
@@ -59,7 +60,9 @@ class ReplaySummary:
         tiles_s = self.tiles_inferred / self.infer_s if self.infer_s > 0 else 0.0
         return (
             f"{self.frames_read} frames ({self.frames_inspected} inspected, {self.frames_dropped} dropped), "
-            f"{len(self.decisions)} bunches: {rejects} rejected ({uninspected} uninspected), "
+            f"{len(self.decisions)} bunches: {rejects} rejected ({uninspected} uninspected"
+            + (f"; {self.unconfirmed} passed unconfirmed" if self.unconfirmed else "")
+            + "), "
             f"{self.tiles_inferred} tiles at {tiles_s:.0f} tiles/s, {self.wall_s:.1f} s"
         )
 
@@ -174,6 +177,7 @@ def replay(
                 summary.tiles_inferred += 0 if step.plan is None else len(step.plan)
                 summary.infer_s += step.infer_s
                 summary.decisions += step.final
+                summary.unconfirmed += len(step.unconfirmed)
                 outputs.step(frame.image_bgr, step)
                 progress.update(summary.frames_read, sum(d.decision == "reject" for d in summary.decisions))
                 last_seq = frame.seq
@@ -184,6 +188,7 @@ def replay(
             progress.close()
             end = pipeline.finish()
             summary.decisions += end.final
+            summary.unconfirmed += len(end.unconfirmed)
             outputs.step(None, end)
             outputs.close()
     summary.wall_s = time.monotonic() - started

@@ -87,6 +87,9 @@ def format_validation_error(exc: ValidationError, path: Path, lines: dict[KeyPat
         line = _line_for(loc, lines)
         where = f"{path}:{line}" if line is not None else str(path)
         key = ".".join(str(p) for p in loc) or "(top level)"
+        if err["type"] == "value_error":  # our validators' own words, which say what to do; the input may be a section
+            out.append(f"{where}: {key}: {err['msg'].removeprefix('Value error, ')}")
+            continue
         value = err.get("input")
         got = "" if err["type"] == "missing" else f" got {value!r};"
         msg = err["msg"] if err["type"] not in ("extra_forbidden", "missing") else err["type"].replace("_", " ")

@@ -45,8 +45,25 @@ def test_embedded_defaults_validate() -> None:
         ("belt:\n  mode: sideways\n", 2, ["belt.mode", "sideways", "'belt' or 'whole_frame'"]),
         ("model:\n  path: missing.onnx\n", 2, ["model.path", "not found"]),
         ("calibration: nowhere.yaml\n", 1, ["calibration", "not found", "inspector calibrate"]),
+        ("tiling:\n  min_fraction: 0.06\n", 1, ["tiling: min_fraction must be below max_fraction"]),
+        ("decision:\n  agree_frames: 0\n", 2, ["decision.agree_frames", ">= 1"]),
+        (
+            "belt:\n  inspections_per_point: 2\ndecision:\n  agree_frames: 3\n",
+            3,
+            ["decision: agree_frames 3 is above belt.inspections_per_point 2", "lower it"],
+        ),
     ],
-    ids=["unknown-key", "wrong-type", "out-of-range", "bad-choice", "model-missing", "calibration-missing"],
+    ids=[
+        "unknown-key",
+        "wrong-type",
+        "out-of-range",
+        "bad-choice",
+        "model-missing",
+        "calibration-missing",
+        "values-that-disagree",
+        "agree-frames-range",
+        "agree-frames-above-inspections",
+    ],
 )
 def test_each_mistake_names_file_line_key_value_and_what_is_allowed(
     tmp_path: Path, text: str, line: int, words: list[str]
@@ -59,6 +76,7 @@ def test_each_mistake_names_file_line_key_value_and_what_is_allowed(
     for word in words:
         assert word in message
     assert "\n" not in message  # one problem, one line
+    assert "Value error" not in message and message.count("must be below") <= 1  # said once, in our words
 
 
 def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:

@@ -2,9 +2,17 @@ from __future__ import annotations
 
 import pytest
 
-from inspector.decision import BunchRecord, across_mm, aggregate_score, covered, decide, merge_intervals
+from inspector.decision import (
+    BunchRecord,
+    across_mm,
+    aggregate_score,
+    covered,
+    decide,
+    frame_score_rank,
+    merge_intervals,
+)
 from inspector.fam import BunchHeat
-from inspector.types import Box
+from inspector.types import Box, Decision
 from tests.drawn import calibration
 
 
@@ -50,7 +58,9 @@ def record_seen(
     return rec, windows
 
 
-def verdict(rec: BunchRecord, windows: list[tuple[float, float]], final: bool = True):  # type: ignore[no-untyped-def]
+def verdict(
+    rec: BunchRecord, windows: list[tuple[float, float]], final: bool = True, agree_frames: int = 1
+) -> Decision:
     return decide(
         rec,
         threshold=0.5,
@@ -60,6 +70,7 @@ def verdict(rec: BunchRecord, windows: list[tuple[float, float]], final: bool = 
         belt_speed_mm_s=None,
         final=final,
         windows=windows,
+        agree_frames=agree_frames,
     )
 
 
@@ -102,3 +113,46 @@ def test_coverage_is_judged_on_the_belt_so_a_merge_with_a_leaf_does_not_make_a_b
     # but a bunch whose stretch of belt no inspected frame showed is uninspected
     rec, windows = record_seen(boxes, [f in (4, 8) for f in range(13)], [0.1])
     assert verdict(rec, [(w[0] + 200, w[1] + 200) for w in windows]).reason == "uninspected"
+
+
+@pytest.mark.parametrize(
+    "frames, how, agree, expected",
+    [
+        ([], "max", 2, 0.0),  # never inspected
+        ([[0.9]], "max", 2, 0.9),  # one frame only: judged on it
+        ([[0.9, 0.1], [0.2]], "max", 1, 0.9),  # today's score: every tile of every frame
+        ([[0.9, 0.1], [0.2]], "max", 2, 0.2),  # the fleck of one frame is not confirmed
+        ([[0.9, 0.1], [0.6], [0.7, 0.3]], "max", 2, 0.7),
+        ([[0.9], [0.6], [0.7]], "max", 3, 0.6),
+        ([[0.9], [0.6], [0.7]], "max", 5, 0.6),  # fewer frames than asked: the lowest of all it had
+        ([[0.5, 0.5], [0.5]], "noisy_or", 1, 0.875),  # over all tiles of all frames, as before
+        ([[0.5, 0.5], [0.5]], "noisy_or", 2, 0.5),  # per frame (0.75, 0.5), then the second
+        ([[], [0.8]], "max", 2, 0.0),  # a frame with no tile over the bunch scores 0
+    ],
+)
+def test_bunch_score_with_frames_that_must_agree(
+    frames: list[list[float]], how: str, agree: int, expected: float
+) -> None:
+    rec = BunchRecord(1, BunchHeat(4))
+    for probs in frames:
+        rec.inspected(probs)
+    assert rec.inspected_frames == len(frames)
+    assert rec.score(how, agree) == pytest.approx(expected)  # type: ignore[arg-type]
+    assert rec.agreed(agree) is (len(frames) >= agree)
+
+
+@pytest.mark.parametrize("n, agree, rank", [(0, 2, 1), (1, 2, 1), (2, 2, 2), (5, 2, 2), (3, 1, 1), (2, 3, 2)])
+def test_frame_score_rank(n: int, agree: int, rank: int) -> None:
+    assert frame_score_rank(n, agree) == rank
+
+
+def test_two_frames_must_agree_before_an_early_reject_and_one_frame_bunch_is_judged_on_it() -> None:
+    boxes = [shifted(-60, f) for f in range(13)]
+    rec, windows = record_seen(boxes, [f == 4 for f in range(13)], [0.9])  # one inspected frame, high
+    assert verdict(rec, windows, final=False, agree_frames=1).decision == "reject"
+    assert verdict(rec, windows, final=False, agree_frames=2).decision == "pass"  # wait for a second frame
+    d = verdict(rec, windows[:1], final=True, agree_frames=2)  # it left the view after one: judged on that one
+    assert (d.decision, d.reason, d.score) == ("reject", "spider", pytest.approx(0.9))
+    rec.inspected([0.2])  # a second frame does not see it: not confirmed
+    assert verdict(rec, windows, final=True, agree_frames=2).decision == "pass"
+    assert verdict(rec, windows, final=True, agree_frames=1).decision == "reject"

@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import pytest
 
-from inspector.config import BeltConfig, Config, ModelConfig
+from inspector.config import BeltConfig, Config, DecisionConfig, ModelConfig
 from inspector.decision import fire_time_s
 from inspector.model import Model
 from inspector.pipeline import Pipeline
@@ -20,21 +21,46 @@ def spot(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_spot_model(tmp_path_factory.mktemp("spot"))
 
 
-def run(spot: Path, frames: list[int], mode: str = "belt", n_frames: int = 40) -> tuple[list[Decision], list[Decision]]:
+def run(
+    spot: Path,
+    frames: list[int],
+    mode: str = "belt",
+    decision: DecisionConfig | None = None,
+    fleck_at: dict[int, int] | None = None,
+    inspected: list[int] | None = None,
+    unconfirmed: list[int] | None = None,
+) -> tuple[list[Decision], list[Decision]]:
+    """Drawn footage through the pipeline: (final decisions, rejects as sent). `fleck_at` {frame: bunch_id} draws a
+    spider-dark dot on that bunch in that frame only; `inspected` collects the frames that were inspected,
+    `unconfirmed` the bunches passed although one frame alone scored them at or above the threshold."""
     cal = calibration()
-    config = Config(model=ModelConfig(path=spot, batch_size=8), belt=BeltConfig(mode=mode, min_bunch_area_mm2=200))  # type: ignore[arg-type]
+    config = Config(
+        model=ModelConfig(path=spot, batch_size=8),
+        belt=BeltConfig(mode=mode, min_bunch_area_mm2=200),  # type: ignore[arg-type]
+        decision=decision or DecisionConfig(),
+    )
     bunches = scene()
     finals: list[Decision] = []
     rejects: list[Decision] = []
     with Model(spot, batch_size=8) as model:
         pipe = Pipeline(config, cal, model, FPS)
         for f in frames:
-            step = pipe.process(draw(f, bunches, FPS, cal), FrameRef(0, f, f / FPS))
+            img = draw(f, bunches, FPS, cal)
+            if fleck_at and f in fleck_at:
+                b = next(b for b in bunches if b.bunch_id == fleck_at[f])
+                cv2.circle(img, (round(center_x(b, f, FPS, cal)) - 10, round(b.y) + 8), 5, (15, 15, 20), -1)
+            step = pipe.process(img, FrameRef(0, f, f / FPS))
+            if inspected is not None and step.inspected:
+                inspected.append(f)
             finals += step.final
             rejects += step.rejects
+            if unconfirmed is not None:
+                unconfirmed += step.unconfirmed
         end = pipe.finish()
         finals += end.final
         rejects += end.rejects
+        if unconfirmed is not None:
+            unconfirmed += end.unconfirmed
     return finals, rejects
 
 
@@ -62,6 +88,33 @@ def test_spider_bunches_rejected_clean_ones_passed(spot: Path) -> None:
             assert d.spider_xy is not None
             assert abs(d.spider_xy[0] - (cx + b.spider_dxy[0])) <= 8
             assert abs(d.spider_xy[1] - (b.y + b.spider_dxy[1])) <= 8
+
+
+def test_with_two_frames_to_agree_spiders_are_still_rejected_and_once(spot: Path) -> None:
+    finals, rejects = run(spot, list(range(40)), decision=DecisionConfig(agree_frames=2))
+    assert {d.bunch_id: d.reason for d in finals} == {1: "pass", 2: "spider", 3: "pass", 4: "spider"}
+    assert sorted(r.bunch_id for r in rejects) == [2, 4]
+    assert all(r.inspected_frames >= 2 for r in rejects)  # sent when the second frame confirmed it, not before
+
+
+def test_a_fleck_in_one_frame_rejects_with_one_frame_and_passes_when_two_must_agree(spot: Path) -> None:
+    """Bunch 1 is clean; a dark dot appears on it in one inspected frame only (a glint, a shadow, a tile artefact)."""
+    inspected: list[int] = []
+    run(spot, list(range(40)), inspected=inspected)  # frame selection is by belt travel alone: the same every run
+    cal, b1 = calibration(), scene()[0]
+    whole = [f for f in inspected if b1.radius + 12 <= center_x(b1, f, FPS, cal) <= 320 - b1.radius - 12]
+    assert len(whole) >= 2
+    fleck = {whole[0]: 1}
+    overruled: list[int] = []
+    finals, rejects = run(spot, list(range(40)), fleck_at=fleck, unconfirmed=overruled)
+    assert {d.bunch_id: d.reason for d in finals}[1] == "spider"
+    assert sorted(r.bunch_id for r in rejects) == [1, 2, 4] and overruled == []
+    finals, rejects = run(
+        spot, list(range(40)), decision=DecisionConfig(agree_frames=2), fleck_at=fleck, unconfirmed=overruled
+    )
+    assert {d.bunch_id: d.reason for d in finals} == {1: "pass", 2: "spider", 3: "pass", 4: "spider"}
+    assert sorted(r.bunch_id for r in rejects) == [2, 4]
+    assert overruled == [1]  # counted (inspector_unconfirmed_alarms_total) so a line sees what the rule overruled
 
 
 def test_fire_time_is_when_the_bunch_reaches_the_ejector() -> None:
