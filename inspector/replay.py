@@ -29,7 +29,7 @@ from typing import Any, Literal, TextIO
 import cv2
 import numpy as np
 
-from inspector.config import Calibration, Config
+from inspector.config import Calibration, Config, DecisionConfig
 from inspector.errors import InspectorError, SourceError
 from inspector.evidence import overlay_frame, render
 from inspector.pipeline import Pipeline, StepResult, open_model
@@ -198,12 +198,12 @@ def replay(
 
 
 def write_report(
-    out_dir: Path, labels_path: Path, threshold: float, target_recall: float, footage: str
+    out_dir: Path, labels_path: Path, rule: DecisionConfig, target_recall: float, footage: str
 ) -> dict[str, Any]:
     """Evaluate decisions.jsonl in `out_dir` against labels; write report.json, report.md and the plots."""
     decisions = [json.loads(line) for line in (out_dir / "decisions.jsonl").read_text().splitlines() if line.strip()]
     labels = load_labels(labels_path)
-    report, matched = evaluate(decisions, labels, threshold, target_recall)
+    report, matched = evaluate(decisions, labels, rule.threshold, target_recall, (rule.aggregate, rule.agree_frames))
     (out_dir / "report.json").write_text(report.to_json())
     (out_dir / "report.md").write_text(to_markdown(report, footage))
     plots = write_plots(report, matched, out_dir)

@@ -111,6 +111,42 @@ class SweepRow:
     precision: float
 
 
+@dataclass(frozen=True)
+class BunchScore:
+    """One labelled bunch as the replay judged it: kept in report.json so several footages can be pooled."""
+
+    label_id: int
+    spider: bool
+    score: float  # 0 when no decision matched the label
+    fail_safe: bool  # rejected as uninspected, whatever the threshold
+
+
+def sweep(bunches: list[BunchScore], threshold: float) -> list[SweepRow]:
+    """Recall, false-reject rate and precision at every bunch score (and `threshold`), highest first; a fail-safe
+    reject counts as rejected at every threshold."""
+    positive = np.array([b.spider for b in bunches], bool)
+    scores = np.array([b.score for b in bunches], np.float64)
+    failsafe = np.array([b.fail_safe for b in bunches], bool)
+    rows = []
+    for t in sorted({*scores.tolist(), threshold, 1.0 + 1e-9}, reverse=True):
+        s_tp, s_fn, s_fp, s_tn = _rates((scores >= t) | failsafe, positive)
+        rows.append(
+            SweepRow(
+                t,
+                _div(s_tp, s_tp + s_fn) or 0.0,
+                _div(s_fp, s_fp + s_tn) or 0.0,
+                _div(s_tp, s_tp + s_fp) or (1.0 if s_fp == 0 else 0.0),
+            )
+        )
+    return rows
+
+
+def recommend(rows: list[SweepRow], target_recall: float) -> SweepRow | None:
+    """The highest threshold (fewest false rejects) whose recall reaches the target; None when none does."""
+    reaching = [row for row in rows if row.recall >= target_recall and row.threshold <= 1.0]
+    return max(reaching, key=lambda row: row.threshold) if reaching else None
+
+
 @dataclass
 class Report:
     labelled_bunches: int
@@ -131,6 +167,9 @@ class Report:
     target_recall: float
     recommended_threshold: float | None
     sweep: list[SweepRow] = field(default_factory=list)
+    bunches: list[BunchScore] = field(default_factory=list)
+    aggregate: str = "max"  # the decision rule the scores were made with: a threshold only means something with it
+    agree_frames: int = 1
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -149,26 +188,29 @@ def _div(a: float, b: float) -> float | None:
 
 
 def evaluate(
-    decisions: list[dict[str, Any]], labels: list[LabelledBunch], threshold: float, target_recall: float = 0.99
+    decisions: list[dict[str, Any]],
+    labels: list[LabelledBunch],
+    threshold: float,
+    target_recall: float = 0.99,
+    rule: tuple[str, int] = ("max", 1),
 ) -> tuple[Report, list[Matched]]:
+    """Bunch-level figures of one replay; `rule` = (decision.aggregate, decision.agree_frames) it was made with."""
     matched, unmatched = match(decisions, labels)
-    positive = np.array([m.spider for m in matched], bool)
-    scores = np.array([m.decision["score"] if m.decision else 0.0 for m in matched], np.float64)
-    failsafe = np.array([bool(m.decision and m.decision["reason"] == "uninspected") for m in matched], bool)
+    bunches = [
+        BunchScore(
+            m.label_id,
+            m.spider,
+            float(m.decision["score"]) if m.decision else 0.0,
+            bool(m.decision and m.decision["reason"] == "uninspected"),
+        )
+        for m in matched
+    ]
+    positive = np.array([b.spider for b in bunches], bool)
+    scores = np.array([b.score for b in bunches], np.float64)
     rejected = np.array([bool(m.decision and m.decision["decision"] == "reject") for m in matched], bool)
     tp, fn, fp, tn = _rates(rejected, positive)
-    sweep = []
-    for t in sorted({*scores.tolist(), threshold, 1.0 + 1e-9}, reverse=True):
-        s_tp, s_fn, s_fp, s_tn = _rates((scores >= t) | failsafe, positive)
-        sweep.append(
-            SweepRow(
-                t,
-                _div(s_tp, s_tp + s_fn) or 0.0,
-                _div(s_fp, s_fp + s_tn) or 0.0,
-                _div(s_tp, s_tp + s_fp) or (1.0 if s_fp == 0 else 0.0),
-            )
-        )
-    reaching = [row.threshold for row in sweep if row.recall >= target_recall and row.threshold <= 1.0]
+    rows = sweep(bunches, threshold)
+    best = recommend(rows, target_recall)
     report = Report(
         labelled_bunches=len(labels),
         spider_bunches=int(positive.sum()),
@@ -181,15 +223,60 @@ def evaluate(
         false_reject_rate=_div(fp, fp + tn),
         precision=_div(tp, tp + fp),
         roc_auc=roc_auc(scores, positive),
-        uninspected=int(failsafe.sum()),
+        uninspected=sum(b.fail_safe for b in bunches),
         unmatched_decisions=len(unmatched),
         unmatched_labels=[m.label_id for m in matched if m.decision is None],
         threshold=threshold,
         target_recall=target_recall,
-        recommended_threshold=max(reaching) if reaching else None,
-        sweep=sweep,
+        recommended_threshold=None if best is None else best.threshold,
+        sweep=rows,
+        bunches=bunches,
+        aggregate=rule[0],
+        agree_frames=rule[1],
     )
     return report, matched
+
+
+def read_report(path: Path) -> dict[str, Any]:
+    """report.json of `inspector replay --labels`; one clear line when it is missing or not a report."""
+    if not path.is_file():
+        raise InspectorError(f"{path}: report not found; run `inspector replay ... --labels LABELS` first")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InspectorError(f"{path}: not a replay report ({exc}); give the report.json a replay wrote") from None
+    if not isinstance(data, dict) or not {"recommended_threshold", "target_recall"} <= data.keys():
+        raise InspectorError(f"{path}: not a replay report; give the report.json of `inspector replay --labels`")
+    return data
+
+
+def report_rule(report: dict[str, Any]) -> tuple[str, int]:
+    """(aggregate, agree_frames) a report's scores were made with; reports older than the field: max, 1."""
+    return str(report.get("aggregate", "max")), int(report.get("agree_frames", 1))
+
+
+def pool_bunches(reports: dict[Path, dict[str, Any]]) -> tuple[list[BunchScore], tuple[str, int]]:
+    """Every labelled bunch of several replays, for one threshold over all their footage. The reports must carry
+    per-bunch scores and share one decision rule (scores made with different rules do not mix)."""
+    bunches: list[BunchScore] = []
+    rules = {path: report_rule(report) for path, report in reports.items()}
+    first_path, first_rule = next(iter(rules.items()))
+    for path, report in reports.items():
+        if rules[path] != first_rule:
+            raise InspectorError(
+                f"{path}: made with decision.aggregate {rules[path][0]}, agree_frames {rules[path][1]}, but "
+                f"{first_path} with {first_rule[0]}, {first_rule[1]}; pool replays made with one decision rule"
+            )
+        if "bunches" not in report:
+            raise InspectorError(f"{path}: has no per-bunch scores (written by an older version); replay it again")
+        try:
+            bunches += [
+                BunchScore(int(b["label_id"]), bool(b["spider"]), float(b["score"]), bool(b["fail_safe"]))
+                for b in report["bunches"]
+            ]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InspectorError(f"{path}: a bunch entry is malformed ({exc}); replay it again") from None
+    return bunches, first_rule
 
 
 def _pct(v: float | None) -> str:

@@ -55,6 +55,8 @@ def test_replay_writes_decisions_evidence_report_and_plots(
     assert (report["tp"], report["fn"], report["fp"], report["tn"]) == (2, 0, 0, 2)
     assert report["recall"] == 1.0 and report["false_reject_rate"] == 0.0 and report["roc_auc"] == 1.0
     assert report["recommended_threshold"] is not None
+    assert (report["aggregate"], report["agree_frames"]) == ("max", 1)  # the rule its scores were made with
+    assert sorted(b["spider"] for b in report["bunches"]) == [False, False, True, True]  # for pooled `inspector tune`
     assert "| **spider** | 2 (caught) | 0 (missed) |" in (out / "report.md").read_text()
     for plot in ("roc.png", "precision_recall.png", "score_histogram.png", "recall_vs_false_reject.png"):
         assert (out / plot).stat().st_size > 1000

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +36,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.set_defaults(func=run_replay)
 
-    t = sub.add_parser("tune", help="write the threshold recommended by a replay report into a copy of a config")
-    t.add_argument("report", type=Path, help="report.json of `inspector replay --labels`")
+    t = sub.add_parser(
+        "tune", help="write the threshold recommended by one or more replay reports (pooled) into a copy of a config"
+    )
+    t.add_argument("report", type=Path, nargs="+", help="report.json of `inspector replay --labels`; several: pooled")
     t.add_argument("--config", type=Path, help="config to copy (embedded defaults when absent)")
     t.add_argument("--out", type=Path, required=True, help="where to write the new config")
+    t.add_argument("--target-recall", type=float, help="recall to reach (default: the reports' own)")
     t.set_defaults(func=run_tune)
 
 
@@ -81,7 +83,7 @@ def run_replay(args: argparse.Namespace) -> int:
         print(f"inspector: error: {summary.error} (decisions up to there are kept)")
         status = 1
     if args.labels:
-        report = write_report(args.out, args.labels, config.decision.threshold, args.target_recall, str(args.footage))
+        report = write_report(args.out, args.labels, config.decision, args.target_recall, str(args.footage))
         pct = lambda v: "n/a" if v is None else f"{100 * v:.1f} %"  # noqa: E731
         print(
             f"report: recall {pct(report['recall'])}, false-reject rate {pct(report['false_reject_rate'])}, "
@@ -89,32 +91,59 @@ def run_replay(args: argparse.Namespace) -> int:
             f"recommended threshold {report['recommended_threshold']} -> {args.out / 'report.md'}"
         )
         if args.write_threshold:
-            write_tuned(args.config, args.out / "report.json", args.write_threshold)
+            write_tuned(args.config, [args.out / "report.json"], args.write_threshold)
     return status
 
 
-def write_tuned(config_path: Path | None, report_path: Path, out: Path) -> float:
-    if not report_path.is_file():
-        raise InspectorError(f"{report_path}: report not found; run `inspector replay ... --labels LABELS` first")
-    report = json.loads(report_path.read_text())
-    threshold = report.get("recommended_threshold")
+def write_tuned(
+    config_path: Path | None, report_paths: list[Path], out: Path, target_recall: float | None = None
+) -> float:
+    """Copy the config with the threshold that reaches the recall target on every labelled bunch of the reports."""
+    from inspector.report import pool_bunches, read_report, recommend, report_rule, sweep
+
+    reports = {path: read_report(path) for path in report_paths}
+    targets = {float(r["target_recall"]) for r in reports.values()}
+    if target_recall is None and len(targets) > 1:
+        raise InspectorError(f"the reports aim at different recalls {sorted(targets)}; give --target-recall")
+    target = target_recall if target_recall is not None else targets.pop()
+    if not 0 < target <= 1:
+        raise InspectorError(f"--target-recall {target}: must be in (0, 1]")
+    config = load_config(config_path) if config_path is not None else Config()  # refuse to copy a broken config
+    first = next(iter(reports.values()))
+    if len(reports) == 1 and target_recall is None and "bunches" not in first:
+        # a report older than per-bunch scores: its own recommendation, as it was written
+        threshold, rule, how = first.get("recommended_threshold"), report_rule(first), ""
+    else:
+        bunches, rule = pool_bunches(reports)
+        best = recommend(sweep(bunches, config.decision.threshold), target)
+        threshold = None if best is None else best.threshold
+        how = (
+            ""
+            if best is None
+            else f" ({len(bunches)} bunches, {sum(b.spider for b in bunches)} with a spider, {len(reports)} "
+            f"report(s): recall {100 * best.recall:.1f} %, false rejects {100 * best.false_reject_rate:.1f} %)"
+        )
+    names = ", ".join(str(p) for p in report_paths)
     if threshold is None:
+        raise InspectorError(f"{names}: no threshold reaches the target recall {target}; nothing written")
+    have = (config.decision.aggregate, config.decision.agree_frames)
+    if have != rule:
         raise InspectorError(
-            f"{report_path}: no threshold reaches the target recall {report.get('target_recall')}; nothing written"
+            f"{names}: replayed with decision.aggregate {rule[0]}, agree_frames {rule[1]}, but the config has "
+            f"{have[0]}, {have[1]}: the threshold would not mean the same; give --config with that rule"
         )
     data: dict[str, Any] = {}
     if config_path is not None:
-        load_config(config_path)  # refuse to copy a broken config
         data = yaml.safe_load(config_path.read_text()) or {}
     data.setdefault("decision", {})["threshold"] = round(float(threshold), 6)
-    header = f"# written by `inspector tune` from {report_path} (recall target {report.get('target_recall')})\n"
+    header = f"# written by `inspector tune` from {names} (recall target {target})\n"
     out.write_text(header + yaml.safe_dump(data, sort_keys=False))
     if config_path is not None:
         load_config(out)
-    print(f"tune: decision.threshold = {threshold:.6f} written to {out}")
+    print(f"tune: decision.threshold = {threshold:.6f} written to {out}{how}")
     return float(threshold)
 
 
 def run_tune(args: argparse.Namespace) -> int:
-    write_tuned(args.config, args.report, args.out)
+    write_tuned(args.config, args.report, args.out, args.target_recall)
     return 0

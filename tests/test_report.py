@@ -1,0 +1,117 @@
+"""Bunch-level report helpers and `inspector tune` over one or several replay reports (pooled)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from inspector.cli import main
+from inspector.errors import InspectorError
+from inspector.report import BunchScore, pool_bunches, read_report, recommend, sweep
+
+
+def bunch(i: int, spider: bool, score: float, fail_safe: bool = False) -> BunchScore:
+    return BunchScore(i, spider, score, fail_safe)
+
+
+A = [bunch(1, True, 0.9), bunch(2, True, 0.6), bunch(3, False, 0.7), bunch(4, False, 0.2)]
+B = [bunch(1, True, 0.4), bunch(2, False, 0.3), bunch(3, False, 0.0, fail_safe=True)]
+
+
+@pytest.mark.parametrize(
+    "bunches, target, threshold, recall, false_rejects",
+    [
+        ([], 0.5, None, None, None),  # nothing labelled: no threshold reaches any recall
+        (A, 1.0, 0.6, 1.0, 0.5),
+        (A, 0.5, 0.9, 0.5, 0.0),
+        (A + B, 1.0, 0.4, 1.0, 2 / 4),  # pooled: the fail-safe reject counts at every threshold
+        (A + B, 0.6, 0.6, 2 / 3, 2 / 4),
+        # the only spider bunch is a fail-safe reject: every threshold reaches it; the highest row <= 1 is the config's
+        ([bunch(1, True, 0.0, fail_safe=True), bunch(2, False, 0.1)], 1.0, 0.5, 1.0, 0.0),
+    ],
+    ids=["empty", "one-report-all", "one-report-half", "pooled-all", "pooled-two-thirds", "fail-safe-only"],
+)
+def test_recommend_is_the_highest_threshold_reaching_the_recall(
+    bunches: list[BunchScore], target: float, threshold: float | None, recall: float, false_rejects: float
+) -> None:
+    best = recommend(sweep(bunches, 0.5), target)
+    if threshold is None:
+        assert best is None
+        return
+    assert best is not None
+    assert (best.threshold, best.recall, best.false_reject_rate) == pytest.approx((threshold, recall, false_rejects))
+
+
+def _report(path: Path, bunches: list[BunchScore] | None, agree_frames: int = 1, target: float = 1.0) -> Path:
+    data: dict[str, object] = {"recommended_threshold": 0.123, "target_recall": target}
+    if bunches is not None:
+        data |= {"bunches": [b.__dict__ for b in bunches], "aggregate": "max", "agree_frames": agree_frames}
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_tune_pools_several_reports_into_one_threshold(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a, b = _report(tmp_path / "a.json", A), _report(tmp_path / "b.json", B)
+    assert main(["tune", str(a), "--out", str(tmp_path / "one.yaml")]) == 0
+    assert yaml.safe_load((tmp_path / "one.yaml").read_text())["decision"]["threshold"] == pytest.approx(0.6)
+    assert main(["tune", str(a), str(b), "--out", str(tmp_path / "both.yaml")]) == 0
+    assert yaml.safe_load((tmp_path / "both.yaml").read_text())["decision"]["threshold"] == pytest.approx(0.4)
+    out = capsys.readouterr().out
+    assert "7 bunches, 3 with a spider, 2 report(s): recall 100.0 %, false rejects 50.0 %" in out
+    assert main(["tune", str(a), str(b), "--target-recall", "0.6", "--out", str(tmp_path / "t.yaml")]) == 0
+    assert yaml.safe_load((tmp_path / "t.yaml").read_text())["decision"]["threshold"] == pytest.approx(0.6)
+
+
+def test_tune_keeps_a_report_without_per_bunch_scores_working_alone(tmp_path: Path) -> None:
+    old = _report(tmp_path / "old.json", None)
+    assert main(["tune", str(old), "--out", str(tmp_path / "o.yaml")]) == 0
+    assert yaml.safe_load((tmp_path / "o.yaml").read_text())["decision"]["threshold"] == pytest.approx(0.123)
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda d: [_report(d / "a.json", A), _report(d / "old.json", None)], "no per-bunch scores"),
+        (lambda d: [_report(d / "a.json", A), _report(d / "k2.json", B, agree_frames=2)], "one decision rule"),
+        (lambda d: [_report(d / "a.json", A), _report(d / "b.json", B, target=0.9)], "--target-recall"),
+        (lambda d: [_report(d / "k2.json", A, agree_frames=2)], "agree_frames 2, but the config has max, 1"),
+        (lambda d: [_report(d / "a.json", [bunch(1, True, 0.2), bunch(2, False, 0.1)], target=1.0)], None),
+        (lambda d: [d / "missing.json"], "report not found"),
+        (lambda d: [d / "garbage.json"], "not a replay report"),
+    ],
+    ids=["old-and-new", "two-rules", "two-targets", "rule-not-in-config", "reachable", "missing", "garbage"],
+)
+def test_tune_mistakes_are_one_clear_line(
+    tmp_path: Path, make: Callable[[Path], list[Path]], words: str | None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "garbage.json").write_text("{not json")
+    paths = make(tmp_path)
+    status = main(["tune", *map(str, paths), "--out", str(tmp_path / "new.yaml")])
+    err = capsys.readouterr().err
+    if words is None:  # the control: a well-formed report tunes
+        assert status == 0 and err == ""
+        return
+    assert status != 0 and words in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "new.yaml").exists()
+
+
+def test_tune_writes_the_rule_the_reports_were_made_with_into_the_copy(tmp_path: Path) -> None:
+    k2 = _report(tmp_path / "k2.json", A, agree_frames=2)
+    base = tmp_path / "config.yaml"
+    base.write_text("decision:\n  threshold: 0.5\n  agree_frames: 2\n")
+    assert main(["tune", str(k2), "--config", str(base), "--out", str(tmp_path / "new.yaml")]) == 0
+    written = yaml.safe_load((tmp_path / "new.yaml").read_text())["decision"]
+    assert written == {"threshold": pytest.approx(0.6), "agree_frames": 2}
+
+
+def test_pool_and_read_report(tmp_path: Path) -> None:
+    a, b = _report(tmp_path / "a.json", A), _report(tmp_path / "b.json", B)
+    bunches, rule = pool_bunches({a: read_report(a), b: read_report(b)})
+    assert bunches == A + B and rule == ("max", 1)
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(InspectorError, match="not a replay report"):
+        read_report(tmp_path / "list.json")
