@@ -4,9 +4,11 @@ Score: ``max`` of every spider probability of every tile over the bunch in every
 (1 − Π(1 − p)). With ``agree_frames`` k ≥ 2 the aggregate is taken per inspected frame and the bunch score is the
 k-th highest frame score: k frames must each see the spider, so one frame's fleck, glint or tile-edge artefact no
 longer rejects a bunch alone. A bunch is rejected early only once k frames agree; one that leaves the view after
-fewer than k inspected frames is judged by the frames it had (``frame_score_rank``: towards reject). Fail-safe: a bunch is rejected with reason ``uninspected`` when it leaves the view (or the footage
-ends) unless both of its ends were seen inside the view and every stretch of it along the belt lay in an inspected
-frame — whatever its score. Frames dropped by capture or skipped because inspection fell behind show up here.
+fewer than k inspected frames is judged by the frames it had (``frame_score_rank``: towards reject).
+
+Fail-safe: a bunch is rejected with reason ``uninspected`` when it leaves the view (or the footage ends) unless both
+of its ends were seen inside the view and every stretch of it along the belt lay in an inspected frame — whatever
+its score. Frames dropped by capture or skipped because inspection fell behind show up here.
 
 Fire time: the bunch centre is ``d`` px past the image's centre line (along the direction of travel) in the frame
 taken at ``t``; it reaches the ejector ``camera_to_ejector_mm − d·mm_per_px`` later, at belt speed:

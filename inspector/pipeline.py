@@ -290,7 +290,7 @@ class Pipeline:
         ):
             result.unconfirmed.append(record.bunch_id)  # only with agree_frames >= 2: what the rule overruled
             log.info(
-                "bunch %d: passed, one frame scored %.3f but fewer than %d agreed",
+                "bunch %d: passed: its frames together score %.3f, but fewer than %d reached the threshold each",
                 record.bunch_id,
                 record.score(self.config.decision.aggregate),
                 self.config.decision.agree_frames,
