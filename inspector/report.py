@@ -245,7 +245,13 @@ def read_report(path: Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InspectorError(f"{path}: not a replay report ({exc}); give the report.json a replay wrote") from None
-    if not isinstance(data, dict) or not {"recommended_threshold", "target_recall"} <= data.keys():
+    if (
+        not isinstance(data, dict)
+        or not {"recommended_threshold", "target_recall"} <= data.keys()
+        or not isinstance(data["target_recall"], int | float)
+        or not isinstance(data.get("aggregate", "max"), str)
+        or not isinstance(data.get("agree_frames", 1), int)
+    ):
         raise InspectorError(f"{path}: not a replay report; give the report.json of `inspector replay --labels`")
     return data
 
@@ -258,6 +264,8 @@ def report_rule(report: dict[str, Any]) -> tuple[str, int]:
 def pool_bunches(reports: dict[Path, dict[str, Any]]) -> tuple[list[BunchScore], tuple[str, int]]:
     """Every labelled bunch of several replays, for one threshold over all their footage. The reports must carry
     per-bunch scores and share one decision rule (scores made with different rules do not mix)."""
+    if not reports:
+        raise InspectorError("no report given; name at least one report.json")
     bunches: list[BunchScore] = []
     rules = {path: report_rule(report) for path, report in reports.items()}
     first_path, first_rule = next(iter(rules.items()))

@@ -65,12 +65,15 @@ def test_pooled_figures_by_hand(tmp_path: Path) -> None:
         (["--set", "x=r.json", "--threshold", "1.5"], "[0, 1]"),
         (["--set", "x=r.json", "--recall", "0"], "(0, 1]"),
         (["--set", "x=r.json,old.json"], "no per-bunch scores"),
+        (["--set", "x=,"], "NAME=REPORT"),
+        (["--set", "x=bad.json"], "not a replay report"),
     ],
-    ids=["missing", "threshold", "recall", "old-report"],
+    ids=["missing", "threshold", "recall", "old-report", "no-report", "bad-target"],
 )
 def test_mistakes_are_one_line(tmp_path: Path, args: list[str], words: str) -> None:
     _report(tmp_path / "r.json", [(True, 0.9, False), (False, 0.1, False)])
     (tmp_path / "old.json").write_text(json.dumps({"recommended_threshold": 0.5, "target_recall": 0.99}))
+    (tmp_path / "bad.json").write_text(json.dumps({"recommended_threshold": 0.5, "target_recall": "high"}))
     proc = subprocess.run([sys.executable, str(TOOL), *args], capture_output=True, text=True, check=False, cwd=tmp_path)
     assert proc.returncode == 1 and words in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

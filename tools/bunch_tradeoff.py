@@ -42,10 +42,11 @@ def at(rows: list[SweepRow], threshold: float) -> SweepRow:
 
 
 def parse_set(text: str) -> tuple[str, list[Path]]:
-    name, sep, paths = text.partition("=")
-    if not sep or not name or not paths:
+    name, _, paths = text.partition("=")
+    reports = [Path(p) for p in paths.split(",") if p]
+    if not name or not reports:
         raise InspectorError(f"--set {text!r}: expected NAME=REPORT[,REPORT...]")
-    return name, [Path(p) for p in paths.split(",") if p]
+    return name, reports
 
 
 def pooled_set(name: str, paths: list[Path]) -> PooledSet:
