@@ -143,6 +143,7 @@ def _known_tileset(out: Path) -> None:
         np.asarray(boxes, np.float32),
         np.asarray(kinds, dtype=str),
         {"source": "test", "seed": 0, "split": "test"},
+        tile_scale_px=np.array([140, 140, 306, 306, 306, 140, 140, 306], np.int32),  # the fleck tile: 306 px
     )
     save_tile_set(data, out)
 
@@ -165,6 +166,12 @@ def test_evaluate_cli_on_known_tiles(tmp_path: Path) -> None:
     # FAM peak on the red square: inside the box for 3 of the 4 spider tiles
     assert fig["pointing"] == pytest.approx(3 / 4)
     assert fig["per_kind_accuracy"] == {"hard_neg": 1.0, "neg": 0.5, "pos": 1.0}
+    # the one false reject (the fleck) was cut at 306 px: that scale carries it, 140 px is clean
+    assert fig["per_scale_accuracy"] == {
+        "140": {"all": 1.0, "hard_neg": 1.0, "neg": 1.0, "pos": 1.0},
+        "306": {"all": 0.75, "hard_neg": 1.0, "neg": 0.0, "pos": 1.0},
+    }
+    assert "tiles cut at 306 px (4): accuracy 75.0 % (hard_neg 100.0 %, neg 0.0 %, pos 100.0 %)" in proc.stdout
 
 
 def test_evaluate_cli_reports_missing_tiles(tmp_path: Path) -> None:

@@ -67,12 +67,25 @@ def test_deterministic_and_round_trip(tiles, tmp_path: Path) -> None:  # type: i
     assert not np.array_equal(tiles.images[:4], other.images)
     save_tile_set(tiles, tmp_path / "set", {"mode": "procedural"})
     with np.load(tmp_path / "set" / "tiles.npz") as z:
-        assert set(z.files) == {"images", "labels", "boxes_xyxy", "kinds", "spider_origin"}
+        assert set(z.files) == {"images", "labels", "boxes_xyxy", "kinds", "spider_origin", "tile_scale_px"}
         assert z["kinds"].dtype.kind == "U"
     back = load_tile_set(tmp_path / "set")
     assert np.array_equal(back.images, tiles.images) and list(back.kinds) == list(tiles.kinds)
     assert list(back.spider_origin) == list(tiles.spider_origin)
+    assert np.array_equal(back.tile_scale_px, tiles.tile_scale_px) and back.tile_scale_px.dtype == np.int32
     assert back.meta["mode"] == "procedural" and back.meta["seed"] == 3
+
+
+def test_every_tile_records_the_scale_it_was_cut_at(tiles) -> None:  # type: ignore[no-untyped-def]
+    planned = {s["tile_px"] for s in tiles.meta["scales"]}
+    assert set(tiles.tile_scale_px.tolist()) <= planned and len(planned) >= 2
+    # a spider tile's box, taken back to frame pixels at its recorded scale, fits that scale's span band
+    band_px = {s["tile_px"]: s["span_mm"][1] / CAL.mm_per_px for s in tiles.meta["scales"]}
+    pos = tiles.labels == 1
+    side_224 = np.max(tiles.boxes_xyxy[pos, 2:] - tiles.boxes_xyxy[pos, :2], axis=1)
+    for side, px in zip(side_224, tiles.tile_scale_px[pos], strict=True):
+        assert side * px / 224 <= band_px[int(px)] * 1.15
+    assert len(set(tiles.tile_scale_px.tolist())) == 2  # this seed draws both scales
 
 
 def test_spider_origin_is_recorded_on_spider_tiles_only(tiles) -> None:  # type: ignore[no-untyped-def]
@@ -93,14 +106,18 @@ def test_sets_without_spider_origin_still_load_and_concatenate(tiles, tmp_path: 
     )
     old = load_tile_set(d)
     assert old.spider_origin.shape == (20,) and set(old.spider_origin) == {""}
+    assert old.tile_scale_px.shape == (20,) and set(old.tile_scale_px.tolist()) == {0}  # 0 = not recorded
     both = concat_tile_sets([old, tiles])
     assert list(both.spider_origin) == [""] * 20 + list(tiles.spider_origin)
+    assert list(both.tile_scale_px) == [0] * 20 + list(tiles.tile_scale_px)
     empty = TileSet(
         np.zeros((0, 224, 224, 3), np.uint8), np.zeros(0, np.int8), np.zeros((0, 4), np.float32), np.array([])
     )
     assert empty.spider_origin.shape == (0,)
     with pytest.raises(ValueError, match="spider_origin"):
         TileSet(tiles.images, tiles.labels, tiles.boxes_xyxy, tiles.kinds, {}, np.array(["x"]))
+    with pytest.raises(ValueError, match="tile_scale_px"):
+        TileSet(tiles.images, tiles.labels, tiles.boxes_xyxy, tiles.kinds, {}, tiles.spider_origin, np.ones(3, np.int32))
 
 
 def test_cli(tmp_path: Path) -> None:

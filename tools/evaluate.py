@@ -90,7 +90,13 @@ def run(args: argparse.Namespace) -> int:
         rows.append((name, ev))
         kinds = ", ".join(f"{k} {100 * v:.1f} %" for k, v in ev.per_kind_accuracy.items())
         print(f"{name}: {ev.figures.n} tiles, {ev.tiles_per_s:.0f} tiles/s; accuracy per kind: {kinds}")
+        for px, acc in ev.per_scale_accuracy.items():
+            n_px = int((tiles.tile_scale_px == px).sum())
+            parts = ", ".join(f"{k} {100 * v:.1f} %" for k, v in acc.items() if k != "all")
+            print(f"  tiles cut at {px} px ({n_px}): accuracy {100 * acc['all']:.1f} % ({parts})")
         out[name] = {**ev.figures.as_dict(), "per_kind_accuracy": ev.per_kind_accuracy, "tiles_per_s": ev.tiles_per_s}
+        if ev.per_scale_accuracy:
+            out[name]["per_scale_accuracy"] = {str(px): acc for px, acc in ev.per_scale_accuracy.items()}
         if args.sweep:
             _print_sweep(sweeps[i], threshold)
             out[name]["sweep"] = [vars(s) for s in sweeps[i]]

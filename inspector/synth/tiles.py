@@ -12,7 +12,9 @@ be). Every tile (any kind) may also carry extra non-spider patches, so paste sea
 Saved format (`save_tile_set`): ``tiles.npz`` with ``images`` (N,224,224,3) uint8 BGR, ``labels`` (N,) int8
 (1 = spider), ``boxes_xyxy`` (N,4) float32 (spider box in tile pixels, -1 where none), ``kinds`` (N,) str,
 ``spider_origin`` (N,) str (the spider's source photo or ``procedural:<kind>``, "" on tiles without one; absent
-in sets made before session 8, read as all ""); and ``meta.json`` (mode, source, split, seed, counts, calibration, scales).
+in sets made before session 8, read as all ""), ``tile_scale_px`` (N,) int32 (the frame-pixel size the tile was cut
+at, one of meta's scales; absent in sets made before session 14, read as 0 = not recorded); and ``meta.json`` (mode,
+source, split, seed, counts, calibration, scales).
 """
 
 from __future__ import annotations
@@ -71,12 +73,18 @@ class TileSet:
     # (N,) where each spider tile's spider came from (photo file name, or procedural:<kind>); "" on the other tiles
     # and where it was not recorded (sets made before session 8). Left out: all "".
     spider_origin: npt.NDArray[np.str_] = field(default_factory=lambda: np.zeros(0, dtype=str))
+    # (N,) the frame-pixel size each tile was cut at (the plan's scale, before resizing to 224); 0 = not recorded
+    tile_scale_px: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, np.int32))
 
     def __post_init__(self) -> None:
         if len(self.spider_origin) == 0 and len(self.labels) > 0:
             self.spider_origin = np.full(len(self.labels), "", dtype=str)
         elif self.spider_origin.shape != self.labels.shape:
             raise ValueError(f"spider_origin {self.spider_origin.shape} does not match {len(self.labels)} tiles")
+        if len(self.tile_scale_px) == 0 and len(self.labels) > 0:
+            self.tile_scale_px = np.zeros(len(self.labels), np.int32)
+        elif self.tile_scale_px.shape != self.labels.shape:
+            raise ValueError(f"tile_scale_px {self.tile_scale_px.shape} does not match {len(self.labels)} tiles")
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -186,6 +194,7 @@ def make_tile_set(
     labels = np.zeros(n, np.int8)
     boxes = np.full((n, 4), -1.0, np.float32)
     origins = [""] * n
+    scale_px = np.zeros(n, np.int32)
     for i, kind in enumerate(kinds):
         rng = np.random.default_rng([seed, 7, i])
         whole = pool[int(rng.integers(len(pool)))]
@@ -223,7 +232,7 @@ def make_tile_set(
                 kind = kinds[i] = "neg"  # the spider vanished behind berries (rare): record the truth
         scene = _compose_window(rng, sprite, target, win_px, belts, calibration)
         tile, box = _cut_tile(rng, scene, scale.tile_px, out_px)
-        images[i] = tile
+        images[i], scale_px[i] = tile, scale.tile_px
         if kind == "pos":
             labels[i] = 1
             boxes[i] = box
@@ -249,7 +258,7 @@ def make_tile_set(
         ],
         "fraction_model": "disc of diameter span: pi*span^2/4 / tile^2",
     }
-    return TileSet(images, labels, boxes, np.array(kinds, dtype=str), meta, np.array(origins, dtype=str))
+    return TileSet(images, labels, boxes, np.array(kinds, dtype=str), meta, np.array(origins, dtype=str), scale_px)
 
 
 def save_tile_set(tiles: TileSet, out_dir: Path, extra_meta: dict[str, object] | None = None) -> None:
@@ -261,6 +270,7 @@ def save_tile_set(tiles: TileSet, out_dir: Path, extra_meta: dict[str, object] |
         boxes_xyxy=tiles.boxes_xyxy,
         kinds=tiles.kinds,
         spider_origin=tiles.spider_origin,
+        tile_scale_px=tiles.tile_scale_px,
     )
     meta = {**tiles.meta, **(extra_meta or {})}
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -276,6 +286,9 @@ def load_tile_set(path: Path) -> TileSet:
             images, labels = z["images"], z["labels"].astype(np.int8)
             boxes, kinds = z["boxes_xyxy"].astype(np.float32), z["kinds"].astype(str)
             origin = z["spider_origin"].astype(str) if "spider_origin" in z.files else np.full(len(labels), "")
+            scale_px = (
+                z["tile_scale_px"].astype(np.int32) if "tile_scale_px" in z.files else np.zeros(len(labels), np.int32)
+            )
     except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
         raise InspectorError(f"{npz}: not a tile set ({exc}); expected images, labels, boxes_xyxy, kinds") from None
     n = len(images)
@@ -283,14 +296,14 @@ def load_tile_set(path: Path) -> TileSet:
         raise InspectorError(f"{npz}: images must be (N, 224, 224, 3) uint8, got {images.shape} {images.dtype}")
     if labels.shape != (n,) or boxes.shape != (n, 4) or kinds.shape != (n,):
         raise InspectorError(f"{npz}: labels/boxes_xyxy/kinds do not match {n} images")
-    if origin.shape != (n,):
-        raise InspectorError(f"{npz}: spider_origin does not match {n} images")
+    if origin.shape != (n,) or scale_px.shape != (n,):
+        raise InspectorError(f"{npz}: spider_origin/tile_scale_px do not match {n} images")
     meta_path = npz.parent / "meta.json"
     try:
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     except (OSError, ValueError) as exc:
         raise InspectorError(f"{meta_path}: unreadable ({exc})") from None
-    return TileSet(images, labels, boxes, kinds, meta, origin)
+    return TileSet(images, labels, boxes, kinds, meta, origin, scale_px)
 
 
 def concat_tile_sets(sets: list[TileSet]) -> TileSet:
@@ -302,6 +315,7 @@ def concat_tile_sets(sets: list[TileSet]) -> TileSet:
         kinds=np.concatenate([t.kinds for t in sets]),
         meta={"parts": [t.meta for t in sets]},
         spider_origin=np.concatenate([t.spider_origin for t in sets]),
+        tile_scale_px=np.concatenate([t.tile_scale_px for t in sets]),
     )
 
 

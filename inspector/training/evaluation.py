@@ -7,7 +7,7 @@ paper's Eq. 1 from :func:`inspector.fam.tile_fam` (bilinear upsampling of fam1..
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -30,6 +30,8 @@ class Evaluation:
     per_kind_accuracy: dict[str, float]
     tiles_per_s: float
     spider_prob: np.ndarray  # (N,) float32, per tile, in the tile set's order
+    # per tile scale (frame px the tiles were cut at): {"all": accuracy, kind: accuracy}; empty where not recorded
+    per_scale_accuracy: dict[int, dict[str, float]] = field(default_factory=dict)
 
 
 def evaluate_model(
@@ -61,22 +63,40 @@ def evaluate_model(
     maps = np.concatenate(maps_pos) if maps_pos else None
     boxes = tiles.boxes_xyxy[pos_all] * (size / tiles.images.shape[1])
     figures = tile_figures(p, tiles.labels, maps, boxes, threshold=threshold)
-    return Evaluation(figures, _per_kind(p, tiles, threshold), len(p) / elapsed if elapsed > 0 else float("nan"), p)
+    tiles_per_s = len(p) / elapsed if elapsed > 0 else float("nan")
+    return Evaluation(figures, _per_kind(p, tiles, threshold), tiles_per_s, p, _per_scale(p, tiles, threshold))
 
 
 def at_threshold(ev: Evaluation, tiles: TileSet, threshold: float) -> Evaluation:
     """The same evaluation read at another threshold, without running the model again (pointing and AUC do not
     depend on the threshold)."""
     figures = replace(tile_figures(ev.spider_prob, tiles.labels, threshold=threshold), pointing=ev.figures.pointing)
-    return replace(ev, figures=figures, per_kind_accuracy=_per_kind(ev.spider_prob, tiles, threshold))
+    return replace(
+        ev,
+        figures=figures,
+        per_kind_accuracy=_per_kind(ev.spider_prob, tiles, threshold),
+        per_scale_accuracy=_per_scale(ev.spider_prob, tiles, threshold),
+    )
 
 
-def _per_kind(p: np.ndarray, tiles: TileSet, threshold: float) -> dict[str, float]:
+def _per_kind(p: np.ndarray, tiles: TileSet, threshold: float, where: np.ndarray | None = None) -> dict[str, float]:
+    """Accuracy per tile kind, over the tiles `where` selects (all by default)."""
+    sel = np.ones(len(p), bool) if where is None else where
     per_kind: dict[str, float] = {}
-    for kind in sorted(set(tiles.kinds.tolist())):
-        k = tiles.kinds == kind
+    for kind in sorted(set(tiles.kinds[sel].tolist())):
+        k = sel & (tiles.kinds == kind)
         per_kind[kind] = float(np.mean((p[k] >= threshold) == (tiles.labels[k] == 1)))
     return per_kind
+
+
+def _per_scale(p: np.ndarray, tiles: TileSet, threshold: float) -> dict[int, dict[str, float]]:
+    """Accuracy ("all" and per kind) per tile scale; empty when the set did not record its scales."""
+    out: dict[int, dict[str, float]] = {}
+    for px in sorted(set(tiles.tile_scale_px.tolist()) - {0}):
+        at = tiles.tile_scale_px == px
+        out[int(px)] = {"all": float(np.mean((p[at] >= threshold) == (tiles.labels[at] == 1)))}
+        out[int(px)] |= _per_kind(p, tiles, threshold, at)
+    return out
 
 
 def misclassified(prob: np.ndarray, labels: np.ndarray, threshold: float) -> tuple[list[int], list[int]]:
