@@ -13,7 +13,7 @@ Saved format (`save_tile_set`): ``tiles.npz`` with ``images`` (N,224,224,3) uint
 (1 = spider), ``boxes_xyxy`` (N,4) float32 (spider box in tile pixels, -1 where none), ``kinds`` (N,) str,
 ``spider_origin`` (N,) str (the spider's source photo or ``procedural:<kind>``, "" on tiles without one; absent
 in sets made before session 8, read as all ""), ``tile_scale_px`` (N,) int32 (the frame-pixel size the tile was cut
-at, one of meta's scales; absent in sets made before session 14, read as 0 = not recorded); and ``meta.json`` (mode,
+at, one of meta's scales; absent in sets made before session 15, read as 0 = not recorded); and ``meta.json`` (mode,
 source, split, seed, counts, calibration, scales).
 """
 

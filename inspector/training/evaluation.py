@@ -79,14 +79,14 @@ def at_threshold(ev: Evaluation, tiles: TileSet, threshold: float) -> Evaluation
     )
 
 
+def _accuracy(p: np.ndarray, tiles: TileSet, threshold: float, where: np.ndarray) -> float:
+    return float(np.mean((p[where] >= threshold) == (tiles.labels[where] == 1)))
+
+
 def _per_kind(p: np.ndarray, tiles: TileSet, threshold: float, where: np.ndarray | None = None) -> dict[str, float]:
     """Accuracy per tile kind, over the tiles `where` selects (all by default)."""
     sel = np.ones(len(p), bool) if where is None else where
-    per_kind: dict[str, float] = {}
-    for kind in sorted(set(tiles.kinds[sel].tolist())):
-        k = sel & (tiles.kinds == kind)
-        per_kind[kind] = float(np.mean((p[k] >= threshold) == (tiles.labels[k] == 1)))
-    return per_kind
+    return {k: _accuracy(p, tiles, threshold, sel & (tiles.kinds == k)) for k in sorted(set(tiles.kinds[sel].tolist()))}
 
 
 def _per_scale(p: np.ndarray, tiles: TileSet, threshold: float) -> dict[int, dict[str, float]]:
@@ -94,8 +94,7 @@ def _per_scale(p: np.ndarray, tiles: TileSet, threshold: float) -> dict[int, dic
     out: dict[int, dict[str, float]] = {}
     for px in sorted(set(tiles.tile_scale_px.tolist()) - {0}):
         at = tiles.tile_scale_px == px
-        out[int(px)] = {"all": float(np.mean((p[at] >= threshold) == (tiles.labels[at] == 1)))}
-        out[int(px)] |= _per_kind(p, tiles, threshold, at)
+        out[int(px)] = {"all": _accuracy(p, tiles, threshold, at), **_per_kind(p, tiles, threshold, at)}
     return out
 
 
