@@ -117,7 +117,9 @@ def test_sets_without_spider_origin_still_load_and_concatenate(tiles, tmp_path: 
     with pytest.raises(ValueError, match="spider_origin"):
         TileSet(tiles.images, tiles.labels, tiles.boxes_xyxy, tiles.kinds, {}, np.array(["x"]))
     with pytest.raises(ValueError, match="tile_scale_px"):
-        TileSet(tiles.images, tiles.labels, tiles.boxes_xyxy, tiles.kinds, {}, tiles.spider_origin, np.ones(3, np.int32))
+        TileSet(
+            tiles.images, tiles.labels, tiles.boxes_xyxy, tiles.kinds, {}, tiles.spider_origin, np.ones(3, np.int32)
+        )
 
 
 def test_cli(tmp_path: Path) -> None:

@@ -89,6 +89,18 @@ class TileSet:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def take(self, indices: npt.NDArray[np.integer], meta: dict[str, object] | None = None) -> TileSet:
+        """The tiles at `indices` (in that order), every per-tile field with them; `meta` replaces the set's."""
+        return TileSet(
+            images=self.images[indices],
+            labels=self.labels[indices],
+            boxes_xyxy=self.boxes_xyxy[indices],
+            kinds=self.kinds[indices],
+            meta=dict(self.meta) if meta is None else meta,
+            spider_origin=self.spider_origin[indices],
+            tile_scale_px=self.tile_scale_px[indices],
+        )
+
 
 def scale_for_span(scales: tuple[TileScale, ...], span_mm: float) -> TileScale:
     """The tile scale whose span range holds `span_mm` (the nearest one at the ends)."""
