@@ -114,6 +114,7 @@ def test_mine_tiles_cli_keeps_the_false_alarm(tmp_path: Path) -> None:
     meta = json.loads((out / "meta.json").read_text())
     assert meta["source"] == "mined" and meta["n_candidates"] == 16 and meta["counts"] == {"neg": 2}
     assert meta["neg_min_prob"] > 0.5 and meta["candidates"] == [str(tmp_path / "a"), str(tmp_path / "b")]
+    assert "calibration" not in meta  # the known sets record none; sets that share one pass it on (below)
     assert "negatives: 2 of 8 kept" in proc.stdout and "306 px 2 of 4" in proc.stdout and "140 px 0 of 4" in proc.stdout
 
 
@@ -140,3 +141,29 @@ def test_mine_tiles_cli_errors_are_one_line(tmp_path: Path, args: list[str], mes
 def test_mine_tiles_cli_missing_candidates(tmp_path: Path) -> None:
     proc = _mine("--tiles", str(tmp_path / "nothing"), "--out", str(tmp_path / "o"))
     assert proc.returncode == 2 and "nothing" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_mine_tiles_cli_unwritable_out_is_one_line(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    model = tmp_path / "red.onnx"
+    _red_detector_onnx(model)
+    _known_tileset(tmp_path / "a")
+    (tmp_path / "file").write_text("not a folder")
+    proc = _mine("--model", str(model), "--tiles", str(tmp_path / "a"), "--out", str(tmp_path / "file" / "o"))
+    assert proc.returncode == 2
+    assert "cannot write the mined set" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_shared_geometry_passes_on_only_what_every_candidate_set_shares() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mine_tiles", REPO / "tools" / "mine_tiles.py")
+    assert spec is not None and spec.loader is not None
+    mine = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mine)
+    cal = {"mm_per_px": 0.25}
+    same = [{"calibration": cal, "tile_px": 224}, {"calibration": dict(cal), "tile_px": 224}]
+    assert mine._shared_geometry(same) == {"calibration": cal, "tile_px": 224}
+    differ = [{"calibration": cal, "tile_px": 224}, {"calibration": {"mm_per_px": 0.5}, "tile_px": 224}]
+    assert mine._shared_geometry(differ) == {"tile_px": 224}
+    assert mine._shared_geometry([]) == {} and mine._shared_geometry(None) == {}

@@ -384,6 +384,10 @@ def test_lr_schedule_warms_up_peaks_and_anneals_even_when_cut_by_the_clock() -> 
             {"mode": "procedural", "counts": {"pos": 2, "neg": 1}, "scales": [{"tile_px": 140}, {"tile_px": 306}]},
             "procedural; 3 tiles (pos 2, neg 1); tiles cut at 140/306 px",
         ),
+        (
+            {"source": "mined", "n_candidates": 20, "model": "j.onnx", "counts": {"neg": 3, "pos": 2}},
+            "mined; the hardest of 20 candidate tiles as scored by j.onnx; 5 tiles (neg 3, pos 2)",
+        ),
     ],
 )
 def test_card_describes_tile_sets_in_one_line(meta: dict[str, object], expect: str) -> None:

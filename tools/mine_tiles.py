@@ -45,6 +45,18 @@ def _by_scale(scale_px: np.ndarray, kept: np.ndarray, pool: np.ndarray) -> str:
     return ", ".join(parts)
 
 
+def _shared_geometry(parts: object) -> dict[str, object]:
+    """The candidates' calibration and tile scales, where every candidate set was cut with the same ones."""
+    if not isinstance(parts, list) or not parts:
+        return {}
+    shared: dict[str, object] = {}
+    for key in ("calibration", "scales", "tile_px"):
+        values = [part.get(key) if isinstance(part, dict) else None for part in parts]
+        if values[0] is not None and all(v == values[0] for v in values):
+            shared[key] = values[0]
+    return shared
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -78,8 +90,12 @@ def main(argv: list[str] | None = None) -> int:
             "counts": {str(k): int(c) for k, c in zip(kinds, counts, strict=True)},
             "parts": pool.meta["parts"],
         }
+        meta.update(_shared_geometry(pool.meta["parts"]))
         kept = pool.take(sel.indices, meta)
-        save_tile_set(kept, args.out)
+        try:
+            save_tile_set(kept, args.out)
+        except OSError as exc:
+            raise InspectorError(f"--out {args.out}: cannot write the mined set ({exc.strerror or exc})") from None
     except (InspectorError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -129,6 +129,8 @@ def describe_tile_set(meta: dict[str, object]) -> str:
         parts.append("non-spider patches drawn per seed")
     if "seed" in meta:
         parts.append(f"seed {meta['seed']}")
+    if "n_candidates" in meta:  # tools/mine_tiles.py
+        parts.append(f"the hardest of {meta['n_candidates']} candidate tiles as scored by {meta.get('model', '?')}")
     counts = meta.get("counts")
     if isinstance(counts, dict):
         total = sum(int(v) for v in counts.values())
