@@ -74,6 +74,15 @@ def test_take_carries_every_per_tile_field(tmp_path: Path) -> None:
     assert len(tiles.take(np.zeros(0, np.int64))) == 0
 
 
+def _red_model_and_tiles(tmp_path: Path) -> Path:
+    """The red detector of test_evaluate at tmp_path/red.onnx and its known tiles at tmp_path/a."""
+    pytest.importorskip("onnxruntime")
+    model = tmp_path / "red.onnx"
+    _red_detector_onnx(model)
+    _known_tileset(tmp_path / "a")
+    return model
+
+
 def _mine(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(REPO / "tools" / "mine_tiles.py"), *args], capture_output=True, text=True, check=False
@@ -83,10 +92,7 @@ def _mine(*args: str) -> subprocess.CompletedProcess[str]:
 def test_mine_tiles_cli_keeps_the_false_alarm(tmp_path: Path) -> None:
     """The red detector flags the one clean tile with a red fleck (index 4) and scores all else right; mining a
     quarter of the negatives must keep exactly that tile, with its scale, and say so."""
-    pytest.importorskip("onnxruntime")
-    model = tmp_path / "red.onnx"
-    _red_detector_onnx(model)
-    _known_tileset(tmp_path / "a")
+    model = _red_model_and_tiles(tmp_path)
     _known_tileset(tmp_path / "b")
     out = tmp_path / "hard"
     proc = _mine(
@@ -128,10 +134,7 @@ def test_mine_tiles_cli_keeps_the_false_alarm(tmp_path: Path) -> None:
     ids=["share", "model", "nothing"],
 )
 def test_mine_tiles_cli_errors_are_one_line(tmp_path: Path, args: list[str], message: str) -> None:
-    pytest.importorskip("onnxruntime")
-    model = tmp_path / "red.onnx"
-    _red_detector_onnx(model)
-    _known_tileset(tmp_path / "a")
+    model = _red_model_and_tiles(tmp_path)
     proc = _mine("--model", str(model), "--tiles", str(tmp_path / "a"), "--out", str(tmp_path / "o"), *args)
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
@@ -144,10 +147,7 @@ def test_mine_tiles_cli_missing_candidates(tmp_path: Path) -> None:
 
 
 def test_mine_tiles_cli_unwritable_out_is_one_line(tmp_path: Path) -> None:
-    pytest.importorskip("onnxruntime")
-    model = tmp_path / "red.onnx"
-    _red_detector_onnx(model)
-    _known_tileset(tmp_path / "a")
+    model = _red_model_and_tiles(tmp_path)
     (tmp_path / "file").write_text("not a folder")
     proc = _mine("--model", str(model), "--tiles", str(tmp_path / "a"), "--out", str(tmp_path / "file" / "o"))
     assert proc.returncode == 2
