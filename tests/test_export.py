@@ -267,3 +267,58 @@ def test_exported_onnx_loads_back_as_weights(tmp_path: Path) -> None:
     with torch.no_grad():
         for a, b in zip(model(x), again(x), strict=True):
             torch.testing.assert_close(a, b)
+
+
+def test_fp16_weights_halve_the_file_and_keep_the_contract(tmp_path: Path) -> None:
+    from inspector.model import Model, load_manifest
+    from inspector.training.export import store_weights_fp16
+
+    torch.manual_seed(0)
+    model = VGG16(width=16).eval()
+    src = tmp_path / "m.onnx"
+    export_model(model, src, name="m", fam_layer_scale=(1.0, 2.0, 3.0, 4.0, 5.0))
+    out = tmp_path / "m16.onnx"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "fp16_weights.py"), str(src), str(out)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "x0.5" in proc.stdout and "spider probability" in proc.stdout
+    assert 0.45 < out.stat().st_size / src.stat().st_size < 0.55
+    assert load_manifest(out).fam_layer_scale == load_manifest(src).fam_layer_scale
+    sess = _session(out)
+    assert [i.type for i in sess.get_inputs()] == ["tensor(float)"]
+    assert {o.type for o in sess.get_outputs()} == {"tensor(float)"}
+    x = np.random.default_rng(1).standard_normal((3, 3, 224, 224)).astype(np.float32)
+    ref, got = _session(src).run(None, {"input": x}), sess.run(None, {"input": x})
+    for a, b in zip(ref, got, strict=True):
+        assert np.allclose(a, b, rtol=1e-2, atol=1e-2 * float(np.abs(a).max()))
+    assert not np.array_equal(ref[0], got[0])  # the weights really were rounded
+    with Model(out, providers=["cpu"]) as loaded:  # the daemon's loader takes it like any contract model
+        assert loaded.manifest.name == "m"
+    big = tmp_path / "big.onnx"
+    export_model(model, big)
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(big))
+    first = max(graph.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+    first.CopyFrom(numpy_helper.from_array(np.full(numpy_helper.to_array(first).shape, 1e6, np.float32), first.name))
+    onnx.save(graph, str(big))
+    with pytest.raises(ValueError, match="outside float16's range"):
+        store_weights_fp16(big)
+
+
+def test_fp16_weights_cli_errors_are_one_line(tmp_path: Path) -> None:
+    tool = str(REPO / "tools" / "fp16_weights.py")
+    proc = subprocess.run(
+        [sys.executable, tool, str(tmp_path / "none.onnx"), str(tmp_path / "o.onnx")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "no such model file" in proc.stderr
+    (tmp_path / "bare.onnx").write_bytes(b"x")  # no manifest beside it
+    proc = subprocess.run(
+        [sys.executable, tool, str(tmp_path / "bare.onnx"), str(tmp_path / "o.onnx")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1 and "manifest" in proc.stderr and "Traceback" not in proc.stderr

@@ -214,15 +214,20 @@ def test_train_cli_widens_a_narrower_start_block_by_block(tmp_path: Path) -> Non
     assert "widened to width 16,16,16,8,8" in card and '"dropout": 0.1' in card and "width ÷16,16,16,8,8" in card
 
 
-def test_train_cli_hidden_sets_the_classifier_size(tmp_path: Path) -> None:
+def test_train_cli_hidden_and_fp16_weights(tmp_path: Path) -> None:
     import onnx
 
     save_tile_set(_tiny_tiles(8, seed=2), tmp_path / "tiles", {"seed": 2, "split": "train"})
     out = tmp_path / "m.onnx"
     common = ["--tiles", str(tmp_path / "tiles"), "--width", "16", "--epochs", "1", "--batch", "4"]
-    proc = _train_cli(*common, "--out", str(out), "--hidden", "24", "--steps-per-epoch", "1", "--val-frac", "0.25")
+    proc = _train_cli(
+        *common, "--out", str(out), "--hidden", "24", "--steps-per-epoch", "1", "--val-frac", "0.25", "--fp16-weights"
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    shapes = sorted(tuple(t.dims) for t in onnx.load(str(out)).graph.initializer if len(t.dims) == 2)
+    initializers = onnx.load(str(out)).graph.initializer
+    largest = max(initializers, key=lambda t: int(np.prod(t.dims)))
+    assert largest.data_type == onnx.TensorProto.FLOAT16  # --fp16-weights
+    shapes = sorted(tuple(t.dims) for t in initializers if len(t.dims) == 2)
     assert shapes == [(2, 24), (24, 24), (24, 512 // 16 * 49)]  # default_hidden(16) would be 128
     bad = _train_cli(*common, "--out", str(tmp_path / "b.onnx"), "--hidden", "0")
     assert bad.returncode == 1 and "--hidden" in bad.stderr and bad.stderr.strip().count("\n") == 0

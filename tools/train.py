@@ -111,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher-hflip", action="store_true", help="teachers also see each tile mirrored (2x cost)")
     p.add_argument("--report-tiles", nargs="*", default=[], metavar="NAME=DIR", help="evaluate at the end")
     p.add_argument("--pool-outputs", action="store_true", help="also expose raw pool1..pool5")
+    p.add_argument(
+        "--fp16-weights",
+        action="store_true",
+        help="store the large weights as float16 behind casts: half the file, same float32 graph and speed",
+    )
     return p
 
 
@@ -242,6 +247,7 @@ def run(args: argparse.Namespace) -> int:
         fam_layer_scale=scales,
         model_card=card_name,
         pool_outputs=args.pool_outputs,
+        fp16_weights=args.fp16_weights,
     )
     print(format_parity(parity))
     table = None
