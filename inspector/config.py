@@ -73,7 +73,19 @@ class Calibration(Strict):
     @property
     def px_per_s(self) -> float:
         """Nominal belt speed in image pixels per second."""
-        return self.belt_speed_mm_s / self.mm_per_px
+        return self.px(self.belt_speed_mm_s)
+
+    def px(self, mm: float) -> float:
+        """A length on the belt plane in image pixels (the one mm → px conversion)."""
+        return mm / self.mm_per_px
+
+    def area_px(self, mm2: float) -> float:
+        """An area on the belt plane in square pixels."""
+        return self.px(self.px(mm2))
+
+    def mm(self, px: float) -> float:
+        """A length in image pixels on the belt plane in millimetres (the one px → mm conversion)."""
+        return px * self.mm_per_px
 
     @property
     def travel_axis(self) -> int:

@@ -16,19 +16,15 @@ decision log is on that clock too, next to a wall-clock `t_unix_s` for people.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
-
-import cv2
 
 from inspector.capture import CaptureProcess
 from inspector.config import Calibration, Config, SourceConfig, calibration_for, load_config
-from inspector.evidence import render
+from inspector.decision_log import DecisionLog, run_prefix
 from inspector.link import RejectLink
 from inspector.metrics import METRICS, Metrics, serve
 from inspector.pipeline import Pipeline, StepResult, open_model
@@ -57,33 +53,6 @@ class RunSummary:
         )
 
 
-class _DecisionLog:
-    """decisions.jsonl (line-buffered, appended) and evidence images; both optional."""
-
-    def __init__(self, jsonl: Path | None, evidence_dir: Path | None) -> None:
-        self._fh: TextIO | None = None
-        if jsonl is not None:
-            jsonl.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = jsonl.open("a", encoding="utf-8", buffering=1)
-        self.evidence_dir = evidence_dir
-        if evidence_dir is not None:
-            evidence_dir.mkdir(parents=True, exist_ok=True)
-
-    def write(self, step: StepResult) -> None:
-        for d in step.final:
-            if self._fh is not None:
-                row = d.to_json_dict() | {"t_unix_s": round(time.time(), 3)}
-                self._fh.write(json.dumps(row) + "\n")
-            snap = step.evidence.get(d.bunch_id)
-            if self.evidence_dir is not None and snap is not None and d.decision == "reject":
-                name = f"{time.strftime('%Y%m%d-%H%M%S')}-bunch_{d.bunch_id:06d}.jpg"
-                cv2.imwrite(str(self.evidence_dir / name), render(snap, d))
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-
-
 class Daemon:
     """The inspection loop and what it owns; `run()` returns the process exit status."""
 
@@ -106,7 +75,7 @@ class Daemon:
         log.info("threshold now %.4f", fresh.decision.threshold)
 
     # ------------------------------------------------------------------------------------ per step
-    def _handle(self, step: StepResult, link: RejectLink | None, decisions: _DecisionLog) -> None:
+    def _handle(self, step: StepResult, link: RejectLink | None, decisions: DecisionLog) -> None:
         m = self.metrics
         now = time.monotonic()
         for d in step.rejects:
@@ -120,7 +89,7 @@ class Daemon:
             self._count(d)
             if link is not None:
                 link.publish(d)
-        decisions.write(step)
+        decisions.write(step.final, step.evidence)
         if step.inspected:
             m.frames_inspected.inc()
             self.summary.inspected += 1
@@ -163,8 +132,15 @@ class Daemon:
                 if cfg.link.enabled
                 else None
             )
-            decisions = _DecisionLog(cfg.output.decisions_jsonl, cfg.output.evidence_dir)
-            stack.callback(decisions.close)
+            decisions = stack.enter_context(
+                DecisionLog(
+                    cfg.output.decisions_jsonl,
+                    cfg.output.evidence_dir,
+                    append=True,
+                    wall_clock=True,
+                    prefix=run_prefix(time.time()),
+                )
+            )
             recorder = stack.enter_context(Recorder(cfg.recording, fps))
             sup = Supervisor(
                 cfg.supervisor, capture, self.metrics, on_reload=self.reload, on_snapshot=recorder.snapshot

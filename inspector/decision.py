@@ -12,12 +12,18 @@ its score. Frames dropped by capture or skipped because inspection fell behind s
 
 Fire time: the bunch centre is ``d`` px past the image's centre line (along the direction of travel) in the frame
 taken at ``t``; it reaches the ejector ``camera_to_ejector_mm − d·mm_per_px`` later, at belt speed:
-``fire_at_s = t + (camera_to_ejector_mm − d·mm_per_px) / belt_speed_mm_s``.
+``fire_at_s = t + (camera_to_ejector_mm − d·mm_per_px) / belt_speed_mm_s`` (the calibrated speed while no speed has
+been measured). Every fire time in the package comes from `fire_time_at_offset_s`.
+
+This module owns the whole rule: `DecisionRule` says when a bunch is rejected early (`rejects_now`), what its verdict
+is when it leaves the view (`verdict`), which passes the rule overruled (`overruled`), and `unseen_stretch` rejects a
+stretch of belt that no frame showed. The pipeline only feeds it observations.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -54,7 +60,15 @@ def along_offset_px(center_xy: tuple[float, float], frame_wh: tuple[int, int], c
 def across_mm(point_xy: tuple[float, float], frame_wh: tuple[int, int], calibration: Calibration) -> float:
     """Position across the belt, mm from the image centre (x for a belt moving along y, y otherwise)."""
     axis = 1 - calibration.travel_axis
-    return (point_xy[axis] - frame_wh[axis] / 2.0) * calibration.mm_per_px
+    return calibration.mm(point_xy[axis] - frame_wh[axis] / 2.0)
+
+
+def fire_time_at_offset_s(
+    t_capture_s: float, along_offset_px: float, calibration: Calibration, belt_speed_mm_s: float | None = None
+) -> float:
+    """When a point `along_offset_px` past the image centre line at `t_capture_s` reaches the ejector."""
+    speed = belt_speed_mm_s if belt_speed_mm_s and belt_speed_mm_s > 0 else calibration.belt_speed_mm_s
+    return t_capture_s + (calibration.camera_to_ejector_mm - calibration.mm(along_offset_px)) / speed
 
 
 def fire_time_s(
@@ -64,11 +78,9 @@ def fire_time_s(
     calibration: Calibration,
     belt_speed_mm_s: float | None = None,
 ) -> float:
-    speed = belt_speed_mm_s if belt_speed_mm_s and belt_speed_mm_s > 0 else calibration.belt_speed_mm_s
-    distance_mm = (
-        calibration.camera_to_ejector_mm - along_offset_px(center_xy, frame_wh, calibration) * calibration.mm_per_px
-    )
-    return t_capture_s + distance_mm / speed
+    """When the point `center_xy` of the frame taken at `t_capture_s` reaches the ejector."""
+    offset_px = along_offset_px(center_xy, frame_wh, calibration)
+    return fire_time_at_offset_s(t_capture_s, offset_px, calibration, belt_speed_mm_s)
 
 
 def merge_intervals(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -212,4 +224,97 @@ def decide(
         inspected_frames=record.inspected_frames,
         t_capture_s=record.best_t_s,
         across_mm=across_mm(point, frame_wh, calibration),
+    )
+
+
+@dataclass(frozen=True)
+class DecisionRule:
+    """The decision rule as configured (`decision.*`): one object answers every question the pipeline asks."""
+
+    threshold: float
+    aggregate: Aggregate = "max"
+    agree_frames: int = 1
+    tolerance_px: float = 2.0  # coverage slack of `BunchRecord.fully_inspected`
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+
+    def with_threshold(self, threshold: float) -> DecisionRule:
+        """The same rule with another threshold (a reload); raises ValueError outside [0, 1]."""
+        return replace(self, threshold=threshold)
+
+    def rejects_now(self, record: BunchRecord) -> bool:
+        """Early reject while the bunch is still in view: not sent yet, k frames agree, score at the threshold."""
+        return (
+            not record.reject_sent
+            and record.agreed(self.agree_frames)
+            and record.score(self.aggregate, self.agree_frames) >= self.threshold
+        )
+
+    def verdict(
+        self,
+        record: BunchRecord,
+        *,
+        final: bool,
+        frame_wh: tuple[int, int],
+        calibration: Calibration,
+        belt_speed_mm_s: float | None,
+        windows: list[tuple[float, float]],
+    ) -> Decision:
+        """`decide` under this rule."""
+        return decide(
+            record,
+            threshold=self.threshold,
+            how=self.aggregate,
+            frame_wh=frame_wh,
+            calibration=calibration,
+            belt_speed_mm_s=belt_speed_mm_s,
+            final=final,
+            windows=windows,
+            tolerance_px=self.tolerance_px,
+            agree_frames=self.agree_frames,
+        )
+
+    def overruled(self, record: BunchRecord, decision: Decision) -> bool:
+        """A pass that all the bunch's tiles together would have rejected: fewer than k frames reached the threshold
+        each (only possible with `agree_frames` >= 2). Counted and logged, never a reject."""
+        return (
+            decision.decision == "pass"
+            and record.inspected_frames > 0
+            and record.score(self.aggregate) >= self.threshold
+        )
+
+
+def unseen_stretch(
+    new_id: Callable[[], int],
+    along_shift_px: float,
+    t_capture_s: float,
+    frame: int,
+    frame_wh: tuple[int, int],
+    calibration: Calibration,
+    belt_speed_mm_s: float | None,
+) -> Decision | None:
+    """Fail-safe for a gap (dropped frames, a stalled camera): when the belt moved `along_shift_px` — more than the
+    view's length — since the last frame, a stretch of belt went by that no frame showed. It is rejected as
+    `uninspected`, the whole belt width (no `across_mm`), with the fire time of its centre, under an id from
+    `new_id`. None when there was no gap."""
+    axis, length = calibration.travel_axis, frame_wh[calibration.travel_axis]
+    if along_shift_px <= length:
+        return None
+    lo, hi = (length, round(along_shift_px)) if calibration.travel_sign > 0 else (length - round(along_shift_px), 0)
+    cross = frame_wh[1 - axis]
+    box = Box(lo, 0, hi, cross) if axis == 0 else Box(0, lo, cross, hi)
+    return Decision(
+        bunch_id=new_id(),
+        decision="reject",
+        reason="uninspected",
+        score=0.0,
+        frame=frame,
+        bbox_xyxy=box.xyxy,
+        spider_xy=None,
+        fire_at_s=fire_time_at_offset_s(t_capture_s, along_shift_px / 2.0, calibration, belt_speed_mm_s),
+        inspected_frames=0,
+        t_capture_s=t_capture_s,
+        across_mm=None,
     )

@@ -27,7 +27,7 @@ from inspector.belt import (
     gray_small,
 )
 from inspector.config import Calibration, Config, ModelConfig
-from inspector.decision import BunchRecord, along_offset_px, decide, merge_intervals
+from inspector.decision import BunchRecord, DecisionRule, along_offset_px, merge_intervals, unseen_stretch
 from inspector.evidence import Snapshot, take_snapshot
 from inspector.fam import BunchHeat, stitch, tile_fam
 from inspector.model import Model
@@ -99,12 +99,17 @@ class Pipeline:
         self.calibration = calibration
         self.model = model
         self.fps = fps
-        self.threshold = config.decision.threshold
+        self.rule = DecisionRule(
+            config.decision.threshold,
+            config.decision.aggregate,
+            config.decision.agree_frames,
+            tolerance_px=COVERAGE_TOLERANCE_PX,
+        )
         scales = tile_scales(calibration, config.tiling.min_fraction, config.tiling.max_fraction)
         self.baseline = config.belt.mode == "whole_frame"
         self.scales = baseline_scales(scales, config.tiling.baseline_overlap) if self.baseline else scales
         self.segmenter = BeltSegmenter(config.belt)
-        self.min_area_px = config.belt.min_bunch_area_mm2 / calibration.mm_per_px**2
+        self.min_area_px = calibration.area_px(config.belt.min_bunch_area_mm2)
         self.frame_wh: tuple[int, int] | None = None
         self.tracker: BunchTracker | None = None
         self.selector: FrameSelector | None = None
@@ -136,7 +141,7 @@ class Pipeline:
             along = float(np.dot(measured, self._direction))  # the belt moves along its axis only
             shift = (along * float(self._direction[0]), along * float(self._direction[1]))
         if dt > 0:
-            speed = float(np.hypot(*shift)) * self.calibration.mm_per_px / dt
+            speed = self.calibration.mm(float(np.hypot(*shift))) / dt
             self.belt_speed_mm_s = 0.9 * self.belt_speed_mm_s + 0.1 * speed
         self._prev_gray, self._prev_t = gray, t_s
         return shift
@@ -147,19 +152,19 @@ class Pipeline:
             record = self.records[bunch_id] = BunchRecord(bunch_id, BunchHeat(HEAT_DOWNSCALE))
         return record
 
+    @property
+    def threshold(self) -> float:
+        return self.rule.threshold
+
     def _decide(self, record: BunchRecord, final: bool) -> Decision:
         assert self.frame_wh is not None
-        return decide(
+        return self.rule.verdict(
             record,
-            threshold=self.threshold,
-            how=self.config.decision.aggregate,
+            final=final,
             frame_wh=self.frame_wh,
             calibration=self.calibration,
             belt_speed_mm_s=self.belt_speed_mm_s,
-            final=final,
             windows=self.windows,
-            tolerance_px=COVERAGE_TOLERANCE_PX,
-            agree_frames=self.config.decision.agree_frames,
         )
 
     # ------------------------------------------------------------------------------------------------ per frame
@@ -179,8 +184,18 @@ class Pipeline:
                 ref.seq, ref.t_capture_s, bunch.box, self.travel_xy, self.frame_wh, self.calibration
             )
         result = StepResult(ref, False, bunches, belt_speed_mm_s=self.belt_speed_mm_s)
-        unseen = self._unseen_stretch(float(np.dot(shift, self._direction)), ref)
+        along_shift_px = float(np.dot(shift, self._direction))
+        unseen = unseen_stretch(
+            self.tracker.new_id,
+            along_shift_px,
+            ref.t_capture_s,
+            ref.seq,
+            self.frame_wh,
+            self.calibration,
+            self.belt_speed_mm_s,
+        )
         if unseen is not None:
+            log.error("belt moved %.0f px before frame %d: an unseen stretch is rejected", along_shift_px, ref.seq)
             result.rejects.append(unseen)
             result.final.append(unseen)
         along = float(np.dot(self.travel_xy, self._direction))
@@ -217,52 +232,15 @@ class Pipeline:
                 if kept is None or offset < kept[0]:
                     snap = take_snapshot(frame_bgr, heat, plan, probs, bunch.box, result.ref.seq, self.travel_xy)
                     self._snapshots[bunch.bunch_id] = (offset, snap)
-            rule = self.config.decision
-            if (
-                not record.reject_sent
-                and record.agreed(rule.agree_frames)
-                and record.score(rule.aggregate, rule.agree_frames) >= self.threshold
-            ):
+            if self.rule.rejects_now(record):
                 record.reject_sent = True
                 result.rejects.append(self._decide(record, final=False))
-
-    def _unseen_stretch(self, along_shift_px: float, ref: FrameRef) -> Decision | None:
-        """Fail-safe for a gap (dropped frames, a stalled camera): when the belt moved more than the view's length
-        since the last frame, a stretch of belt went by that no frame showed. It is rejected as `uninspected`, the
-        whole belt width (no `across_mm`), with the fire time of its centre."""
-        assert self.frame_wh is not None and self.tracker is not None
-        axis, length = self.calibration.travel_axis, self.frame_wh[self.calibration.travel_axis]
-        if along_shift_px <= length:
-            return None
-        lo, hi = (
-            (length, round(along_shift_px)) if self.calibration.travel_sign > 0 else (length - round(along_shift_px), 0)
-        )
-        cross = self.frame_wh[1 - axis]
-        box = Box(lo, 0, hi, cross) if axis == 0 else Box(0, lo, cross, hi)
-        centre_offset_mm = along_shift_px / 2.0 * self.calibration.mm_per_px  # past the image centre line
-        fire_at_s = ref.t_capture_s + (self.calibration.camera_to_ejector_mm - centre_offset_mm) / self.belt_speed_mm_s
-        log.error(
-            "belt moved %.0f px between frames %d and before: an unseen stretch is rejected", along_shift_px, ref.seq
-        )
-        return Decision(
-            bunch_id=self.tracker.new_id(),
-            decision="reject",
-            reason="uninspected",
-            score=0.0,
-            frame=ref.seq,
-            bbox_xyxy=box.xyxy,
-            spider_xy=None,
-            fire_at_s=fire_at_s,
-            inspected_frames=0,
-            t_capture_s=ref.t_capture_s,
-            across_mm=None,
-        )
 
     def _add_window(self) -> None:
         """Record the stretch of belt this inspected frame showed, less half the largest spider at each end."""
         assert self.frame_wh is not None
         axis = self.calibration.travel_axis
-        half_spider_px = self.calibration.spider_span_mm[1] / self.calibration.mm_per_px / 2.0
+        half_spider_px = self.calibration.px(self.calibration.spider_span_mm[1]) / 2.0
         travel, length = self.travel_xy[axis], self.frame_wh[axis]
         window = (half_spider_px - travel, length - half_spider_px - travel)
         self.windows.append(window)
@@ -283,17 +261,13 @@ class Pipeline:
         if decision.decision == "reject" and not record.reject_sent:
             record.reject_sent = True
             result.rejects.append(decision)
-        elif (
-            decision.decision == "pass"
-            and record.inspected_frames > 0
-            and record.score(self.config.decision.aggregate) >= self.threshold
-        ):
-            result.unconfirmed.append(record.bunch_id)  # only with agree_frames >= 2: what the rule overruled
+        elif self.rule.overruled(record, decision):
+            result.unconfirmed.append(record.bunch_id)
             log.info(
                 "bunch %d: passed: its frames together score %.3f, but fewer than %d reached the threshold each",
                 record.bunch_id,
-                record.score(self.config.decision.aggregate),
-                self.config.decision.agree_frames,
+                record.score(self.rule.aggregate),
+                self.rule.agree_frames,
             )
         result.final.append(decision)
 
@@ -311,10 +285,8 @@ class Pipeline:
         """Inspections per second the belt needs at its current speed estimate."""
         if self.selector is None or self.selector.every_frame or self.selector.step_px <= 0:
             return self.fps
-        return self.belt_speed_mm_s / self.calibration.mm_per_px / self.selector.step_px
+        return self.calibration.px(self.belt_speed_mm_s) / self.selector.step_px
 
     def set_threshold(self, threshold: float) -> None:
         """Reload (SIGHUP): takes effect from the next frame, no frame dropped."""
-        if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
-        self.threshold = threshold
+        self.rule = self.rule.with_threshold(threshold)

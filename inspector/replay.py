@@ -12,7 +12,7 @@ so a machine that is too slow shows the same drops and `uninspected` rejects her
 Time: frame f is at f / fps seconds of footage time; `fire_at_s` is in footage seconds.
 
 Outputs in DIR: `decisions.jsonl` (one line per bunch, written as each is decided — kept if the run fails half-way),
-`evidence/bunch_<id>.jpg` for every reject, optional `annotated.avi`, and with labels `report.json`, `report.md` and
+`evidence/bunch_<id>.jpg` (six digits) for every reject, optional `annotated.avi`, and with labels `report.json`, `report.md` and
 PNG plots.
 """
 
@@ -30,8 +30,9 @@ import cv2
 import numpy as np
 
 from inspector.config import Calibration, Config, DecisionConfig
+from inspector.decision_log import DecisionLog
 from inspector.errors import InspectorError, SourceError
-from inspector.evidence import overlay_frame, render
+from inspector.evidence import overlay_frame
 from inspector.pipeline import Pipeline, StepResult, open_model
 from inspector.report import evaluate, load_labels, to_markdown, write_plots
 from inspector.sources import ImageFolderSource, VideoFileSource
@@ -95,15 +96,14 @@ class _Progress:
 
 
 class _Outputs:
-    """decisions.jsonl (line-buffered), evidence images, annotated video."""
+    """decisions.jsonl and evidence images (`DecisionLog`, as the daemon writes them), the annotated video."""
 
     def __init__(self, out_dir: Path, evidence: bool, video: bool, fps: float) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         self.out_dir = out_dir
-        self.jsonl = (out_dir / "decisions.jsonl").open("w", encoding="utf-8", buffering=1)
-        self.evidence_dir = out_dir / "evidence" if evidence else None
-        if self.evidence_dir is not None:
-            self.evidence_dir.mkdir(exist_ok=True)
+        self.log = DecisionLog(
+            out_dir / "decisions.jsonl", out_dir / "evidence" if evidence else None, append=False, wall_clock=False
+        )
         self.video = video
         self.fps = fps
         self.writer: cv2.VideoWriter | None = None
@@ -111,11 +111,7 @@ class _Outputs:
         self.vmax = 1e-6
 
     def step(self, frame: np.ndarray | None, step: StepResult) -> None:
-        for d in step.final:
-            self.jsonl.write(json.dumps(d.to_json_dict()) + "\n")
-            snap = step.evidence.get(d.bunch_id)
-            if self.evidence_dir is not None and snap is not None and d.decision == "reject":
-                cv2.imwrite(str(self.evidence_dir / f"bunch_{d.bunch_id:05d}.jpg"), render(snap, d))
+        self.log.write(step.final, step.evidence)
         for d in step.rejects:
             self.states[d.bunch_id] = f"reject {d.score:.2f}"
         if self.video and frame is not None:
@@ -135,7 +131,7 @@ class _Outputs:
         self.writer.write(overlay_frame(frame, step.heat, step.plan, boxes, self.vmax))
 
     def close(self) -> None:
-        self.jsonl.close()
+        self.log.close()
         if self.writer is not None:
             self.writer.release()
 

@@ -4,12 +4,15 @@ import pytest
 
 from inspector.decision import (
     BunchRecord,
+    DecisionRule,
     across_mm,
     aggregate_score,
     covered,
     decide,
+    fire_time_s,
     frame_score_rank,
     merge_intervals,
+    unseen_stretch,
 )
 from inspector.fam import BunchHeat
 from inspector.types import Box, Decision
@@ -156,3 +159,48 @@ def test_two_frames_must_agree_before_an_early_reject_and_one_frame_bunch_is_jud
     rec.inspected([0.2])  # a second frame does not see it: not confirmed
     assert verdict(rec, windows, final=True, agree_frames=2).decision == "pass"
     assert verdict(rec, windows, final=True, agree_frames=1).decision == "reject"
+
+
+def test_rule_early_reject_once_k_frames_agree_and_never_twice() -> None:
+    rule = DecisionRule(0.5, "max", agree_frames=2)
+    rec, _ = record_seen([shifted(-60, f) for f in range(6)], [f == 4 for f in range(6)], [0.9])
+    assert not rule.rejects_now(rec)  # one frame of two
+    rec.inspected([0.8])
+    assert rule.rejects_now(rec)
+    rec.reject_sent = True
+    assert not rule.rejects_now(rec)  # a bunch is rejected once
+    assert DecisionRule(0.5, "max", agree_frames=1).rejects_now(
+        record_seen([shifted(-60, f) for f in range(6)], [f == 4 for f in range(6)], [0.9])[0]
+    )
+
+
+def test_rule_counts_a_pass_it_overruled_but_not_a_clean_pass() -> None:
+    boxes = [shifted(-60, f) for f in range(13)]
+    rec, windows = record_seen(boxes, [f in (4, 8) for f in range(13)], [0.1])
+    rec.frame_probs[0] = [0.9]  # one of two frames sees it
+    rule = DecisionRule(0.5, "max", agree_frames=2)
+    kw = {"frame_wh": (320, 240), "calibration": calibration(), "belt_speed_mm_s": None, "windows": windows}
+    d = rule.verdict(rec, final=True, **kw)  # type: ignore[arg-type]
+    assert (d.decision, rule.overruled(rec, d)) == ("pass", True)
+    rec.frame_probs[0] = [0.1]
+    d = rule.verdict(rec, final=True, **kw)  # type: ignore[arg-type]
+    assert (d.decision, rule.overruled(rec, d)) == ("pass", False)
+
+
+def test_rule_refuses_a_threshold_outside_0_1() -> None:
+    with pytest.raises(ValueError, match="threshold"):
+        DecisionRule(0.5).with_threshold(1.5)
+
+
+def test_unseen_stretch_is_rejected_whole_width_and_fires_with_the_calibrated_speed_before_any_measurement() -> None:
+    cal = calibration()  # 0.5 mm/px, 150 mm/s, ejector 800 mm past the centre line, +x
+    ids = iter(range(7, 100))
+    assert unseen_stretch(lambda: next(ids), 320.0, 1.0, 5, (320, 240), cal, 150.0) is None  # no gap: no id used
+    d = unseen_stretch(lambda: next(ids), 400.0, 2.0, 9, (320, 240), cal, 0.0)  # measured speed 0: calibrated one
+    assert d is not None
+    assert (d.bunch_id, d.decision, d.reason, d.across_mm, d.frame) == (7, "reject", "uninspected", None, 9)
+    assert d.bbox_xyxy == (320, 0, 400, 240)
+    # its centre is 200 px = 100 mm past the centre line: (800 - 100) mm at 150 mm/s
+    assert d.fire_at_s == pytest.approx(2.0 + 700.0 / 150.0)
+    # the same time as for any point 200 px past the centre line
+    assert d.fire_at_s == pytest.approx(fire_time_s(2.0, (360.0, 120.0), (320, 240), cal, 0.0))

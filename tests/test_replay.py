@@ -49,8 +49,8 @@ def test_replay_writes_decisions_evidence_report_and_plots(
     }
     assert all(keys <= set(r) for r in rows)
     assert [r["reason"] for r in rows] == ["pass", "spider", "pass", "spider"]
-    assert sorted(p.name for p in (out / "evidence").iterdir()) == ["bunch_00002.jpg", "bunch_00004.jpg"]
-    assert cv2.imread(str(out / "evidence" / "bunch_00002.jpg")) is not None
+    assert sorted(p.name for p in (out / "evidence").iterdir()) == ["bunch_000002.jpg", "bunch_000004.jpg"]
+    assert cv2.imread(str(out / "evidence" / "bunch_000002.jpg")) is not None
     report = json.loads((out / "report.json").read_text())
     assert (report["tp"], report["fn"], report["fp"], report["tn"]) == (2, 0, 0, 2)
     assert report["recall"] == 1.0 and report["false_reject_rate"] == 0.0 and report["roc_auc"] == 1.0
