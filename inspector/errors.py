@@ -12,7 +12,7 @@ class ConfigError(InspectorError):
 
 
 class ModelError(InspectorError):
-    """A model file or manifest that does not honour the model contract (DESIGN.md)."""
+    """A model file or manifest that does not honour the model contract (docs/ARCHITECTURE.md)."""
 
 
 class SourceError(InspectorError):

@@ -1,4 +1,4 @@
-"""Every Prometheus metric of the daemon, declared once (names are an interface: DESIGN.md "Metrics").
+"""Every Prometheus metric of the daemon, declared once (names are an interface: docs/ARCHITECTURE.md "Metrics").
 
 Use the process-wide instance::
 
@@ -50,7 +50,7 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5,
 _SLACK_BUCKETS = (-1.0, -0.1, 0.0, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0)
 
 
-# DESIGN.md "Metrics": these names are an interface (dashboards, alert rules, outside checks). Never rename.
+# docs/ARCHITECTURE.md "Metrics": these names are an interface (dashboards, alert rules, outside checks). Never rename.
 DESIGN_METRIC_NAMES: tuple[str, ...] = (
     "inspector_frames_captured_total",
     "inspector_frames_inspected_total",

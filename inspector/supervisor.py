@@ -2,13 +2,14 @@
 
 The daemon's main loop drives everything from its own thread (no free-running threads)::
 
-    sup = Supervisor(config.supervisor, capture, on_reload=reload_thresholds)
+    sup = Supervisor(cfg.supervisor, capture, metrics, on_reload=daemon.reload, on_snapshot=recorder.snapshot)
     with sup.signals():                                    # SIGTERM/SIGINT stop, SIGHUP reload, SIGUSR1 snapshot
         while not sup.should_stop:
             sup.check_capture()                            # restart a dead/stalled capture, or raise GaveUp
-            ref = capture.get(0.2)
+            ref = capture.get(timeout_s=0.2)
             ...inspect...
-            sup.progress(frames=n_frames, inferences=n_batches, queue_depth=ring.depth, provider=provider)
+            sup.progress(frames=n_captured, inferences=n_processed, queue_depth=ring.depth,
+                         provider=model.provider, ready=True)
         sup.stopping()
 
 ``progress`` sends READY=1 once it is told ``ready=True`` (model warm, first frame in), WATCHDOG=1 only when
