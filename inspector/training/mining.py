@@ -118,10 +118,11 @@ def mine_tiles(
         raise InspectorError(f"--tiles: {exc}") from None
     if len(pool) == 0:
         raise InspectorError("the candidate tile sets hold no tiles")
+    n_neg, n_pos = int(np.sum(pool.labels == 0)), int(np.sum(pool.labels == 1))
+    if round(neg_share * n_neg) + round(pos_share * n_pos) == 0:  # as `hardest` rounds; before the scoring
+        raise InspectorError("nothing kept: raise --neg-share or --pos-share")
     prob = teacher_spider_prob([model], pool, threads=threads)
     sel = hardest(prob, pool.labels, neg_share, pos_share)
-    if len(sel.indices) == 0:
-        raise InspectorError("nothing kept: raise --neg-share or --pos-share")
     meta = mined_meta(model, candidates, pool, sel, (neg_share, pos_share))
     kept = pool.take(sel.indices, meta)
     try:
