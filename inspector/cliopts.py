@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -25,6 +26,19 @@ def require_extra(module: str, purpose: str) -> ModuleType:
     except ImportError:
         extra = EXTRA_OF.get(module, "dev")
         raise InspectorError(f"{purpose} needs {module}: pip install 'grape-spider-inspector[{extra}]'") from None
+
+
+def add_command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    help: str,
+    doc: str | None,
+    func: Callable[[argparse.Namespace], int],
+) -> argparse.ArgumentParser:
+    """The parser of subcommand `name`, described by the first line of its module's `doc`, running `func`."""
+    p = sub.add_parser(name, help=help, description=(doc or "").splitlines()[0])
+    p.set_defaults(func=func)
+    return p
 
 
 def named_item(text: str) -> tuple[str, str]:

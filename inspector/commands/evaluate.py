@@ -23,15 +23,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from inspector.cliopts import add_model_argument, add_threads_argument
+from inspector.cliopts import add_command, add_model_argument, add_threads_argument
+
+HELP = "evaluate a model on tile sets: accuracy, ROC AUC, recall at 1 %% false rejects, FAM pointing"
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
-        "evaluate",
-        help="evaluate a model on tile sets: accuracy, ROC AUC, recall at 1 %% false rejects, FAM pointing",
-        description=(__doc__ or "").splitlines()[0],
-    )
+    p = add_command(sub, "evaluate", HELP, __doc__, run)
     add_model_argument(p)
     p.add_argument("--tiles", nargs="+", required=True, metavar="[NAME=]DIR", help="tile-set directories")
     p.add_argument("--fam-mode", choices=("paper", "normalized"), default="paper")
@@ -51,7 +49,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "64 of each) with their FAM as a heat overlay, spider box, kind, score and spider source; and the sources "
         "whose spiders are missed most",
     )
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

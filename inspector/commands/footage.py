@@ -15,17 +15,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from inspector.cliopts import add_command
 from inspector.config import DEFAULT_CALIBRATION
 from inspector.synth.real import SPLITS
+
+HELP = "generate labelled conveyor footage (video, calibration, bunch labels)"
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     d = DEFAULT_CALIBRATION
-    p = sub.add_parser(
-        "footage",
-        help="generate labelled conveyor footage (video, calibration, bunch labels)",
-        description=(__doc__ or "").splitlines()[0],
-    )
+    p = add_command(sub, "footage", HELP, __doc__, run)
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--width", type=int, default=1280)
     p.add_argument("--height", type=int, default=720)
@@ -53,7 +52,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="photos (with --real): train (default; = fit + val), holdout (final evaluation only), fit / val "
         "(photo-disjoint parts of train)",
     )
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

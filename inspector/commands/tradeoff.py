@@ -15,18 +15,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from inspector.cliopts import add_command
+
+HELP = "bunch recall against false rejects of several replay reports, pooled per named set"
+
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
-        "tradeoff",
-        help="bunch recall against false rejects of several replay reports, pooled per named set",
-        description=(__doc__ or "").splitlines()[0],
-    )
+    p = add_command(sub, "tradeoff", HELP, __doc__, run)
     p.add_argument("--set", action="append", required=True, help="NAME=REPORT[,REPORT...] pooled as one")
     p.add_argument("--threshold", type=float, action="append", default=[], help="mark this threshold (repeatable)")
     p.add_argument("--recall", type=float, help="also the threshold each set needs for this recall")
     p.add_argument("--plot", type=Path, help="PNG of the curves")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

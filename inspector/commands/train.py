@@ -22,17 +22,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from inspector.cliopts import require_extra
+from inspector.cliopts import add_command, require_extra
+
+HELP = "fine-tune the VGG16 on tile sets; write ONNX + manifest + model card (train extra)"
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
-        "train",
-        help="fine-tune the VGG16 on tile sets; write ONNX + manifest + model card (train extra)",
-        description=(__doc__ or "").splitlines()[0],
-    )
+    p = add_command(sub, "train", HELP, __doc__, run)
     add_arguments(p)
-    p.set_defaults(func=run)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -28,6 +28,12 @@ from inspector.training.export import export_model, format_parity
 from inspector.training.train import EpochLog, Trainer, TrainResult, TrainSettings, fam_layer_scale, resolve_device
 from inspector.training.vgg import hed_weights_path, parse_width, width_label
 
+# options of `inspector train` that are TrainSettings fields of the same name and meaning
+SAME_NAMED_SETTINGS = (
+    "hidden", "epochs", "batch", "lr", "val_frac", "patience", "select", "max_minutes", "seed", "threads",
+    "dropout", "jitter", "steps_per_epoch", "average_from",
+)  # fmt: skip
+
 
 @dataclass(frozen=True)
 class TrainInputs:
@@ -78,27 +84,14 @@ def check_options(args: argparse.Namespace) -> TrainSettings:
     if not args.out.parent.is_dir():
         raise InspectorError(f"{args.out.parent}: no such directory for the output")
     return TrainSettings(
+        **{name: getattr(args, name) for name in SAME_NAMED_SETTINGS},
         width=width,
-        hidden=args.hidden,
-        epochs=args.epochs,
-        batch=args.batch,
-        lr=args.lr,
-        val_frac=args.val_frac,
-        patience=args.patience,
-        select=args.select,
-        max_minutes=args.max_minutes,
-        seed=args.seed,
-        threads=args.threads,
         device=device,
         weights=_start_weights(args.weights, args.hed),
         batch_norm=not args.no_batch_norm,
         aux_objectness=args.objectness,
         aux_fam_mass=args.fam_loss,
-        dropout=args.dropout,
         recycle_dead=not args.no_recycle,
-        jitter=args.jitter,
-        steps_per_epoch=args.steps_per_epoch,
-        average_from=args.average_from,
         checkpoint=checkpoint_path(args.out),
         distill=distill,
         teachers=tuple(f"{t}{' (and mirrored)' if args.teacher_hflip else ''}" for t in args.teacher or ()),
