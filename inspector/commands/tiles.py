@@ -27,7 +27,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from inspector.cliopts import add_model_argument, add_threads_argument
+from inspector.cliopts import add_command, add_model_argument, add_threads_argument
 from inspector.synth.jobs import DEFAULT_REAL
 from inspector.synth.real import SPLITS
 
@@ -35,10 +35,17 @@ from inspector.synth.real import SPLITS
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("tiles", help="make tile sets (procedural or from photos), or mine the hard tiles of a pool")
     tsub = p.add_subparsers(dest="tiles_command", required=True, metavar="ACTION")
-    make = tsub.add_parser(
+    _add_make(tsub)
+    _add_mine(tsub)
+
+
+def _add_make(tsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    make = add_command(
+        tsub,
         "make",
-        help="make a 224x224 tile set (positives, negatives, hard negatives)",
-        description="Make a 224x224 tile set (positives, negatives, hard negatives) for training or evaluation.",
+        "make a 224x224 tile set (positives, negatives, hard negatives)",
+        "Make a 224x224 tile set (positives, negatives, hard negatives) for training or evaluation.",
+        run_make,
     )
     make.add_argument("--out", type=Path, required=True, help="output folder (tiles.npz, meta.json)")
     make.add_argument("--n", type=int, default=3600, help="number of tiles")
@@ -72,12 +79,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "benchmark set)",
     )
     make.add_argument("--preview", type=Path, help="also write preview mosaics (PNG) into this folder")
-    make.set_defaults(func=run_make)
-    mine = tsub.add_parser(
+
+
+def _add_mine(tsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    mine = add_command(
+        tsub,
         "mine",
-        help="keep the tiles of a candidate pool that a model gets most wrong, as a tile set of their own",
-        description="Mine the hard tiles of a candidate pool: the negatives a model scores highest and the spiders "
-        "it scores lowest.",
+        "keep the tiles of a candidate pool that a model gets most wrong, as a tile set of their own",
+        "Mine the hard tiles of a candidate pool: the negatives a model scores highest and the spiders it scores "
+        "lowest.",
+        run_mine,
     )
     add_model_argument(mine)
     mine.add_argument("--tiles", type=Path, nargs="+", required=True, help="candidate tile-set directories")
@@ -85,7 +96,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     mine.add_argument("--neg-share", type=float, default=0.25, help="share of negatives kept, highest scored first")
     mine.add_argument("--pos-share", type=float, default=0.25, help="share of positives kept, lowest scored first")
     add_threads_argument(mine)
-    mine.set_defaults(func=run_mine)
 
 
 def run_make(args: argparse.Namespace) -> int:
