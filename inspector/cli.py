@@ -22,6 +22,11 @@ _SUBCOMMANDS: tuple[str, ...] = (
     "inspector.commands.plan",
     "inspector.commands.calibrate",
     "inspector.commands.model",
+    "inspector.commands.train",
+    "inspector.commands.evaluate",
+    "inspector.commands.tiles",
+    "inspector.commands.footage",
+    "inspector.commands.tradeoff",
 )
 
 

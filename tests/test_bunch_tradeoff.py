@@ -1,4 +1,4 @@
-"""tools/bunch_tradeoff.py: pooled bunch-level figures of several replay reports, per named set."""
+"""`inspector tradeoff`: pooled bunch-level figures of several replay reports, per named set."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-TOOL = REPO / "tools" / "bunch_tradeoff.py"
+TRADEOFF = [sys.executable, "-m", "inspector", "tradeoff"]
 
 
 def _report(path: Path, bunches: list[tuple[bool, float, bool]]) -> Path:
@@ -32,7 +32,7 @@ def _report(path: Path, bunches: list[tuple[bool, float, bool]]) -> Path:
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(TOOL), *args], capture_output=True, text=True, check=False)
+    return subprocess.run([*TRADEOFF, *args], capture_output=True, text=True, check=False)
 
 
 def test_pooled_figures_by_hand(tmp_path: Path) -> None:
@@ -74,6 +74,6 @@ def test_mistakes_are_one_line(tmp_path: Path, args: list[str], words: str) -> N
     _report(tmp_path / "r.json", [(True, 0.9, False), (False, 0.1, False)])
     (tmp_path / "old.json").write_text(json.dumps({"recommended_threshold": 0.5, "target_recall": 0.99}))
     (tmp_path / "bad.json").write_text(json.dumps({"recommended_threshold": 0.5, "target_recall": "high"}))
-    proc = subprocess.run([sys.executable, str(TOOL), *args], capture_output=True, text=True, check=False, cwd=tmp_path)
+    proc = subprocess.run([*TRADEOFF, *args], capture_output=True, text=True, check=False, cwd=tmp_path)
     assert proc.returncode == 1 and words in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

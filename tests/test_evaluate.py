@@ -1,4 +1,4 @@
-"""Evaluation figures: hand-computed metric values, and tools/evaluate.py on a tile set with known answers."""
+"""Evaluation figures: hand-computed metric values, and `inspector evaluate` on a tile set with known answers."""
 
 from __future__ import annotations
 
@@ -20,12 +20,10 @@ from inspector.training.metrics import (
     tile_figures,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def _evaluate(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(REPO / "tools" / "evaluate.py"), *args], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "inspector", "evaluate", *args], capture_output=True, text=True, check=False
     )
 
 

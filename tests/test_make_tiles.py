@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from inspector.cli import main as inspector_main
 from inspector.config import Calibration
 from inspector.synth.raster import Sprite
 from inspector.synth.scene import ProceduralSource
 from inspector.synth.tiles import load_tile_set, make_tile_set, save_tile_set, scale_for_span
 from inspector.tiling import spider_area_fraction, tile_scales
-from tests.tools import load_tool
 
 REPO = Path(__file__).resolve().parents[1]
 REALDATA = REPO.parent / "shared" / "realdata"
@@ -23,8 +23,9 @@ CAL = Calibration(
 )
 
 
-def cli():  # type: ignore[no-untyped-def]
-    return load_tool("make_tiles")
+def make_tiles(argv: list[str]) -> int:
+    """`inspector tiles make ARGV`'s exit status."""
+    return inspector_main(["tiles", "make", *argv])
 
 
 @pytest.fixture(scope="module")
@@ -123,14 +124,13 @@ def test_sets_without_spider_origin_still_load_and_concatenate(tiles, tmp_path: 
 
 
 def test_cli(tmp_path: Path) -> None:
-    mod = cli()
     out = tmp_path / "cli"
-    assert mod.main(["--out", str(out), "--n", "6", "--seed", "1", "--preview", str(tmp_path / "prev")]) == 0
+    assert make_tiles(["--out", str(out), "--n", "6", "--seed", "1", "--preview", str(tmp_path / "prev")]) == 0
     meta = json.loads((out / "meta.json").read_text())
     assert meta["n"] == 6 and meta["mode"] == "procedural" and sum(meta["counts"].values()) == 6
     assert sorted(p.name for p in (tmp_path / "prev").iterdir())
-    assert mod.main(["--out", str(out), "--n", "0"]) == 2
-    assert mod.main(["--out", str(out), "--n", "2", "--mode", "real", "--real", str(tmp_path / "nowhere")]) == 2
+    assert make_tiles(["--out", str(out), "--n", "0"]) == 1
+    assert make_tiles(["--out", str(out), "--n", "2", "--mode", "real", "--real", str(tmp_path / "nowhere")]) == 1
 
 
 @pytest.mark.parametrize(
@@ -159,7 +159,7 @@ def test_cli_photo_options_never_fall_back_to_procedural(
 ) -> None:
     # `--real DIR` without `--mode real` used to make procedural tiles silently (session 7 lost a run to it)
     argv = [a.format(nowhere=tmp_path / "nowhere") for a in argv]
-    assert cli().main(["--out", str(tmp_path / "t"), "--n", "2", *argv]) == 2
+    assert make_tiles(["--out", str(tmp_path / "t"), "--n", "2", *argv]) == 1
     assert error in capsys.readouterr().err and not (tmp_path / "t").exists()
 
 

@@ -1,5 +1,5 @@
 """Hard-example mining: which tiles `hardest` keeps (parametrised, the empty pool included), TileSet.take, and
-tools/mine_tiles.py end to end on tiles whose scores are known."""
+`inspector tiles mine` end to end on tiles whose scores are known."""
 
 from __future__ import annotations
 
@@ -12,10 +12,8 @@ import numpy as np
 import pytest
 
 from inspector.synth.tiles import TileSet, load_tile_set
-from inspector.training.mining import hardest
+from inspector.training.mining import hardest, shared_geometry
 from tests.test_evaluate import _known_tileset, _red_detector_onnx
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(
@@ -85,7 +83,7 @@ def _red_model_and_tiles(tmp_path: Path) -> Path:
 
 def _mine(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(REPO / "tools" / "mine_tiles.py"), *args], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "inspector", "tiles", "mine", *args], capture_output=True, text=True, check=False
     )
 
 
@@ -136,34 +134,28 @@ def test_mine_tiles_cli_keeps_the_false_alarm(tmp_path: Path) -> None:
 def test_mine_tiles_cli_errors_are_one_line(tmp_path: Path, args: list[str], message: str) -> None:
     model = _red_model_and_tiles(tmp_path)
     proc = _mine("--model", str(model), "--tiles", str(tmp_path / "a"), "--out", str(tmp_path / "o"), *args)
-    assert proc.returncode == 2
+    assert proc.returncode == 1
     assert message in proc.stderr and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
 
 
 def test_mine_tiles_cli_missing_candidates(tmp_path: Path) -> None:
     proc = _mine("--tiles", str(tmp_path / "nothing"), "--out", str(tmp_path / "o"))
-    assert proc.returncode == 2 and "nothing" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 1 and "nothing" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_mine_tiles_cli_unwritable_out_is_one_line(tmp_path: Path) -> None:
     model = _red_model_and_tiles(tmp_path)
     (tmp_path / "file").write_text("not a folder")
     proc = _mine("--model", str(model), "--tiles", str(tmp_path / "a"), "--out", str(tmp_path / "file" / "o"))
-    assert proc.returncode == 2
+    assert proc.returncode == 1
     assert "cannot write the mined set" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_shared_geometry_passes_on_only_what_every_candidate_set_shares() -> None:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("mine_tiles", REPO / "tools" / "mine_tiles.py")
-    assert spec is not None and spec.loader is not None
-    mine = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mine)
     cal = {"mm_per_px": 0.25}
     same = [{"calibration": cal, "tile_px": 224}, {"calibration": dict(cal), "tile_px": 224}]
-    assert mine._shared_geometry(same) == {"calibration": cal, "tile_px": 224}
+    assert shared_geometry(same) == {"calibration": cal, "tile_px": 224}
     differ = [{"calibration": cal, "tile_px": 224}, {"calibration": {"mm_per_px": 0.5}, "tile_px": 224}]
-    assert mine._shared_geometry(differ) == {"tile_px": 224}
-    assert mine._shared_geometry([]) == {} and mine._shared_geometry(None) == {}
+    assert shared_geometry(differ) == {"tile_px": 224}
+    assert shared_geometry([]) == {} and shared_geometry(None) == {}

@@ -10,13 +10,13 @@ import cv2
 import numpy as np
 import pytest
 
+from inspector.cli import main as inspector_main
 from inspector.config import Calibration
 from inspector.synth import generate_footage
 from inspector.synth.footage import SynthError, compose_frame, plan_footage
 from inspector.synth.procedural import SPIDER_KINDS, render_bunch, render_distractor, render_spider
 from inspector.synth.raster import Sprite, alpha_bbox_xyxy
 from inspector.synth.scene import ProceduralSource, place_object
-from tests.tools import load_tool
 
 REPO = Path(__file__).resolve().parents[1]
 REALDATA = REPO.parent / "shared" / "realdata"
@@ -203,12 +203,11 @@ def test_bad_settings_are_user_errors(tmp_path: Path) -> None:
 def test_cli_writes_footage_and_refuses_a_split_without_photos(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    mod = load_tool("synth_footage")
     base = ["--width", "320", "--height", "240", "--fps", "5", "--seconds", "2", "--mm-per-px", "1.5"]
-    assert mod.main(["--out", str(tmp_path / "ok"), *base]) == 0
+    assert inspector_main(["footage", "--out", str(tmp_path / "ok"), *base]) == 0
     assert {p.name for p in (tmp_path / "ok").iterdir()} >= {"footage.avi", "calibration.yaml", "labels.jsonl"}
     # --split without --real used to make procedural footage silently
-    assert mod.main(["--out", str(tmp_path / "no"), *base, "--split", "holdout"]) == 2
+    assert inspector_main(["footage", "--out", str(tmp_path / "no"), *base, "--split", "holdout"]) == 1
     assert "give --real DIR too" in capsys.readouterr().err and not (tmp_path / "no").exists()
 
 

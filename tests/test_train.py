@@ -26,8 +26,6 @@ from inspector.training.train import (  # noqa: E402
     fam_layer_scale,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def _tiny_tiles(n: int = 12, seed: int = 0) -> TileSet:
     """Noisy green tiles; spider tiles carry a dark 8-legged blob in a known box."""
@@ -152,7 +150,9 @@ def test_train_cli_writes_model_manifest_and_card(tmp_path: Path) -> None:
     proc = subprocess.run(
         [
             sys.executable,
-            str(REPO / "tools" / "train.py"),
+            "-m",
+            "inspector",
+            "train",
             "--tiles",
             str(tmp_path / "tiles"),
             "--out",
@@ -191,7 +191,7 @@ def test_train_cli_writes_model_manifest_and_card(tmp_path: Path) -> None:
 
 def _train_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(REPO / "tools" / "train.py"), *args], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "inspector", "train", *args], capture_output=True, text=True, check=False
     )
 
 
@@ -318,7 +318,7 @@ def test_train_cli_sigterm_exports_the_best_so_far_and_removes_the_checkpoint(tm
     args = ["--tiles", str(tmp_path / "tiles"), "--out", str(out), "--width", "16", "--epochs", "100000",
             "--patience", "100000", "--batch", "4", "--steps-per-epoch", "1", "--val-frac", "0.25"]  # fmt: skip
     proc = subprocess.Popen(
-        [sys.executable, str(REPO / "tools" / "train.py"), *args],
+        [sys.executable, "-m", "inspector", "train", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -451,15 +451,13 @@ def test_selection_by_auc_counts_pointing_only_up_to_the_target() -> None:
 
 
 def test_train_cli_select_choices_are_the_trainers() -> None:
-    import importlib.util
+    import argparse
 
+    from inspector.commands.train import add_arguments
     from inspector.training.train import SELECT_BY
 
-    spec = importlib.util.spec_from_file_location("train_cli", REPO / "tools" / "train.py")
-    assert spec is not None and spec.loader is not None
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
-    parser = cli.build_parser()
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
     assert tuple(next(a.choices for a in parser._actions if a.dest == "select")) == SELECT_BY
     assert parser.parse_args(["--tiles", "t", "--out", "m.onnx"]).select == "accuracy"  # default: as before
 

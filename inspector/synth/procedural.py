@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from inspector.synth.raster import Sprite, crop_sprite, resize_sprite
-from inspector.types import FloatArray, U8Array
+from inspector.types import FloatArray
 
 GrapeVariety = Literal["green", "red", "black"]
 SpiderKind = Literal["redback", "brown", "pale", "jumping", "orb"]
@@ -458,8 +458,3 @@ def render_distractor(rng: np.random.Generator, size_px: float, kind: Distractor
             cv2.line(alpha, tuple(map(int, c)), tuple(map(int, end)), 1.0, max(1, int(s * 0.02)), cv2.LINE_AA)
     sprite = Sprite(np.clip(img, 0, 255).astype(np.uint8), np.clip(alpha, 0, 1).astype(np.float32))
     return fit_span(sprite, size_px)
-
-
-def tint(img: U8Array, gain_bgr: np.ndarray) -> U8Array:
-    """Per-channel gain on a sprite's colour."""
-    return np.clip(img.astype(np.float32) * gain_bgr[None, None, :], 0, 255).astype(np.uint8)

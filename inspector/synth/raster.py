@@ -80,13 +80,6 @@ def rotate_sprite(sprite: Sprite, angle_deg: float) -> Sprite:
     return crop_sprite(Sprite(np.asarray(bgr, np.uint8), np.clip(alpha, 0.0, 1.0).astype(np.float32)))
 
 
-def flip_sprite(sprite: Sprite, code: int) -> Sprite:
-    """cv2.flip codes: 0 vertical, 1 horizontal, -1 both."""
-    return Sprite(
-        np.asarray(cv2.flip(sprite.bgr, code), np.uint8), np.asarray(cv2.flip(sprite.alpha, code), np.float32)
-    )
-
-
 def paste(dst: U8Array, sprite: Sprite, x: int, y: int, opacity: float = 1.0) -> tuple[int, int, int, int] | None:
     """Alpha-blend `sprite` into `dst` in place with its top-left at (x, y); returns the touched box or None."""
     h, w = dst.shape[:2]
@@ -161,15 +154,6 @@ def _periodic_noise(rng: np.random.Generator, hw: tuple[int, int], sigma_px: flo
     return (field / (field.std() + 1e-9)).astype(np.float32)
 
 
-def scroll_belt(texture: U8Array, offset_px: int, out_w: int) -> U8Array:
-    """`out_w` columns of the periodic `texture`, starting `offset_px` columns *before* its start (belt moving +x)."""
-    period = texture.shape[1]
-    start = (-offset_px) % period
-    reps = (start + out_w) // period + 1
-    strip = np.concatenate([texture] * (reps + 1), axis=1) if reps > 0 else texture
-    return np.ascontiguousarray(strip[:, start : start + out_w])
-
-
 # --------------------------------------------------------------------------------------------- camera
 def motion_blur(img: npt.NDArray[Any], length_px: float, axis: int = 0) -> npt.NDArray[Any]:
     """Linear motion blur of `length_px` along image axis 0 (x) or 1 (y); works on colour and coverage."""
@@ -180,27 +164,9 @@ def motion_blur(img: npt.NDArray[Any], length_px: float, axis: int = 0) -> npt.N
     return np.asarray(cv2.filter2D(img, -1, kernel, borderType=cv2.BORDER_REFLECT), img.dtype)
 
 
-def motion_blur_sprite(sprite: Sprite, length_px: float, axis: int = 0) -> Sprite:
-    """Motion blur a sprite (premultiplied), after padding it so the smear has room."""
-    n = round(length_px)
-    if n < 2:
-        return sprite
-    sp = pad_sprite(sprite, n)
-    pre = sp.bgr.astype(np.float32) * sp.alpha[:, :, None]
-    pre_b = motion_blur(pre, n, axis)
-    a_b = np.clip(motion_blur(sp.alpha, n, axis), 0.0, 1.0)
-    bgr = np.where(a_b[:, :, None] > 1e-3, pre_b / np.maximum(a_b[:, :, None], 1e-3), 0.0)
-    return crop_sprite(Sprite(np.clip(bgr, 0, 255).astype(np.uint8), a_b.astype(np.float32)))
-
-
 def lighting(img: U8Array, gain_bgr: tuple[float, float, float]) -> U8Array:
     """Per-channel gain (illumination level and colour temperature)."""
     return np.asarray(cv2.multiply(img, np.array([*gain_bgr, 0.0]), dtype=cv2.CV_8U), np.uint8)
-
-
-def add_noise(img: U8Array, noise: npt.NDArray[np.int16]) -> U8Array:
-    """Add a signed sensor-noise field (same shape as `img`), saturating."""
-    return np.asarray(cv2.add(img.astype(np.int16), noise, dtype=cv2.CV_8U), np.uint8)
 
 
 def sensor_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: float) -> npt.NDArray[np.int16]:

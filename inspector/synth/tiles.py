@@ -292,7 +292,7 @@ def load_tile_set(path: Path) -> TileSet:
     """Read a tile-set directory (or its ``tiles.npz``), checking shapes; errors are one line naming the file."""
     npz = path / "tiles.npz" if path.is_dir() else path
     if not npz.is_file():
-        raise InspectorError(f"{npz}: no tile set here; make one with tools/make_tiles.py")
+        raise InspectorError(f"{npz}: no tile set here; make one with `inspector tiles make`")
     try:
         with np.load(npz, allow_pickle=False) as z:
             images, labels = z["images"], z["labels"].astype(np.int8)

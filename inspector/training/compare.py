@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from inspector.cliopts import optional_pyplot
+
 FloatArray = npt.NDArray[np.floating]
 
 SWEEP_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
@@ -101,12 +103,8 @@ def sweep_plot(sweeps: list[tuple[str, list[SweepPoint], float]], title: str, pa
     Needs matplotlib (``pip install .[plots]``); returns None without it or with nothing to draw."""
     if not any(points for _, points, _ in sweeps):
         return None
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = optional_pyplot()
+    if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(7, 4.5))
     styles: list[dict[str, Any]] = [{"ls": "-"}, {"ls": "--"}, {"ls": ":"}]

@@ -1,4 +1,4 @@
-"""Tile-level figures, pure numpy (no torch): shared by tools/evaluate.py and the training loop's validation.
+"""Tile-level figures, pure numpy (no torch): shared by `inspector evaluate` and the training loop's validation.
 
 - accuracy / precision / recall at a probability threshold (0.5 by default);
 - ROC AUC (Mann–Whitney rank statistic, ties counted half);

@@ -203,6 +203,44 @@ def eq1_map(fams: Sequence[torch.Tensor], size: int) -> torch.Tensor:
     return total
 
 
+@dataclass
+class _FitRun:
+    """The state of one :meth:`Trainer.fit`: the tiles as tensors, the split, the sampler, the clock, the best so far."""
+
+    images: torch.Tensor  # uint8 (N, 224, 224, 3) BGR, all of the training data
+    labels: torch.Tensor  # int64 (N,)
+    boxes: torch.Tensor  # float32 (N, 4) xyxy
+    soft: torch.Tensor | None  # float32 (N,) teachers' spider probabilities, or None
+    tr: np.ndarray  # indices of the training tiles
+    va: np.ndarray  # indices of the selection tiles in `val_set`
+    val_set: TileSet
+    sample_p: np.ndarray  # class-balanced sampling probabilities over `tr`
+    steps: int  # steps per epoch
+    rng: np.random.Generator
+    gen: torch.Generator  # the augmentation's draws
+    t0: float  # time.monotonic() at the start
+    step_no: int = 0
+    best_score: float = -1.0
+    best_state: dict[str, torch.Tensor] | None = None
+    bad: int = 0  # epochs since the last gain
+    swa: AveragedModel | None = None
+    swa_from_epoch: int = 0
+
+    def minutes(self) -> float:
+        return (time.monotonic() - self.t0) / 60
+
+
+def _soft_target_tensor(soft_targets: np.ndarray | None, data: TileSet, distill: float) -> torch.Tensor | None:
+    """The teachers' targets as a tensor; ValueError unless targets and a distill weight come together and fit."""
+    if (soft_targets is not None) != (distill > 0):
+        raise ValueError("distillation needs both soft targets and a distill weight > 0, or neither")
+    if soft_targets is None:
+        return None
+    if soft_targets.shape != data.labels.shape:
+        raise ValueError(f"soft targets {soft_targets.shape} do not match the {len(data.labels)} tiles")
+    return torch.from_numpy(soft_targets.astype(np.float32))
+
+
 class Trainer:
     def __init__(self, settings: TrainSettings) -> None:
         if settings.select not in SELECTION_RULES:  # before any work, not after the first epoch
@@ -262,109 +300,142 @@ class Trainer:
         selection from rewarding the fitting of the training photos. `soft_targets` (N,): teachers' spider
         probabilities per tile of `data` (:mod:`inspector.training.distill`), weighted by ``settings.distill``."""
         s = self.s
-        if (soft_targets is not None) != (s.distill > 0):
-            raise ValueError("distillation needs both soft targets and a distill weight > 0, or neither")
-        if soft_targets is not None and soft_targets.shape != data.labels.shape:
-            raise ValueError(f"soft targets {soft_targets.shape} do not match the {len(data.labels)} tiles")
-        soft_all = None if soft_targets is None else torch.from_numpy(soft_targets.astype(np.float32))
-        t0 = time.monotonic()
+        run = self._start(data, val_data, _soft_target_tensor(soft_targets, data, s.distill))
+        result = TrainResult(model=self.model, n_train=len(run.tr), n_val=len(run.va))
+        if val_data is not None:
+            result.val_source = "separate selection tile sets, not trained on"
+        probe = (
+            to_input(run.images[torch.from_numpy(_probe_indices(data.labels, run.tr, run.rng))]).to(self.device)
+            if s.recycle_dead
+            else None
+        )
+        for epoch in range(1, s.epochs + 1):
+            te = time.monotonic()
+            if probe is not None and run.swa is None:  # re-drawn units would spoil an average under way
+                self._recycle(probe, run.gen, result, epoch)
+            losses = self._train_epoch(run, epoch)
+            val = self.evaluate(run.val_set, run.va)
+            ep = EpochLog(epoch, time.monotonic() - te, float(np.mean(losses)), val)
+            result.history.append(ep)
+            if on_epoch:
+                on_epoch(ep)
+            self._keep_if_best(run, ep, result)
+            result.stopped = self._stop_after(run, epoch)
+            if result.stopped:
+                break
+        else:
+            result.stopped = f"all {s.epochs} epochs"
+        return self._finish(run, result, data)
+
+    def _start(self, data: TileSet, val_data: TileSet | None, soft: torch.Tensor | None) -> _FitRun:
+        """The run's state: the selection split, the tiles as tensors and the class-balanced sampling weights."""
+        s = self.s
         rng = np.random.default_rng(s.seed)
         # the tiles that choose the best epoch: `val_data` whole (no copy of the training tiles), or a split of `data`
         if val_data is not None:
             val_set, tr, va = val_data, np.arange(len(data.labels)), np.arange(len(val_data.labels))
         else:
             val_set, (tr, va) = data, split_train_val(data.labels, s.val_frac, rng)
-        images = torch.from_numpy(data.images)
-        labels = torch.from_numpy(data.labels.astype(np.int64))
-        boxes = torch.from_numpy(data.boxes_xyxy.astype(np.float32))
-        # class-balanced sampling weights
-        tr_labels = data.labels[tr]
-        counts = np.bincount(tr_labels.astype(np.int64), minlength=2).astype(np.float64)
-        w = 1.0 / np.maximum(counts[tr_labels.astype(np.int64)], 1.0)
-        w /= w.sum()
+        tr_labels = data.labels[tr].astype(np.int64)
+        counts = np.bincount(tr_labels, minlength=2).astype(np.float64)
+        sample_p = 1.0 / np.maximum(counts[tr_labels], 1.0)
         steps = s.steps_per_epoch or max(1, len(tr) // s.batch)
-        gen = torch.Generator().manual_seed(s.seed)
-        result = TrainResult(model=self.model, n_train=len(tr), n_val=len(va))
-        if val_data is not None:
-            result.val_source = "separate selection tile sets, not trained on"
-        best_score, best_state, bad = -1.0, None, 0
-        total_steps = steps * s.epochs
-        step_no = 0
-        probe = (
-            to_input(images[torch.from_numpy(_probe_indices(data.labels, tr, rng))]).to(self.device)
-            if s.recycle_dead
-            else None
+        return _FitRun(
+            images=torch.from_numpy(data.images),
+            labels=torch.from_numpy(data.labels.astype(np.int64)),
+            boxes=torch.from_numpy(data.boxes_xyxy.astype(np.float32)),
+            soft=soft,
+            tr=tr,
+            va=va,
+            val_set=val_set,
+            sample_p=sample_p / sample_p.sum(),
+            steps=steps,
+            rng=rng,
+            gen=torch.Generator().manual_seed(s.seed),
+            t0=time.monotonic(),
         )
-        swa: AveragedModel | None = None
-        swa_from_epoch = 0
-        average_every = max(1, steps // 4)
-        for epoch in range(1, s.epochs + 1):
-            te = time.monotonic()
-            if probe is not None and swa is None:  # re-drawn units would spoil an average under way
-                recycled = recycle_dead_units(self.model, probe, gen, self.opt)
-                for k, v in recycled.items():
-                    result.recycled[k] = result.recycled.get(k, 0) + v
-                if recycled:
-                    log.info("epoch %d: re-drew dead units %s", epoch, recycled)
-            self.model.train()
-            self.obj_head.train()
-            losses = []
-            for _ in range(steps):
-                bi = rng.choice(tr, size=min(s.batch, len(tr)), replace=True, p=w)
-                bi_t = torch.from_numpy(bi)
-                imgs, bxs = augment(images[bi_t], boxes[bi_t], gen, s.jitter)
-                # augmentation stays on the CPU (its generator fixes the draws); the batch then moves to the device
-                x = to_input_float(imgs).to(self.device)
-                loss = self._loss(x, labels[bi_t], bxs, None if soft_all is None else soft_all[bi_t])
-                progress = max(step_no / total_steps, (time.monotonic() - t0) / 60 / s.max_minutes)
-                for group in self.opt.param_groups:
-                    group["lr"] = lr_at(progress, s.lr)
-                self.opt.zero_grad()
-                loss.backward()
-                self.opt.step()
-                step_no += 1
-                losses.append(float(loss.detach()))
-                if s.average_from is not None and progress >= s.average_from and step_no % average_every == 0:
-                    if swa is None:
-                        swa, swa_from_epoch = AveragedModel(self.model), epoch
-                        log.info("epoch %d: weight averaging starts", epoch)
-                    swa.update_parameters(self.model)
-                if (time.monotonic() - t0) / 60 > s.max_minutes or self._stop_reason:
-                    break
-            val = self.evaluate(val_set, va)
-            ep = EpochLog(epoch, time.monotonic() - te, float(np.mean(losses)), val)
-            result.history.append(ep)
-            if on_epoch:
-                on_epoch(ep)
-            score = selection_score(val, s.select)
-            if score > best_score:
-                best_score, bad, result.best_epoch = score, 0, epoch
-                best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
-                if s.checkpoint is not None:
-                    save_checkpoint(s.checkpoint, best_state, epoch, val)
-            else:
-                bad += 1
-            if self._stop_reason:
-                result.stopped = f"{self._stop_reason} in epoch {epoch}"
+
+    def _recycle(self, probe: torch.Tensor, gen: torch.Generator, result: TrainResult, epoch: int) -> None:
+        """Re-draw the dead ReLU units found on `probe`, counted into `result.recycled`."""
+        recycled = recycle_dead_units(self.model, probe, gen, self.opt)
+        for k, v in recycled.items():
+            result.recycled[k] = result.recycled.get(k, 0) + v
+        if recycled:
+            log.info("epoch %d: re-drew dead units %s", epoch, recycled)
+
+    def _train_epoch(self, run: _FitRun, epoch: int) -> list[float]:
+        """One epoch of `run.steps` class-balanced, augmented batches (fewer when time is up or a stop is asked);
+        the loss of each step."""
+        s = self.s
+        self.model.train()
+        self.obj_head.train()
+        losses = []
+        total_steps = run.steps * s.epochs
+        for _ in range(run.steps):
+            bi = torch.from_numpy(run.rng.choice(run.tr, size=min(s.batch, len(run.tr)), replace=True, p=run.sample_p))
+            imgs, bxs = augment(run.images[bi], run.boxes[bi], run.gen, s.jitter)
+            # augmentation stays on the CPU (its generator fixes the draws); the batch then moves to the device
+            x = to_input_float(imgs).to(self.device)
+            loss = self._loss(x, run.labels[bi], bxs, None if run.soft is None else run.soft[bi])
+            progress = max(run.step_no / total_steps, run.minutes() / s.max_minutes)
+            for group in self.opt.param_groups:
+                group["lr"] = lr_at(progress, s.lr)
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+            run.step_no += 1
+            losses.append(float(loss.detach()))
+            if s.average_from is not None and progress >= s.average_from:
+                self._average_step(run, epoch)
+            if run.minutes() > s.max_minutes or self._stop_reason:
                 break
-            if bad >= s.patience:
-                result.stopped = f"early stop: no validation gain for {s.patience} epochs"
-                break
-            if (time.monotonic() - t0) / 60 > s.max_minutes:
-                result.stopped = f"time budget of {s.max_minutes:g} min reached"
-                break
-        else:
-            result.stopped = f"all {s.epochs} epochs"
-        if best_state is not None:
-            self.model.load_state_dict(best_state)
-        if swa is not None:
-            result.averaged = self._finish_average(swa, swa_from_epoch, best_score, data, tr, val_set, va)
+        return losses
+
+    def _average_step(self, run: _FitRun, epoch: int) -> None:
+        """Add the weights to the running average (SWA) four times an epoch, starting the average at the first."""
+        if run.step_no % max(1, run.steps // 4) != 0:
+            return
+        if run.swa is None:
+            run.swa, run.swa_from_epoch = AveragedModel(self.model), epoch
+            log.info("epoch %d: weight averaging starts", epoch)
+        run.swa.update_parameters(self.model)
+
+    def _keep_if_best(self, run: _FitRun, ep: EpochLog, result: TrainResult) -> None:
+        """Keep (and checkpoint) the weights when the epoch validates best so far; count the epochs without gain."""
+        score = selection_score(ep.val, self.s.select)
+        if score <= run.best_score:
+            run.bad += 1
+            return
+        run.best_score, run.bad, result.best_epoch = score, 0, ep.epoch
+        run.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        if self.s.checkpoint is not None:
+            save_checkpoint(self.s.checkpoint, run.best_state, ep.epoch, ep.val)
+
+    def _stop_after(self, run: _FitRun, epoch: int) -> str:
+        """Why the run ends after `epoch` ('' to go on): a stop request, no gain for `patience`, the time budget."""
+        s = self.s
+        if self._stop_reason:
+            return f"{self._stop_reason} in epoch {epoch}"
+        if run.bad >= s.patience:
+            return f"early stop: no validation gain for {s.patience} epochs"
+        if run.minutes() > s.max_minutes:
+            return f"time budget of {s.max_minutes:g} min reached"
+        return ""
+
+    def _finish(self, run: _FitRun, result: TrainResult, data: TileSet) -> TrainResult:
+        """The best weights (or the average, when it validates no worse), in eval mode on the CPU, BN folded."""
+        if run.best_state is not None:
+            self.model.load_state_dict(run.best_state)
+        if run.swa is not None:
+            result.averaged = self._finish_average(
+                run.swa, run.swa_from_epoch, run.best_score, data, run.tr, run.val_set, run.va
+            )
             if result.averaged.kept:
-                self.model.load_state_dict(swa.module.state_dict())
+                self.model.load_state_dict(run.swa.module.state_dict())
         self.model.eval()
         self.model.cpu()  # export, fam_layer_scale and the card work on the CPU whatever trained
         result.model = fold_batchnorm(self.model) if self.model.batch_norm else self.model
-        result.seconds = time.monotonic() - t0
+        result.seconds = time.monotonic() - run.t0
         return result
 
     def _finish_average(
@@ -505,7 +576,7 @@ def selection_score(v: TileFigures, by: str = "accuracy") -> float:
     share counted up to ``POINTING_TARGET`` — once the maps meet the target, a tenth of a point of pointing no
     longer outweighs a gain in ranking (with ``accuracy`` a fine-tune from a model pointing at 99 % kept its first
     epoch while the AUC rose for 30 more), and the operating point, which swings from epoch to epoch, does not
-    decide; pick the threshold on the validation tiles afterwards (``tools/evaluate.py --pick-threshold``).
+    decide; pick the threshold on the validation tiles afterwards (``inspector evaluate --pick-threshold``).
     """
     if by not in SELECT_BY:
         raise ValueError(f"select by {by!r}: choose one of {', '.join(SELECT_BY)}")

@@ -1,23 +1,17 @@
-#!/usr/bin/env python3
-"""Bunch-level trade-off of decision rules or models over several replays, pooled: recall against false rejects.
+"""Bunch-level trade-off of decision rules or models over several replays, pooled: recall against false rejects
+(`inspector tradeoff`).
 
-    python tools/bunch_tradeoff.py --set "agree 1=runs/k1_a/report.json,runs/k1_b/report.json" \
-        --set "agree 2=runs/k2_a/report.json,runs/k2_b/report.json" --threshold 0.5 --threshold 0.3 --plot cmp.png
-
-Each ``--set NAME=REPORT[,REPORT...]`` pools the labelled bunches of those `inspector replay --labels` reports (one
-decision rule per set). Printed per set: bunches, spider bunches, the pooled bunch ROC AUC and, at every
-``--threshold``, recall and false-reject rate (a fail-safe reject counts at every threshold); ``--recall R`` adds the
-threshold each set needs for recall R there (what `inspector tune` would write). ``--plot PNG`` draws the curves
-with the thresholds marked (needs matplotlib).
+Each set pools the labelled bunches of some `inspector replay --labels` reports (one decision rule per set).
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from inspector.cliopts import optional_pyplot
 from inspector.errors import InspectorError
 from inspector.report import BunchScore, SweepRow, pool_bunches, read_report, recommend, roc_auc, sweep
 
@@ -30,8 +24,6 @@ class PooledSet:
 
     @property
     def auc(self) -> float | None:
-        import numpy as np
-
         return roc_auc(np.array([b.score for b in self.bunches]), np.array([b.spider for b in self.bunches], bool))
 
 
@@ -42,6 +34,7 @@ def at(rows: list[SweepRow], threshold: float) -> SweepRow:
 
 
 def parse_set(text: str) -> tuple[str, list[Path]]:
+    """``NAME=REPORT[,REPORT...]`` -> (NAME, the report paths)."""
     name, _, paths = text.partition("=")
     reports = [Path(p) for p in paths.split(",") if p]
     if not name or not reports:
@@ -50,11 +43,14 @@ def parse_set(text: str) -> tuple[str, list[Path]]:
 
 
 def pooled_set(name: str, paths: list[Path]) -> PooledSet:
+    """The labelled bunches of those replay reports, pooled, with their threshold sweep."""
     bunches, _ = pool_bunches({p: read_report(p) for p in paths})
     return PooledSet(name, bunches, sweep(bunches, 1.0))  # `at` reads any threshold off the swept scores
 
 
 def table(sets: list[PooledSet], thresholds: list[float], recall: float | None) -> str:
+    """Per set: bunches, spider bunches, bunch ROC AUC; recall and false rejects at each threshold (and at the
+    threshold that reaches `recall`)."""
     lines = []
     for s in sets:
         spiders = sum(b.spider for b in s.bunches)
@@ -76,12 +72,9 @@ def table(sets: list[PooledSet], thresholds: list[float], recall: float | None) 
 
 
 def plot(sets: list[PooledSet], thresholds: list[float], out: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    """Recall against false rejects per set, thresholds marked, as a PNG at `out`; False without matplotlib."""
+    plt = optional_pyplot()
+    if plt is None:
         return False
     fig, ax = plt.subplots(figsize=(6, 4.5))
     markers = "osD^v"
@@ -108,25 +101,11 @@ def plot(sets: list[PooledSet], thresholds: list[float], out: Path) -> bool:
     return True
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    p.add_argument("--set", action="append", required=True, help="NAME=REPORT[,REPORT...] pooled as one")
-    p.add_argument("--threshold", type=float, action="append", default=[], help="mark this threshold (repeatable)")
-    p.add_argument("--recall", type=float, help="also the threshold each set needs for this recall")
-    p.add_argument("--plot", type=Path, help="PNG of the curves")
-    args = p.parse_args(argv)
-    try:
-        if any(not 0 <= t <= 1 for t in args.threshold) or (args.recall is not None and not 0 < args.recall <= 1):
-            raise InspectorError("thresholds must lie in [0, 1] and --recall in (0, 1]")
-        sets = [pooled_set(*parse_set(text)) for text in args.set]
-    except InspectorError as exc:
-        print(f"bunch_tradeoff: error: {exc}", file=sys.stderr)
-        return 1
-    print(table(sets, args.threshold, args.recall))
-    if args.plot is not None:
-        print(f"plot: {args.plot}" if plot(sets, args.threshold, args.plot) else "plot: needs matplotlib (.[plots])")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def run_tradeoff(set_texts: list[str], thresholds: list[float], recall: float | None, plot_png: Path | None) -> None:
+    """`inspector tradeoff`: print the table of the ``NAME=REPORT[,REPORT...]`` sets; draw it when asked."""
+    if any(not 0 <= t <= 1 for t in thresholds) or (recall is not None and not 0 < recall <= 1):
+        raise InspectorError("thresholds must lie in [0, 1] and --recall in (0, 1]")
+    sets = [pooled_set(*parse_set(text)) for text in set_texts]
+    print(table(sets, thresholds, recall))
+    if plot_png is not None:
+        print(f"plot: {plot_png}" if plot(sets, thresholds, plot_png) else "plot: needs matplotlib (.[plots])")
