@@ -22,6 +22,9 @@ _SUBCOMMANDS: tuple[str, ...] = (
     "inspector.commands.plan",
     "inspector.commands.calibrate",
     "inspector.commands.model",
+    "inspector.commands.actuator_sim",
+    "inspector.commands.bench",
+    "inspector.commands.soak",
 )
 
 
