@@ -189,6 +189,16 @@ def _reader(batches: list[dict[str, np.ndarray]]) -> Any:
     return TileReader()
 
 
+def require_onnx() -> None:
+    """onnxruntime's quantiser needs the onnx package, which is not a runtime dependency."""
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise ModelError(
+            "int8 quantisation needs the onnx package: pip install 'grape-spider-inspector[train]' (or pip install onnx)"
+        ) from None
+
+
 def int8_path(onnx_path: Path) -> Path:
     """``NAME.onnx`` -> ``NAME.int8.onnx``."""
     return onnx_path.with_name(onnx_path.stem + ".int8.onnx")
@@ -196,6 +206,7 @@ def int8_path(onnx_path: Path) -> Path:
 
 def quantize_model(onnx_path: Path, out_path: Path, calib_tiles_bgr: np.ndarray, batch: int = 8) -> Path:
     """Static int8 quantisation calibrated on `calib_tiles_bgr`; writes `out_path` and its manifest beside it."""
+    require_onnx()
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 

@@ -321,3 +321,18 @@ def test_fp16_weights_cli_errors_are_one_line(tmp_path: Path) -> None:
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert proc.returncode == 1 and "manifest" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cli_without_torch_names_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from inspector.cli import main as cli_main
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # as in an install without the train extra
+    assert cli_main(["model", "export", "--out", str(tmp_path / "m.onnx"), "--width", "16"]) == 1
+    err = capsys.readouterr().err
+    assert (
+        err
+        == "inspector: error: inspector model export needs torch and onnx: pip install 'grape-spider-inspector[train]'\n"
+    )
+    assert not (tmp_path / "m.onnx").exists()

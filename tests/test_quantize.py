@@ -4,6 +4,7 @@ copy the daemon loads, and the fp32/int8 comparison — on the hand-weighted spo
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -140,3 +141,13 @@ def test_cli(spot: Path, footage: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert cli_main(["model", "quantize", str(tmp_path / "missing.onnx")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("inspector: error: ") and "model file not found" in err and "Traceback" not in err
+
+
+def test_cli_without_onnx_names_the_extra(
+    spot: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as in an install with only the runtime extras
+    assert cli_main(["model", "quantize", str(spot), "--out", str(tmp_path / "q.int8.onnx")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install 'grape-spider-inspector[train]'" in err
+    assert not (tmp_path / "q.int8.onnx").exists()

@@ -34,6 +34,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace) -> int:
     from inspector.perf.bench import Settings, format_table, run_bench
 
+    try:
+        import onnx  # noqa: F401  (FLOP counting and the logits-only copy read the graph)
+    except ImportError:
+        raise InspectorError(
+            "inspector bench needs the onnx package: pip install 'grape-spider-inspector[dev]'"
+        ) from None
     if not args.model.is_file():
         raise InspectorError(f"{args.model}: model not found; give an .onnx with its manifest")
     result = run_bench(Settings(args.quick, args.work, args.model, not args.no_vgg16, not args.no_int8, args.seed))

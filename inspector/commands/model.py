@@ -225,8 +225,17 @@ def add_quantize_arguments(p: argparse.ArgumentParser) -> None:
 def run_quantize(args: argparse.Namespace) -> int:
     """Cut tiles, quantise on the calibration part, compare fp32 and int8 on the rest."""
     from inspector.model import load_manifest
-    from inspector.quantize import compare, format_comparison, int8_path, load_tiles, quantize_model, split_tiles
+    from inspector.quantize import (
+        compare,
+        format_comparison,
+        int8_path,
+        load_tiles,
+        quantize_model,
+        require_onnx,
+        split_tiles,
+    )
 
+    require_onnx()  # before cutting tiles, which can take a while
     if not args.model.is_file():
         raise ModelError(f"{args.model}: model file not found; give an exported .onnx with its manifest")
     size = load_manifest(args.model).input.size
