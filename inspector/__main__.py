@@ -1,4 +1,4 @@
-"""`python -m inspector`: the same as the `inspector` console script."""
+"""`python -m inspector ...`: the `inspector` command line (how the demo and soak start the actuator simulator)."""
 
 import sys
 

@@ -133,13 +133,27 @@ def _dims(value_info: Any) -> list[int | str | None]:
     return out
 
 
-def analyse(
-    model: Any, path: Path, logits: str | None = None, size: int | None = None
-) -> VggGraph:  # model: onnx.ModelProto
-    """Find input, layout, the five pools and the logits tensor; refuse graphs that are not VGG-like."""
-    onnx = import_onnx()
-    graph = model.graph
-    inits = {t.name: t for t in graph.initializer}
+@dataclass(frozen=True)
+class _Input:
+    name: str
+    dims: list[int | str | None]
+    layout: str  # NCHW | NHWC
+    size: int
+    elem_type: int  # ONNX TensorProto element type
+
+
+@dataclass(frozen=True)
+class _Logits:
+    tensor: str  # the tensor the contract's logits come from
+    original: str  # the graph output named (or chosen) as the classifier's
+    head: str  # identity | softmax | logsoftmax | sigmoid | binary
+    n_classes: int | None
+    shapes: dict[str, list[int | str | None]]  # inferred shapes of every value, for the pool checks
+    warnings: list[str]
+
+
+def _find_input(graph: Any, nodes: list[Any], inits: dict[str, Any], path: Path, size: int | None) -> _Input:
+    """The one image input, its layout (NCHW or NHWC) and its square side in pixels."""
     inputs = [i for i in graph.input if i.name not in inits]
     if len(inputs) != 1:
         raise ModelError(f"{path}: expected one image input, found {[i.name for i in inputs]}")
@@ -147,7 +161,6 @@ def analyse(
     dims = _dims(inp)
     if len(dims) != 4:
         raise ModelError(f"{path}: input {inp.name!r} has rank {len(dims)}, expected 4 (an image batch)")
-    nodes = _topo_order(graph)
     consumers = [n for n in nodes if inp.name in n.input]
     if dims[1] == 3 and dims[3] != 3:
         layout = "NCHW"
@@ -165,10 +178,13 @@ def analyse(
         raise ModelError(f"{path}: --size {size} contradicts the input shape {dims}")
     if size % 32:
         raise ModelError(f"{path}: input size {size} is not a multiple of 32 (five 2x2 poolings)")
+    return _Input(inp.name, dims, layout, size, int(inp.type.tensor_type.elem_type))
 
-    warnings: list[str] = []
+
+def _find_pools(nodes: list[Any], inits: dict[str, Any], path: Path) -> tuple[list[PoolBlock], list[str]]:
+    """The five MaxPool blocks before the classifier head (refused otherwise), and warnings about their convs."""
     pools: list[PoolBlock] = []
-    convs_since, n_convs, last_channels, first_channels = 0, 0, None, None
+    convs_since, n_convs, last_channels = 0, 0, None
     head_node = None
     for node in nodes:
         if node.op_type in HEAD_OPS:
@@ -179,8 +195,6 @@ def analyse(
             n_convs += 1
             w = inits.get(node.input[1]) if len(node.input) > 1 else None
             last_channels = int(w.dims[0]) if w is not None else None
-            if first_channels is None:
-                first_channels = last_channels
         elif node.op_type == "MaxPool":
             pools.append(PoolBlock(node.name or node.output[0], node.output[0], convs_since, last_channels))
             convs_since = 0
@@ -197,10 +211,23 @@ def analyse(
         )
     counts = tuple(p.convs for p in pools)
     if counts != VGG16_CONVS:
-        warnings.append(f"conv counts per block are {list(counts)}, VGG16 has {list(VGG16_CONVS)}; exposing anyway")
+        return pools, [f"conv counts per block are {list(counts)}, VGG16 has {list(VGG16_CONVS)}; exposing anyway"]
+    return pools, []
 
-    # logits
-    outputs = [o.name for o in graph.output]
+
+def _first_conv_channels(nodes: list[Any], inits: dict[str, Any], head_at: int) -> int | None:
+    """Output channels of the first Conv before the head whose weight is an initializer."""
+    for node in nodes[:head_at]:
+        w = inits.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
+        if w is not None:
+            return int(w.dims[0])
+    return None
+
+
+def _find_logits(model: Any, nodes: list[Any], path: Path, logits: str | None) -> _Logits:
+    """The classifier output (by name, or the only output), traced back through Identity/Softmax/Sigmoid."""
+    onnx = import_onnx()
+    outputs = [o.name for o in model.graph.output]
     if logits is None:
         if len(outputs) == 1:
             logits = outputs[0]
@@ -212,6 +239,7 @@ def analyse(
     producer = {o: n for n in nodes for o in n.output}
     if logits not in producer:
         raise ModelError(f"{path}: --logits {logits!r} is not a tensor computed by the graph (outputs: {outputs})")
+    warnings: list[str] = []
     head = "identity"
     while logits in producer and producer[logits].op_type == "Identity":
         logits = producer[logits].input[0]
@@ -231,6 +259,12 @@ def analyse(
         head, n_classes = ("sigmoid" if sigmoid else "binary"), 2
     elif logits_dims is not None and len(logits_dims) != 2:
         raise ModelError(f"{path}: logits tensor {logits!r} has shape {logits_dims}, expected (N, classes)")
+    return _Logits(logits, original, head, n_classes, shapes, warnings)
+
+
+def _pool_shape_warnings(pools: list[PoolBlock], shapes: dict[str, list[int | str | None]], size: int) -> list[str]:
+    """A warning for every pool whose inferred shape is not (N, its block's channels, size/2^l, size/2^l)."""
+    warnings = []
     for layer, p in enumerate(pools, start=1):
         pd = shapes.get(p.tensor)
         want = size >> layer
@@ -245,25 +279,43 @@ def analyse(
             warnings.append(
                 f"pool{layer} {p.node!r} has inferred shape {pd}, expected (N, {p.channels}, {want}, {want})"
             )
+    return warnings
+
+
+def _width(pools: list[PoolBlock], first_channels: int | None) -> float | list[float] | None:
+    """VGG16's channels over the graph's: one divisor, or one per block when they differ."""
     width: float | list[float] | None = 64 / first_channels if first_channels else None
     per_block = [p.channels for p in pools]
     if len(per_block) == 5 and all(per_block):
         divisors = [c / float(ch) for c, ch in zip((64, 128, 256, 512, 512), per_block, strict=True) if ch]
         width = divisors[0] if len(set(divisors)) == 1 else divisors
-    tensor_type = inp.type.tensor_type
+    return width
+
+
+def analyse(
+    model: Any, path: Path, logits: str | None = None, size: int | None = None
+) -> VggGraph:  # model: onnx.ModelProto
+    """Find input, layout, the five pools and the logits tensor; refuse graphs that are not VGG-like."""
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    nodes = _topo_order(graph)
+    inp = _find_input(graph, nodes, inits, path, size)
+    pools, pool_warnings = _find_pools(nodes, inits, path)
+    head_at = next((i for i, n in enumerate(nodes) if n.op_type in HEAD_OPS), len(nodes))
+    found = _find_logits(model, nodes, path, logits)
     return VggGraph(
         input_name=inp.name,
-        size=size,
-        layout=layout,
-        batch_dim=dims[0] if dims[0] is not None else "N",
-        elem_type=int(tensor_type.elem_type),
+        size=inp.size,
+        layout=inp.layout,
+        batch_dim=inp.dims[0] if inp.dims[0] is not None else "N",
+        elem_type=inp.elem_type,
         pools=tuple(pools),
-        logits_src=logits,
-        head=head,
-        original_output=original,
-        n_classes=n_classes,
-        width=width,
-        warnings=warnings,
+        logits_src=found.tensor,
+        head=found.head,
+        original_output=found.original,
+        n_classes=found.n_classes,
+        width=_width(pools, _first_conv_channels(nodes, inits, head_at)),
+        warnings=[*pool_warnings, *found.warnings, *_pool_shape_warnings(pools, found.shapes, inp.size)],
     )
 
 

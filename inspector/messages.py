@@ -1,7 +1,7 @@
 """The wire protocol between the inspector and the ejector controller — the one place it is documented.
 
-A PLC-gateway author can implement the controller side from this text alone (``tools/actuator_sim.py`` is the
-reference implementation).
+A PLC-gateway author can implement the controller side from this text alone (``inspector/actuator_sim.py``,
+run as ``inspector actuator-sim``, is the reference implementation).
 
 Transport
 =========

@@ -125,7 +125,7 @@ def load_manifest(onnx_path: Path | str) -> Manifest:
         raise ModelError(
             f"{onnx_path}: no manifest beside it (looked for {onnx_path.with_suffix('.yaml').name} and "
             f"{onnx_path.with_suffix('.json').name}); write one (DESIGN.md, model contract) or run "
-            "`inspector model expose` / tools/expose_pool_outputs.py"
+            "`inspector model expose`"
         )
     try:
         return validate(Manifest, found)
@@ -291,7 +291,7 @@ class OrtBackend:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(
                 f"{onnx_path}: not a loadable ONNX model ({first}); re-export it "
-                "(tools/export_vgg16_onnx.py) or check the file is complete"
+                "(`inspector model export`) or check the file is complete"
             ) from None
         self.providers_used: list[str] = list(self.session.get_providers())
         self.provider = self.providers_used[0]
@@ -352,7 +352,7 @@ def check_graph(backend: OrtBackend) -> int | None:
     if missing:
         raise ModelError(
             f"{path}: output(s) {missing} named in the manifest are not graph outputs (graph has "
-            f"{sorted(declared)}); run `inspector model expose` / tools/expose_pool_outputs.py or fix {yaml_name}"
+            f"{sorted(declared)}); run `inspector model expose` or fix {yaml_name}"
         )
     logits_shape = declared[m.outputs.logits]
     if len(logits_shape) != 2:
@@ -368,7 +368,7 @@ def _check_fam(path: Path, name: str, layer: int, shape: list[Any] | tuple[int, 
     if len(shape) != 3:
         raise ModelError(
             f"{path}: fam{layer} output {name!r} has rank {len(shape)}, expected 3 (N, {want}, {want}): the "
-            "channel sum of pool{layer}; run tools/expose_pool_outputs.py"
+            "channel sum of pool{layer}; run `inspector model expose`"
         )
     hw = [_dim(d) for d in shape[1:]]
     if any(v not in (None, want) for v in hw):

@@ -17,7 +17,7 @@ import zmq
 
 from inspector import messages
 
-SIM = Path(__file__).resolve().parents[1] / "tools" / "actuator_sim.py"
+SIM = (sys.executable, "-m", "inspector", "actuator-sim")  # the reference controller, as users run it
 
 
 def free_port() -> int:
@@ -42,7 +42,7 @@ def wait_for(pred: object, timeout_s: float = 10.0) -> None:
 
 
 def start_sim(log: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([sys.executable, str(SIM), "--bind", f"tcp://127.0.0.1:{port}", "--log", str(log), *extra])
+    proc = subprocess.Popen([*SIM, "--bind", f"tcp://127.0.0.1:{port}", "--log", str(log), *extra])
     wait_for(lambda: any(e["event"] == "start" for e in events(log)))
     return proc
 
@@ -177,9 +177,23 @@ def test_drop_acks_and_die_and_come_back(tmp_path: Path, dealer: zmq.Socket[byte
 
 
 def test_make_keys(tmp_path: Path) -> None:
-    out = subprocess.run(
-        [sys.executable, str(SIM), "--make-keys", str(tmp_path)], capture_output=True, text=True, check=True
-    )
+    out = subprocess.run([*SIM, "--make-keys", str(tmp_path)], capture_output=True, text=True, check=True)
     public = out.stdout.strip()
     assert len(public) == 40
     assert (tmp_path / "controller.key_secret").is_file()
+
+
+def test_command_starts_without_the_other_commands_imports(tmp_path: Path) -> None:
+    """A restarted controller must be back within a reject's fire time: the command loads only its own module."""
+    from inspector.cli import _SUBCOMMANDS, modules_for
+
+    assert modules_for(["-v", "actuator-sim", "--bind", "tcp://127.0.0.1:1"]) == ("inspector.commands.actuator_sim",)
+    assert modules_for(["demo", "--seconds", "5"]) == _SUBCOMMANDS  # not named after its module: all of them
+    assert modules_for(["--help"]) == _SUBCOMMANDS
+    code = (
+        "import sys; from inspector.cli import main; "
+        f"main(['actuator-sim', '--make-keys', {str(tmp_path)!r}]); "
+        "print(sorted(m for m in ('numpy', 'cv2', 'pydantic', 'inspector.config') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[-1] == "[]"

@@ -1,5 +1,6 @@
-"""tools/bench.py on tiny inputs: FLOP counting, the logits-only cut, the speed model, the pipeline and latency
-loops, the table. No timing assertions (only that figures exist and add up)."""
+"""`inspector bench` (inspector/perf/bench.py) on tiny inputs: FLOP counting, the logits-only cut, the speed model, the pipeline and latency
+loops, the table; `inspector soak` (inspector/perf/soak.py). No timing assertions (only that figures exist and add
+up)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,11 @@ import numpy as np
 import onnx
 import pytest
 
+from inspector.cli import main as cli_main
 from inspector.model import Model
+from inspector.perf import bench, soak
 from tests.drawn import write_footage
 from tests.spot_model import spot_model, write_spot_model
-from tests.tools import load_tool
-
-bench = load_tool("bench")
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +123,7 @@ def test_gemm_and_machine() -> None:
 @pytest.mark.slow
 def test_quick_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "bench.json"
-    assert bench.main(["--quick", "--no-vgg16", "--work", str(tmp_path / "work"), "--json", str(out)]) == 0
+    assert cli_main(["bench", "--quick", "--no-vgg16", "--work", str(tmp_path / "work"), "--json", str(out)]) == 0
     table = capsys.readouterr().out
     result = json.loads(out.read_text())
     assert "| Measure | Ours | Baseline | Ratio |" in table
@@ -133,8 +133,7 @@ def test_quick_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert result["latency"]["double"]["fps"] == 2 * result["latency"]["nominal"]["fps"]
 
 
-# ------------------------------------------------------------------------------------------------ tools/soak.py
-soak = load_tool("soak")
+# ------------------------------------------------------------------------------------------------ inspector soak
 
 
 def test_soak_parses_metrics_and_sums_labelled_series() -> None:
@@ -187,6 +186,7 @@ def test_soak_accounting_finds_lost_and_uncounted_rejects() -> None:
 def test_soak_short_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "soak.json"
     args = [
+        "soak",
         "--seconds",
         "14",
         "--warmup-s",
@@ -204,7 +204,7 @@ def test_soak_short_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture
         "--json",
         str(out),
     ]
-    status = soak.main(args)
+    status = cli_main(args)
     result = json.loads(out.read_text())
     summary = capsys.readouterr().out
     assert "checks:" in summary
@@ -212,3 +212,11 @@ def test_soak_short_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture
     assert result["passed"]["zero_rejects_lost"] and result["passed"]["every_miss_counted"]
     assert result["metrics"]["frames_captured"] > 0
     assert status in (0, 1)  # memory growth over 14 s on a shared machine is reported, not asserted here
+
+
+def test_bench_and_soak_user_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["bench", "--quick", "--model", str(tmp_path / "none.onnx"), "--work", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"inspector: error: {tmp_path / 'none.onnx'}: model not found; give an .onnx with its manifest\n"
+    assert cli_main(["soak", "--seconds", "10", "--warmup-s", "10", "--work", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == "inspector: error: --seconds 10 must exceed --warmup-s 10\n"

@@ -83,7 +83,9 @@ class Line:
         return subprocess.Popen(
             [
                 sys.executable,
-                str(ROOT / "tools" / "actuator_sim.py"),
+                "-m",
+                "inspector",
+                "actuator-sim",
                 "--bind",
                 self.controller,
                 "--log",

@@ -26,7 +26,6 @@ from inspector.training.vgg import (  # noqa: E402
     widen,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 MANIFEST_KEYS = ["name", "input", "outputs", "spider_index", "fam_layer_scale", "width"]
 
 
@@ -237,7 +236,7 @@ def test_hed_weights_fold_input_convention() -> None:
 def test_cli_writes_model_and_prints_parity(tmp_path: Path) -> None:
     out = tmp_path / "cli.onnx"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "export_vgg16_onnx.py"), "--out", str(out), "--width", "16"],
+        [sys.executable, "-m", "inspector", "model", "export", "--out", str(out), "--width", "16"],
         capture_output=True,
         text=True,
         check=False,
@@ -246,7 +245,7 @@ def test_cli_writes_model_and_prints_parity(tmp_path: Path) -> None:
     assert "parity" in proc.stdout and "fam5" in proc.stdout
     assert out.is_file() and out.with_suffix(".yaml").is_file()
     bad = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "export_vgg16_onnx.py"), "--out", str(out), "--weights", "nope.pth"],
+        [sys.executable, "-m", "inspector", "model", "export", "--out", str(out), "--weights", "nope.pth"],
         capture_output=True,
         text=True,
         check=False,
@@ -279,7 +278,7 @@ def test_fp16_weights_halve_the_file_and_keep_the_contract(tmp_path: Path) -> No
     export_model(model, src, name="m", fam_layer_scale=(1.0, 2.0, 3.0, 4.0, 5.0))
     out = tmp_path / "m16.onnx"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "fp16_weights.py"), str(src), str(out)],
+        [sys.executable, "-m", "inspector", "model", "fp16", str(src), str(out)],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -310,15 +309,30 @@ def test_fp16_weights_halve_the_file_and_keep_the_contract(tmp_path: Path) -> No
 
 
 def test_fp16_weights_cli_errors_are_one_line(tmp_path: Path) -> None:
-    tool = str(REPO / "tools" / "fp16_weights.py")
+    fp16 = (sys.executable, "-m", "inspector", "model", "fp16")
     proc = subprocess.run(
-        [sys.executable, tool, str(tmp_path / "none.onnx"), str(tmp_path / "o.onnx")],
+        [*fp16, str(tmp_path / "none.onnx"), str(tmp_path / "o.onnx")],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "no such model file" in proc.stderr
     (tmp_path / "bare.onnx").write_bytes(b"x")  # no manifest beside it
     proc = subprocess.run(
-        [sys.executable, tool, str(tmp_path / "bare.onnx"), str(tmp_path / "o.onnx")],
+        [*fp16, str(tmp_path / "bare.onnx"), str(tmp_path / "o.onnx")],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert proc.returncode == 1 and "manifest" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cli_without_torch_names_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from inspector.cli import main as cli_main
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # as in an install without the train extra
+    assert cli_main(["model", "export", "--out", str(tmp_path / "m.onnx"), "--width", "16"]) == 1
+    err = capsys.readouterr().err
+    assert (
+        err
+        == "inspector: error: inspector model export needs torch and onnx: pip install 'grape-spider-inspector[train]'\n"
+    )
+    assert not (tmp_path / "m.onnx").exists()

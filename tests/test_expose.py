@@ -242,17 +242,13 @@ def test_cli_expose_and_info(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert rc == 1 and "--preset torchvision" in capsys.readouterr().err
 
 
-def test_tool_script(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "tools" / "expose_pool_outputs.py"
-    spec = importlib.util.spec_from_file_location("expose_pool_outputs", path)
-    assert spec is not None and spec.loader is not None
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+def test_cli_expose_refuses_non_vgg_and_takes_keras_preset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     src = save(tmp_path, resnet_like_graph())
-    assert tool.main([str(src), str(tmp_path / "o.onnx"), "--preset", "torchvision"]) == 1
-    assert "not a VGG-like graph" in capsys.readouterr().err
+    assert cli_main(["model", "expose", str(src), str(tmp_path / "o.onnx"), "--preset", "torchvision"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("inspector: error: ") and "not a VGG-like graph" in err and "Traceback" not in err
     src = save(tmp_path, vgg_graph(size=64, fam_outputs=False), stem="v")
-    assert tool.main([str(src), str(tmp_path / "o.onnx"), "--preset", "keras-caffe", "--no-verify"]) == 0
+    assert (
+        cli_main(["model", "expose", str(src), str(tmp_path / "o.onnx"), "--preset", "keras-caffe", "--no-verify"]) == 0
+    )
     assert load_manifest(tmp_path / "o.onnx").input.color == "BGR"

@@ -23,7 +23,7 @@ from inspector.link import LinkError, RejectLink
 from inspector.metrics import Metrics
 from inspector.types import Decision
 
-SIM = Path(__file__).resolve().parents[1] / "tools" / "actuator_sim.py"
+SIM = (sys.executable, "-m", "inspector", "actuator-sim")  # the reference controller, as users run it
 
 
 def free_port() -> int:
@@ -52,8 +52,7 @@ def start_sim(log: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
     n = len(events(log, "start"))
     proc = subprocess.Popen(
         [
-            sys.executable,
-            str(SIM),
+            *SIM,
             "--bind",
             f"tcp://127.0.0.1:{port}",
             "--log",
@@ -309,7 +308,7 @@ def test_close_is_bounded_by_fire_time() -> None:
 
 
 def test_curve_round_trip_and_wrong_key(tmp_path: Path) -> None:
-    subprocess.run([sys.executable, str(SIM), "--make-keys", str(tmp_path / "keys")], check=True, capture_output=True)
+    subprocess.run([*SIM, "--make-keys", str(tmp_path / "keys")], check=True, capture_output=True)
     public = (tmp_path / "keys" / "controller.key").read_text().split('public-key = "')[1].split('"')[0]
     port, log = free_port(), tmp_path / "sim.jsonl"
     proc = start_sim(log, port, "--curve-secret-key-file", str(tmp_path / "keys" / "controller.key_secret"))

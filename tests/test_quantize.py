@@ -1,9 +1,10 @@
-"""tools/quantize.py: tiles cut from labelled footage, int8 static quantisation of a contract model, the manifest
+"""inspector/quantize.py and `inspector model quantize`: tiles cut from labelled footage, int8 static quantisation of a contract model, the manifest
 copy the daemon loads, and the fp32/int8 comparison — on the hand-weighted spot model and drawn footage."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,16 +13,14 @@ import numpy as np
 import pytest
 import yaml
 
+from inspector import quantize
+from inspector.cli import main as cli_main
 from inspector.model import Model, load_manifest
 from tests.drawn import calibration, center_x, draw, scene
 from tests.spot_model import write_spot_model
-from tests.tools import load_tool
 
 FPS = 10.0
 SPOT_SIZE = 64
-
-
-quantize = load_tool("quantize")
 
 
 def write_labelled_footage(out: Path, n_frames: int = 40) -> Path:
@@ -135,9 +134,20 @@ def test_manifest_copy_points_at_the_model_card(tmp_path: Path) -> None:
 def test_cli(spot: Path, footage: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out, report = tmp_path / "q.int8.onnx", tmp_path / "q.json"
     args = [str(spot), "--out", str(out), "--footage", str(footage), "--calib-n", "12", "--eval-n", "20"]
-    assert quantize.main([*args, "--json", str(report)]) == 0
+    assert cli_main(["model", "quantize", *args, "--json", str(report)]) == 0
     assert out.is_file() and out.with_suffix(".yaml").is_file()
     assert json.loads(report.read_text())["n_tiles"] > 0
     assert "quantize: wrote" in capsys.readouterr().out
-    assert quantize.main([str(tmp_path / "missing.onnx")]) == 1
-    assert "model file not found" in capsys.readouterr().err
+    assert cli_main(["model", "quantize", str(tmp_path / "missing.onnx")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("inspector: error: ") and "model file not found" in err and "Traceback" not in err
+
+
+def test_cli_without_onnx_names_the_extra(
+    spot: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as in an install with only the runtime extras
+    assert cli_main(["model", "quantize", str(spot), "--out", str(tmp_path / "q.int8.onnx")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install 'grape-spider-inspector[train]'" in err
+    assert not (tmp_path / "q.int8.onnx").exists()

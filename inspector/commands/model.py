@@ -1,19 +1,28 @@
-"""`inspector model info MODEL.onnx` and `inspector model expose IN.onnx OUT.onnx`.
+"""`inspector model info|expose|export|quantize|fp16`: look at, make and convert contract models.
 
 info: the manifest, the graph's inputs and outputs with shapes, the provider actually used; with --run, one
 batch of random tiles (output shapes, spider probabilities, time per batch).
 expose: make any VGG16 ONNX honour the model contract (inspector/expose.py; needs the `onnx` package).
+export: our VGG16 (torchvision layer names, width divisor, 2-class head) as ONNX + manifest, with a PyTorch vs
+onnxruntime parity check (inspector/training/export.py; needs the `train` extra).
+quantize: int8 static quantisation, compared with the fp32 model on tiles (inspector/quantize.py).
+fp16: the same model with its large weights stored as float16, half the file (inspector/fp16.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from inspector.errors import ModelError
+from inspector.errors import InspectorError, ModelError
+
+TRAIN_EXTRA = "pip install 'grape-spider-inspector[train]'"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,6 +38,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     expose = msub.add_parser("expose", help="add logits + fam1..fam5 outputs to a VGG16 ONNX and write a manifest")
     add_expose_arguments(expose)
     expose.set_defaults(func=run_expose)
+    export = msub.add_parser(
+        "export", help="export our VGG16 (any width, torchvision/HED/ONNX weights) as ONNX + manifest, check parity"
+    )
+    add_export_arguments(export)
+    export.set_defaults(func=run_export)
+    quantize = msub.add_parser(
+        "quantize", help="int8 static quantisation calibrated on tiles; prints fp32 vs int8 speed and agreement"
+    )
+    add_quantize_arguments(quantize)
+    quantize.set_defaults(func=run_quantize)
+    fp16 = msub.add_parser("fp16", help="store a model's large weights as float16 (half the file, float32 compute)")
+    fp16.add_argument("model", type=Path, help="contract model (.onnx with its manifest beside it)")
+    fp16.add_argument("out", type=Path, help="output .onnx (its manifest goes beside it)")
+    fp16.set_defaults(func=run_fp16)
 
 
 def run_info(args: argparse.Namespace) -> int:
@@ -85,7 +108,7 @@ def _scale(text: str) -> float:
 
 
 def add_expose_arguments(p: argparse.ArgumentParser) -> None:
-    """The expose options, shared by `inspector model expose` and tools/expose_pool_outputs.py."""
+    """The options of `inspector model expose`."""
     p.add_argument("input", type=Path, help="IN.onnx: a VGG16 exported from PyTorch or Keras (tf2onnx)")
     p.add_argument("output", type=Path, help="OUT.onnx; the manifest is written beside it as OUT.yaml")
     p.add_argument(
@@ -134,4 +157,108 @@ def run_expose(args: argparse.Namespace) -> int:
     print(f"wrote {report.onnx_path} and {report.manifest_path}")
     for key, diff in report.parity.items():
         print(f"  check {key}: max abs diff {diff:.3g}")
+    return 0
+
+
+def add_export_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, required=True, help="output .onnx path; the manifest goes beside it")
+    p.add_argument("--name", help="model name in the manifest (default: file stem)")
+    p.add_argument(
+        "--width",
+        default="1",
+        help="width divisor: 1 (full), 2, 4, 8, 16 (default 1), or five, one per block: 8,8,8,4,4",
+    )
+    p.add_argument("--hidden", type=int, help="classifier hidden size (default 4096, or 4096/(2*last divisor))")
+    p.add_argument(
+        "--weights", type=Path, help="torchvision vgg16/vgg16_bn state dict (.pth/.pt), HED .h5 or our .onnx"
+    )
+    p.add_argument("--pool-outputs", action="store_true", help="also expose raw pool1..pool5")
+    p.add_argument("--seed", type=int, default=0, help="seed for random initialisation (default 0)")
+    p.add_argument("--parity-samples", type=int, default=2, help="random inputs for the parity check")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Build VGG16 at `--width`, load `--weights`, write OUT.onnx + OUT.yaml, print the parity check."""
+    try:
+        import torch
+
+        from inspector.training.export import export_model, format_parity
+        from inspector.training.vgg import VGG16, load_weights, parse_width
+    except ImportError:
+        raise InspectorError(f"inspector model export needs torch and onnx: {TRAIN_EXTRA}") from None
+
+    if args.out.suffix != ".onnx":
+        raise InspectorError(f"{args.out}: output must end in .onnx (the manifest goes beside it as .yaml)")
+    torch.manual_seed(args.seed)
+    try:
+        model = VGG16(width=parse_width(args.width), hidden=args.hidden).eval()
+    except ValueError as exc:
+        raise InspectorError(f"--width {args.width}: {exc}") from None
+    if args.weights is not None:
+        if not args.weights.is_file():
+            raise ModelError(f"{args.weights}: no such file; pass a torchvision .pth state dict or a HED .h5")
+        try:
+            print(f"loaded {load_weights(model, args.weights)}")
+        except (ValueError, KeyError, OSError, RuntimeError) as exc:
+            raise ModelError(f"{args.weights}: cannot load as VGG16 weights ({exc})") from None
+    diffs = export_model(
+        model, args.out, name=args.name, pool_outputs=args.pool_outputs, parity_samples=args.parity_samples
+    )
+    size_mb = args.out.stat().st_size / 1e6
+    print(f"wrote {args.out} ({size_mb:.1f} MB) and {args.out.with_suffix('.yaml')}")
+    print(format_parity(diffs))
+    return 0
+
+
+def add_quantize_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", type=Path, help="fp32 ONNX model with its manifest beside it")
+    p.add_argument("--out", type=Path, help="int8 model path (default MODEL.int8.onnx beside the input)")
+    p.add_argument("--tiles", type=Path, help="tile set folder from `inspector tiles make` (tiles.npz)")
+    p.add_argument("--footage", type=Path, help="folder with footage.avi + labels.jsonl + calibration.yaml")
+    p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "inspector-quantize")
+    p.add_argument("--calib-n", type=int, default=64, help="calibration tiles (half spider, half spider-free)")
+    p.add_argument("--eval-n", type=int, default=96, help="evaluation tiles when cutting from footage")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path, help="write the comparison as JSON")
+
+
+def run_quantize(args: argparse.Namespace) -> int:
+    """Cut tiles, quantise on the calibration part, compare fp32 and int8 on the rest."""
+    from inspector.model import load_manifest
+    from inspector.quantize import (
+        compare,
+        format_comparison,
+        int8_path,
+        load_tiles,
+        quantize_model,
+        require_onnx,
+        split_tiles,
+    )
+
+    require_onnx()  # before cutting tiles, which can take a while
+    if not args.model.is_file():
+        raise ModelError(f"{args.model}: model file not found; give an exported .onnx with its manifest")
+    size = load_manifest(args.model).input.size
+    out = args.out or int8_path(args.model)
+    tiles = load_tiles(args.work, size, args.calib_n + args.eval_n, args.seed, args.tiles, args.footage)
+    calib, evaluation = split_tiles(tiles, args.calib_n, args.seed)
+    t0 = time.perf_counter()
+    quantize_model(args.model, out, calib.images)
+    print(
+        f"quantize: wrote {out} and {out.with_suffix('.yaml').name} ({len(calib)} calibration tiles, "
+        f"{time.perf_counter() - t0:.1f} s)",
+        flush=True,
+    )
+    comparison = compare(args.model, out, evaluation)
+    print(f"quantize: {format_comparison(comparison)}")
+    if args.json:
+        args.json.write_text(json.dumps(asdict(comparison), indent=2) + "\n")
+    return 0
+
+
+def run_fp16(args: argparse.Namespace) -> int:
+    from inspector.fp16 import write_fp16_copy
+
+    for line in write_fp16_copy(args.model, args.out).lines():
+        print(line)
     return 0

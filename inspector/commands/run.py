@@ -22,7 +22,6 @@ from inspector.errors import InspectorError
 
 log = logging.getLogger(__name__)
 
-REPO_TOOLS = Path(__file__).resolve().parents[2] / "tools"
 SYNTH_SECONDS = 60.0
 SYNTH_FPS = 10.0
 
@@ -77,16 +76,13 @@ def demo(args: argparse.Namespace) -> int:
 
     out = args.out or Path(tempfile.mkdtemp(prefix="inspector-demo-"))
     out.mkdir(parents=True, exist_ok=True)
-    sim_script = REPO_TOOLS / "actuator_sim.py"
-    if not sim_script.is_file():
-        raise InspectorError(f"{sim_script}: actuator simulator not found; run the demo from a source checkout")
     base = Config(output=OutputConfig(decisions_jsonl=out / "decisions.jsonl", evidence_dir=out / "evidence"))
     print(f"demo: rendering {args.seconds:.0f} s of conveyor footage (cached after the first run) ...", flush=True)
     config = base.model_copy(update={"source": synthetic_source(base, _cache_dir(), args.seconds, args.real)})
     sim_log = out / "actuator_sim.jsonl"
     daemon = Daemon(config)
     sim = subprocess.Popen(
-        [sys.executable, str(sim_script), "--bind", config.link.controller, "--log", str(sim_log)],
+        [sys.executable, "-m", "inspector", "actuator-sim", "--bind", config.link.controller, "--log", str(sim_log)],
         stdout=subprocess.DEVNULL,
     )
     try:

@@ -1,10 +1,9 @@
-#!/usr/bin/env python3
 """int8 static quantisation of a contract model (ONNX Runtime), calibrated on spider-free and spider tiles.
 
-    python tools/quantize.py MODEL.onnx [--out MODEL.int8.onnx] [--tiles DIR] [--footage DIR] [--calib-n 64]
+    inspector model quantize MODEL.onnx [--out MODEL.int8.onnx] [--tiles DIR] [--footage DIR] [--calib-n 64]
                              [--eval-n 96] [--seed 0]
 
-Calibration and evaluation tiles come from a tile set made by ``tools/make_tiles.py`` (``--tiles DIR``: its
+Calibration and evaluation tiles come from a tile set made by ``inspector tiles make`` (``--tiles DIR``: its
 ``tiles.npz``), else they are cut from generated footage (``inspector.synth.generate_footage``, or ``--footage DIR``
 holding ``footage.avi`` + ``labels.jsonl`` + ``calibration.yaml``): spider tiles at the planned tile scale around each
 labelled spider, spider-free tiles over bunches without a spider. Calibration and evaluation tiles never overlap.
@@ -18,14 +17,13 @@ speed, accuracy and agreement on the evaluation tiles.
 
 from __future__ import annotations
 
-import argparse
 import json
+import logging
 import resource
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +31,13 @@ import cv2
 import numpy as np
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from inspector.config import load_calibration
 from inspector.errors import InspectorError, ModelError
 from inspector.model import Model, load_manifest, manifest_path
+from inspector.synth.tiles import scale_for_span
 from inspector.tiling import tile_scales
-from inspector.types import TileScale
+
+log = logging.getLogger(__name__)
 
 QUANTIZED_OPS = ["Conv", "Gemm", "MatMul", "MaxPool", "Relu"]
 
@@ -57,13 +55,6 @@ class TileData:
 
     def take(self, idx: np.ndarray) -> TileData:
         return TileData(self.images[idx], self.labels[idx])
-
-
-def _scale_for_span(scales: tuple[TileScale, ...], span_mm: float) -> TileScale:
-    for s in scales:
-        if s.span_mm[0] <= span_mm <= s.span_mm[1]:
-            return s
-    return scales[0] if span_mm < scales[0].span_mm[0] else scales[-1]
 
 
 def _place(lo: int, hi: int, tile: int, length: int, rng: np.random.Generator) -> int | None:
@@ -118,7 +109,7 @@ def tiles_from_footage(footage_dir: Path, n_pos: int, n_neg: int, seed: int = 0,
             if f >= len(frames):
                 continue
             if kind == 1:
-                scale = _scale_for_span(scales, float(lab["spider_span_mm"] or cal.spider_span_mm[0]))
+                scale = scale_for_span(scales, float(lab["spider_span_mm"] or cal.spider_span_mm[0]))
                 t = scale.tile_px
                 if x1 <= 0 or y1 <= 0 or x2 >= w or y2 >= h:  # spider cut by the frame edge
                     continue
@@ -145,10 +136,10 @@ def tiles_from_footage(footage_dir: Path, n_pos: int, n_neg: int, seed: int = 0,
 
 
 def tiles_from_set(tiles_dir: Path, size: int = 224) -> TileData:
-    """A tile set written by tools/make_tiles.py (tiles.npz: images, labels), resized to `size` when needed."""
+    """A tile set written by ``inspector tiles make`` (tiles.npz: images, labels), resized to `size` when needed."""
     path = tiles_dir / "tiles.npz"
     if not path.is_file():
-        raise InspectorError(f"{tiles_dir}: no tiles.npz; make one with tools/make_tiles.py --out {tiles_dir}")
+        raise InspectorError(f"{tiles_dir}: no tiles.npz; make one with inspector tiles make --out {tiles_dir}")
     with np.load(path) as z:
         images, labels = np.asarray(z["images"]), np.asarray(z["labels"]).astype(np.int8)
     if images.shape[1:3] != (size, size):
@@ -198,6 +189,16 @@ def _reader(batches: list[dict[str, np.ndarray]]) -> Any:
     return TileReader()
 
 
+def require_onnx() -> None:
+    """onnxruntime's quantiser needs the onnx package, which is not a runtime dependency."""
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise ModelError(
+            "int8 quantisation needs the onnx package: pip install 'grape-spider-inspector[train]' (or pip install onnx)"
+        ) from None
+
+
 def int8_path(onnx_path: Path) -> Path:
     """``NAME.onnx`` -> ``NAME.int8.onnx``."""
     return onnx_path.with_name(onnx_path.stem + ".int8.onnx")
@@ -205,12 +206,13 @@ def int8_path(onnx_path: Path) -> Path:
 
 def quantize_model(onnx_path: Path, out_path: Path, calib_tiles_bgr: np.ndarray, batch: int = 8) -> Path:
     """Static int8 quantisation calibrated on `calib_tiles_bgr`; writes `out_path` and its manifest beside it."""
+    require_onnx()
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     manifest = load_manifest(onnx_path)
     if len(calib_tiles_bgr) == 0:
-        raise InspectorError("no calibration tiles: give --tiles DIR or let the tool generate footage")
+        raise InspectorError("no calibration tiles: give --tiles DIR or let the command generate footage")
     with Model(onnx_path, ("cpu",), batch_size=batch) as model:
         x = model.preprocess(calib_tiles_bgr)
     feeds = [{manifest.input.name: x[i : i + batch]} for i in range(0, len(x), batch)]
@@ -220,9 +222,7 @@ def quantize_model(onnx_path: Path, out_path: Path, calib_tiles_bgr: np.ndarray,
         try:
             quant_pre_process(str(onnx_path), str(pre), skip_symbolic_shape=True)
         except Exception as exc:  # onnx/ORT raise their own types; quantising without the pre-pass still works
-            print(
-                f"quantize: pre-processing skipped ({str(exc).splitlines()[0] if str(exc) else exc})", file=sys.stderr
-            )
+            log.warning("pre-processing skipped (%s)", str(exc).splitlines()[0] if str(exc) else exc)
             pre = onnx_path
         quantize_static(
             str(pre),
@@ -249,7 +249,7 @@ def write_int8_manifest(fp32_onnx: Path, int8_onnx: Path) -> Path:
     data = yaml.safe_load(src.read_text()) if src.suffix != ".json" else json.loads(src.read_text())
     data["name"] = f"{data['name']}-int8"
     desc = data.get("description")
-    note = f"int8 static quantisation (tools/quantize.py) of {fp32_onnx.name}"
+    note = f"int8 static quantisation (inspector model quantize) of {fp32_onnx.name}"
     data["description"] = f"{desc}; {note}" if desc else note
     card = data.get("model_card")
     if card and not Path(card).is_absolute() and int8_onnx.parent.resolve() != fp32_onnx.parent.resolve():
@@ -346,50 +346,18 @@ def format_comparison(c: Comparison) -> str:
     )
 
 
-# ------------------------------------------------------------------------------------------------ CLI
-def load_tiles(args: argparse.Namespace, work: Path, size: int) -> TileData:
-    if args.tiles is not None:
-        return tiles_from_set(args.tiles, size)
-    n = args.calib_n + args.eval_n
-    if args.footage is not None:
-        return tiles_from_footage(args.footage, n // 2, n - n // 2, args.seed, size)
-    return generated_tiles(work, n // 2, n - n // 2, args.seed, size=size)
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", type=Path, help="fp32 ONNX model with its manifest beside it")
-    p.add_argument("--out", type=Path, help="int8 model path (default MODEL.int8.onnx beside the input)")
-    p.add_argument("--tiles", type=Path, help="tile set folder from tools/make_tiles.py (tiles.npz)")
-    p.add_argument("--footage", type=Path, help="folder with footage.avi + labels.jsonl + calibration.yaml")
-    p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "inspector-quantize")
-    p.add_argument("--calib-n", type=int, default=64, help="calibration tiles (half spider, half spider-free)")
-    p.add_argument("--eval-n", type=int, default=96, help="evaluation tiles when cutting from footage")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", type=Path, help="write the comparison as JSON")
-    args = p.parse_args(argv)
-    try:
-        if not args.model.is_file():
-            raise ModelError(f"{args.model}: model file not found; give an exported .onnx with its manifest")
-        size = load_manifest(args.model).input.size
-        out = args.out or int8_path(args.model)
-        tiles = load_tiles(args, args.work, size)
-        calib, evaluation = split_tiles(tiles, args.calib_n, args.seed)
-        t0 = time.perf_counter()
-        quantize_model(args.model, out, calib.images)
-        print(
-            f"quantize: wrote {out} and {out.with_suffix('.yaml').name} ({len(calib)} calibration tiles, "
-            f"{time.perf_counter() - t0:.1f} s)"
-        )
-        comparison = compare(args.model, out, evaluation)
-    except InspectorError as exc:
-        print(f"quantize: error: {exc}", file=sys.stderr)
-        return 1
-    print(f"quantize: {format_comparison(comparison)}")
-    if args.json:
-        args.json.write_text(json.dumps(asdict(comparison), indent=2) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+# ------------------------------------------------------------------------------------------------ the command
+def load_tiles(
+    work: Path,
+    size: int,
+    n: int,
+    seed: int,
+    tiles_dir: Path | None = None,
+    footage_dir: Path | None = None,
+) -> TileData:
+    """A tile set (`tiles_dir`), else `n` tiles cut from `footage_dir`, else from footage generated into `work`."""
+    if tiles_dir is not None:
+        return tiles_from_set(tiles_dir, size)
+    if footage_dir is not None:
+        return tiles_from_footage(footage_dir, n // 2, n - n // 2, seed, size)
+    return generated_tiles(work, n // 2, n - n // 2, seed, size=size)

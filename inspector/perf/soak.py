@@ -1,11 +1,10 @@
-#!/usr/bin/env python3
 """Soak: the real daemon at twice the nominal frame rate against the actuator simulator, for a bounded time.
 
-    nice -n 10 python tools/soak.py [--seconds 180] [--warmup-s 30] [--fps 15] [--factor 2] [--width 640 --height 360]
+    nice -n 10 inspector soak [--seconds 180] [--warmup-s 30] [--fps 15] [--factor 2] [--width 640 --height 360]
                                     [--model MODEL.onnx] [--work DIR] [--json soak.json]
 
 What runs: footage generated at ``fps * factor`` with the nominal belt speed (so the frame rate doubles, not the
-belt), looped by a realtime-paced file source; ``tools/actuator_sim.py`` as the controller; ``inspector run`` as a
+belt), looped by a realtime-paced file source; ``inspector actuator-sim`` as the controller; ``inspector run`` as a
 subprocess with a config written here (decisions.jsonl, metrics on a free port). While it runs, the RSS of the
 daemon and its capture process is sampled from /proc once a second and /metrics is scraped every few seconds. At
 ``--seconds`` the daemon gets SIGTERM (it decides the bunches in view and flushes the link), the simulator is left
@@ -23,7 +22,6 @@ acks, retransmits, decision latency mean (from the histogram).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -31,7 +29,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
@@ -40,11 +37,7 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from inspector.config import DEMO_MODEL  # noqa: E402
-from inspector.errors import InspectorError  # noqa: E402
+from inspector.errors import InspectorError
 
 MISSED_RE = re.compile(r"REJECT MISSED: seq (\d+) bunch (\d+)")
 METRIC_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? ([-+0-9.eEinfNa]+)$")
@@ -156,6 +149,27 @@ def latency_mean_s(metrics: dict[str, float]) -> float | None:
 
 
 # ------------------------------------------------------------------------------------------------ the run
+@dataclass(frozen=True)
+class SoakSettings:
+    model: Path
+    work: Path
+    seconds: float = 180.0  # how long the daemon runs
+    warmup_s: float = 30.0  # the memory baseline starts after this
+    fps: float = 15.0  # nominal frame rate
+    factor: float = 2.0  # run at this multiple of the nominal rate
+    width: int = 640
+    height: int = 360
+    clip_s: float = 30.0  # length of the looped footage
+    threshold: float | None = 0.0  # None: the config default
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.seconds <= self.warmup_s:
+            raise InspectorError(f"--seconds {self.seconds:g} must exceed --warmup-s {self.warmup_s:g}")
+        if not self.model.is_file():
+            raise InspectorError(f"{self.model}: model not found; give an .onnx with its manifest")
+
+
 @dataclass
 class SoakResult:
     seconds: float
@@ -233,46 +247,47 @@ def write_config(
     return path
 
 
-def run_soak(args: argparse.Namespace) -> SoakResult:
+def run_soak(settings: SoakSettings) -> SoakResult:
     from inspector.synth import generate_footage
 
-    fps = args.fps * args.factor
-    work: Path = args.work
+    fps = settings.fps * settings.factor
+    work: Path = settings.work
     work.mkdir(parents=True, exist_ok=True)
-    footage_dir = work / f"footage_{args.width}x{args.height}_{fps:g}fps_{args.clip_s:g}s"
+    footage_dir = work / f"footage_{settings.width}x{settings.height}_{fps:g}fps_{settings.clip_s:g}s"
     if not (footage_dir / "footage.avi").is_file():
-        print(f"soak: generating {args.clip_s:g} s of footage at {fps:g} fps into {footage_dir}", file=sys.stderr)
+        print(f"soak: generating {settings.clip_s:g} s of footage at {fps:g} fps into {footage_dir}", file=sys.stderr)
         generate_footage(
-            footage_dir, width=args.width, height=args.height, fps=fps, seconds=args.clip_s, seed=args.seed
+            footage_dir,
+            width=settings.width,
+            height=settings.height,
+            fps=fps,
+            seconds=settings.clip_s,
+            seed=settings.seed,
         )
     run_dir = work / f"run_{int(time.time())}"
     run_dir.mkdir()
     controller = f"tcp://127.0.0.1:{free_port()}"
     metrics_port = free_port()
-    config = write_config(run_dir, footage_dir, args.model, fps, controller, metrics_port, args.threshold)
+    config = write_config(run_dir, footage_dir, settings.model, fps, controller, metrics_port, settings.threshold)
     sim_log, daemon_log = run_dir / "sim.jsonl", run_dir / "daemon.log"
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     sim = subprocess.Popen(
-        [sys.executable, str(ROOT / "tools" / "actuator_sim.py"), "--bind", controller, "--log", str(sim_log)],
+        [sys.executable, "-m", "inspector", "actuator-sim", "--bind", controller, "--log", str(sim_log)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env=env,
     )
     samples: list[tuple[float, float]] = []
     last_metrics: dict[str, float] = {}
     daemon_exit: int | None = None
     with daemon_log.open("w") as log_fh:
         daemon = subprocess.Popen(
-            [sys.executable, "-m", "inspector.cli", "run", "--config", str(config), "--instance", f"soak{os.getpid()}"],
+            [sys.executable, "-m", "inspector", "run", "--config", str(config), "--instance", f"soak{os.getpid()}"],
             stdout=subprocess.DEVNULL,
             stderr=log_fh,
-            cwd=ROOT,
-            env=env,
         )
         try:
             t0 = time.monotonic()
             next_scrape = t0
-            while (elapsed := time.monotonic() - t0) < args.seconds and daemon.poll() is None:
+            while (elapsed := time.monotonic() - t0) < settings.seconds and daemon.poll() is None:
                 total = 0
                 for pid in [daemon.pid, *children(daemon.pid)]:
                     total += rss_kb(pid) or 0
@@ -292,7 +307,7 @@ def run_soak(args: argparse.Namespace) -> SoakResult:
     stop(sim, 10.0)
     missed = {int(m.group(2)) for m in MISSED_RE.finditer(daemon_log.read_text(errors="replace"))}
     acc = account(decisions, read_jsonl(sim_log), missed)
-    memory = memory_growth(samples, args.warmup_s)
+    memory = memory_growth(samples, settings.warmup_s)
     m = last_metrics
     metrics = {
         "frames_captured": metric_sum(m, "inspector_frames_captured_total"),
@@ -315,11 +330,11 @@ def run_soak(args: argparse.Namespace) -> SoakResult:
         "daemon_exited_cleanly": daemon_exit == 0,
     }
     return SoakResult(
-        args.seconds,
+        settings.seconds,
         fps,
-        args.threshold,
-        (args.width, args.height),
-        args.model.name,
+        settings.threshold,
+        (settings.width, settings.height),
+        settings.model.name,
         daemon_exit,
         len(samples),
         memory,
@@ -337,7 +352,7 @@ def format_summary(r: SoakResult) -> str:
 
     lines = [
         f"soak: {r.seconds:g} s of `inspector run` at {r.fps:g} fps ({r.frame_wh[0]}x{r.frame_wh[1]}, {r.model}) "
-        f"with tools/actuator_sim.py, threshold {'config' if r.threshold is None else r.threshold}; "
+        f"with inspector actuator-sim, threshold {'config' if r.threshold is None else r.threshold}; "
         f"daemon exit {r.daemon_exit}",
         f"  memory: RSS {num(mem['rss_start_mb'])} MB after warm-up -> {num(mem['rss_end_mb'])} MB at the end "
         f"({num(mem['growth_pct'], '+.1f')} %, {r.rss_samples} samples; limit 5 %)",
@@ -354,45 +369,3 @@ def format_summary(r: SoakResult) -> str:
         "  checks: " + ", ".join(f"{k} {'PASS' if v else 'FAIL'}" for k, v in r.passed.items()),
     ]
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seconds", type=float, default=180.0, help="how long the daemon runs (default 180)")
-    p.add_argument("--warmup-s", type=float, default=30.0, help="memory baseline starts after this (default 30)")
-    p.add_argument("--fps", type=float, default=15.0, help="nominal frame rate (default 15)")
-    p.add_argument("--factor", type=float, default=2.0, help="run at this multiple of the nominal rate (default 2)")
-    p.add_argument("--width", type=int, default=640)
-    p.add_argument("--height", type=int, default=360)
-    p.add_argument("--clip-s", type=float, default=30.0, help="length of the looped footage (default 30)")
-    p.add_argument("--model", type=Path, default=DEMO_MODEL)
-    p.add_argument(
-        "--threshold",
-        type=float,
-        default=0.0,
-        help="decision threshold (default 0: every inspected bunch is rejected, the most reject traffic for the "
-        "link; the computation is the same at any threshold); -1: the config default",
-    )
-    p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "inspector-soak")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", type=Path, help="write the result as JSON")
-    args = p.parse_args(argv)
-    try:
-        if args.seconds <= args.warmup_s:
-            raise InspectorError(f"--seconds {args.seconds:g} must exceed --warmup-s {args.warmup_s:g}")
-        if args.threshold < 0:
-            args.threshold = None
-        if not args.model.is_file():
-            raise InspectorError(f"{args.model}: model not found; give an .onnx with its manifest")
-        result = run_soak(args)
-    except InspectorError as exc:
-        print(f"soak: error: {exc}", file=sys.stderr)
-        return 1
-    print(format_summary(result))
-    if args.json:
-        args.json.write_text(json.dumps(asdict(result), indent=2) + "\n")
-    return 0 if all(result.passed.values()) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

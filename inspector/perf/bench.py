@@ -1,7 +1,6 @@
-#!/usr/bin/env python3
 """Measured speed against the limits, side by side with baselines, in one run on one machine.
 
-    nice -n 10 python tools/bench.py [--json bench.json] [--work DIR] [--quick] [--no-vgg16] [--model M.onnx]
+    nice -n 10 inspector bench [--json bench.json] [--work DIR] [--quick] [--no-vgg16] [--model M.onnx]
 
 Sections (every figure comes from this run; ratios are ours / baseline):
 
@@ -27,7 +26,7 @@ Sections (every figure comes from this run; ratios are ours / baseline):
    the frame's scheduled arrival, so queueing behind a slow inspection counts), at the nominal frame rate and at
    twice it (footage generated at both rates, same belt speed).
 5. Peak memory (``ru_maxrss``) after the pipeline sections (before full-width VGG16 is loaded) and at the end.
-6. int8 static quantisation (tools/quantize.py) vs fp32 on evaluation tiles cut from the footage.
+6. int8 static quantisation (inspector/quantize.py) vs fp32 on evaluation tiles cut from the footage.
 7. Achieved GFLOP/s (conv + fully-connected FLOPs counted from the graph's weight shapes and input size) against a
    GEMM peak measured here (numpy float32 matmul, best of a few).
 
@@ -37,14 +36,11 @@ Timings are best-of-N on a shared machine; the ratios are the figures to compare
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -53,10 +49,8 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
+from inspector import quantize
 from inspector.config import (
-    DEMO_MODEL,
     BeltConfig,
     Calibration,
     Config,
@@ -72,7 +66,6 @@ from inspector.types import FrameRef
 
 PAPER_MAP_S = (10.0, 15.0)  # seed paper: seconds per feature activation map
 PAPER_CLASSIFY_S = 0.25  # seed paper: seconds per classification
-ROOT = Path(__file__).resolve().parent.parent
 
 
 # ------------------------------------------------------------------------------------------------ machine
@@ -512,14 +505,13 @@ def run_latency(footage: Footage, config: Config, model: Model) -> LatencyRun:
 
 # ------------------------------------------------------------------------------------------------ full-width VGG16
 def export_vgg16(work: Path, width: int = 1) -> Path:
-    """VGG16 with random weights at `width` via tools/export_vgg16_onnx.py (a subprocess: torch stays out of here)."""
+    """VGG16 with random weights at `width` via `inspector model export` (a subprocess: torch stays out of here)."""
     out = work / f"vgg16_w{width}.onnx"
     if out.is_file() and out.with_suffix(".yaml").is_file():
         return out
-    cmd = [sys.executable, str(ROOT / "tools" / "export_vgg16_onnx.py"), "--out", str(out), "--width", str(width)]
+    cmd = [sys.executable, "-m", "inspector", "model", "export", "--out", str(out), "--width", str(width)]
     cmd += ["--parity-samples", "1"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise InspectorError(f"export of VGG16 width {width} failed: {done.stderr.strip().splitlines()[-1:]}")
     return out
@@ -709,9 +701,6 @@ def _raw_probe(path: Path, batch: int) -> Callable[[], int]:
 
 
 def int8_section(s: Settings, footage: Footage) -> dict[str, Any]:
-    sys.path.insert(0, str(ROOT / "tools"))
-    import quantize
-
     n = 24 if s.quick else 160
     tiles = quantize.tiles_from_footage(footage.video.parent, n // 2, n - n // 2, s.seed)
     calib, evaluation = quantize.split_tiles(tiles, 8 if s.quick else 64, s.seed)
@@ -817,36 +806,3 @@ def format_table(r: dict[str, Any]) -> str:
     lines.append("")
     lines.append(f"bench took {r['bench_s']:.0f} s")
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--json", type=Path, help="write every figure as JSON")
-    p.add_argument(
-        "--work",
-        type=Path,
-        default=Path(tempfile.gettempdir()) / "inspector-bench",
-        help="cache for footage and exported models",
-    )
-    p.add_argument("--model", type=Path, default=DEMO_MODEL, help="model to bench (default: the demo model)")
-    p.add_argument("--quick", action="store_true", help="CI smoke: tiny inputs, seconds")
-    p.add_argument("--no-vgg16", action="store_true", help="skip full-width VGG16 (export needs torch)")
-    p.add_argument("--no-int8", action="store_true", help="skip int8 quantisation")
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    settings = Settings(args.quick, args.work, args.model, not args.no_vgg16, not args.no_int8, args.seed)
-    try:
-        if not args.model.is_file():
-            raise InspectorError(f"{args.model}: model not found; give an .onnx with its manifest")
-        result = run_bench(settings)
-    except InspectorError as exc:
-        print(f"bench: error: {exc}", file=sys.stderr)
-        return 1
-    if args.json:  # first: the figures survive a formatting problem
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(format_table(result))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,6 @@
-#!/usr/bin/env python3
 """Reference ejector controller: speaks the reject protocol of ``inspector/messages.py`` and logs what it does.
 
-    python tools/actuator_sim.py --bind tcp://127.0.0.1:5560 --log fired.jsonl
+    inspector actuator-sim --bind tcp://127.0.0.1:5560 --log fired.jsonl
 
 Binds a ROUTER, acks every reject (every copy), "fires" each reject at its fire time (arrival on its own
 monotonic clock + ``fire_in_s``), sends heartbeats to every inspector heard within ``--timeout-s`` and
@@ -43,6 +42,7 @@ import zmq
 import zmq.auth
 
 from inspector import messages
+from inspector.errors import InspectorError
 
 
 @dataclass
@@ -84,7 +84,7 @@ class Simulator:
         if self.args.curve_secret_key_file:
             public, secret = zmq.auth.load_certificate(self.args.curve_secret_key_file)
             if secret is None:
-                raise SystemExit(f"{self.args.curve_secret_key_file}: no secret key in this file")
+                raise InspectorError(f"{self.args.curve_secret_key_file}: no secret key in this file")
             sock.curve_server = True
             sock.curve_publickey = public
             sock.curve_secretkey = secret
@@ -95,7 +95,7 @@ class Simulator:
                 break
             except zmq.ZMQError as exc:
                 if time.monotonic() > deadline:
-                    raise SystemExit(f"actuator_sim: cannot bind {self.args.bind}: {exc}") from None
+                    raise InspectorError(f"actuator simulator: cannot bind {self.args.bind}: {exc}") from None
                 time.sleep(0.1)
         self.sock = sock
         self.peers.clear()
@@ -275,8 +275,8 @@ def make_keys(directory: Path) -> int:
     return 0
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The simulator's options (``inspector actuator-sim``)."""
     p.add_argument("--bind", default="tcp://127.0.0.1:5560", help="ROUTER endpoint (default %(default)s)")
     p.add_argument("--log", default="-", help="JSON-lines log file, - for stdout (default)")
     p.add_argument("--heartbeat-interval-s", type=float, default=0.5)
@@ -291,11 +291,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--curve-secret-key-file", default=None, help="serve with CURVE using this secret key")
     p.add_argument("--make-keys", type=Path, default=None, metavar="DIR", help="write a CURVE key pair and exit")
     p.add_argument("--seed", type=int, default=0)
-    return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Write keys (``--make-keys``) or serve until ``--run-s`` or SIGTERM/SIGINT, logging to ``--log``."""
     if args.make_keys is not None:
         return make_keys(args.make_keys)
     out: IO[str] = sys.stdout if args.log == "-" else open(args.log, "a", buffering=1)  # noqa: SIM115
@@ -311,7 +310,3 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if out is not sys.stdout:
             out.close()
-
-
-if __name__ == "__main__":
-    sys.exit(main())
