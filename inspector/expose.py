@@ -1,4 +1,4 @@
-"""Graph surgery: make any VGG16 ONNX honour the model contract (DESIGN.md) — `logits`, `fam1..fam5`, a manifest.
+"""Graph surgery: make any VGG16 ONNX honour the model contract (docs/ARCHITECTURE.md) — `logits`, `fam1..fam5`, a manifest.
 
 Works on PyTorch exports (NCHW input, MaxPool nodes in sequence) and Keras/tf2onnx exports (NHWC input, Transpose
 nodes, names like ``block1_pool``), with any classifier head:

@@ -51,7 +51,7 @@ _SLACK_BUCKETS = (-1.0, -0.1, 0.0, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0
 
 
 # docs/ARCHITECTURE.md "Metrics": these names are an interface (dashboards, alert rules, outside checks). Never rename.
-DESIGN_METRIC_NAMES: tuple[str, ...] = (
+INTERFACE_METRIC_NAMES: tuple[str, ...] = (
     "inspector_frames_captured_total",
     "inspector_frames_inspected_total",
     "inspector_frames_dropped_total",

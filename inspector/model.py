@@ -1,4 +1,4 @@
-"""The model contract (DESIGN.md): manifest beside the ONNX file, an onnxruntime session behind a narrow backend.
+"""The model contract (docs/ARCHITECTURE.md): manifest beside the ONNX file, an onnxruntime session behind a narrow backend.
 
 Needs numpy and onnxruntime only (never torch, never the `onnx` package).
 
@@ -79,7 +79,7 @@ class ManifestOutputs(_Strict):
 
 
 class Manifest(_Strict):
-    """The manifest beside every model (DESIGN.md, "The model contract"); other tools read these keys."""
+    """The manifest beside every model (docs/ARCHITECTURE.md, "The model contract"); other tools read these keys."""
 
     name: str = Field(min_length=1)
     input: ManifestInput
@@ -124,7 +124,7 @@ def load_manifest(onnx_path: Path | str) -> Manifest:
     if found is None:
         raise ModelError(
             f"{onnx_path}: no manifest beside it (looked for {onnx_path.with_suffix('.yaml').name} and "
-            f"{onnx_path.with_suffix('.json').name}); write one (DESIGN.md, model contract) or run "
+            f"{onnx_path.with_suffix('.json').name}); write one (docs/ARCHITECTURE.md, model contract) or run "
             "`inspector model expose`"
         )
     try:

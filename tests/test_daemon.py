@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from inspector.decision import fire_time_s
-from inspector.metrics import DESIGN_METRIC_NAMES
+from inspector.metrics import INTERFACE_METRIC_NAMES
 from tests.drawn import calibration, center_x, scene, write_footage
 from tests.spot_model import write_spot_model
 from tests.test_deploy import METRIC_RE, _dashboard_exprs, _rule_exprs
@@ -165,7 +165,7 @@ def test_spider_bunches_are_fired_at_their_arrival_at_the_ejector(tmp_path: Path
         assert wait_for(lambda: len(line.sim_events("fired")) >= 2, 15), line.sim_log.read_text()
     finally:
         stop(sim)
-    missing = [n for n in DESIGN_METRIC_NAMES if n not in names_seen and f"{n}_bucket" not in names_seen]
+    missing = [n for n in INTERFACE_METRIC_NAMES if n not in names_seen and f"{n}_bucket" not in names_seen]
     assert not missing, f"metrics missing from /metrics: {missing}"
     # every metric the Grafana dashboard and the alert rules use is served by a running daemon
     used = {m for e in _dashboard_exprs() + _rule_exprs() for m in METRIC_RE.findall(e)}

