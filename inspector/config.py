@@ -232,6 +232,15 @@ class Config(Strict):
     supervisor: SupervisorConfig = SupervisorConfig()
     output: OutputConfig = OutputConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, data: object) -> object:
+        """A section whose keys are all commented out (`decision:` alone) means its defaults."""
+        if isinstance(data, dict):
+            sections = {k for k, f in cls.model_fields.items() if isinstance(f.default, BaseModel)}
+            return {k: ({} if v is None and k in sections else v) for k, v in data.items()}
+        return data
+
     @field_validator("decision")
     @classmethod
     def _agreement_possible(cls, v: DecisionConfig, info: ValidationInfo) -> DecisionConfig:

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
+from inspector.cli import main as cli_main
 from inspector.config import Config, load_config
 from inspector.errors import ConfigError
 from inspector.metrics import INTERFACE_METRIC_NAMES
@@ -163,6 +164,27 @@ def test_config_example_validates(tmp_path: Path) -> None:
     shutil.copy(ROOT / "calibration" / "example-line1.yaml", tmp_path / "calibration.yaml")
     config = load_config(tmp_path / "config.yaml")
     assert config.source.kind == "camera" and config.model.path.name == "demo.onnx"
+
+
+SHIPPED_EXAMPLES = sorted([*DEPLOY.glob("*.yaml"), *(ROOT / "calibration").glob("*.yaml")])
+
+
+def test_every_shipped_example_is_found() -> None:
+    names = {p.relative_to(ROOT).as_posix() for p in SHIPPED_EXAMPLES}
+    assert {"deploy/config.example.yaml", "deploy/calibration.yaml", "calibration/example-line1.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", SHIPPED_EXAMPLES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_every_shipped_example_checks_clean_from_any_folder(
+    path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)  # relative paths inside resolve against the file's folder, not the working one
+    calibration = "calibration" in path.name or path.parent.name == "calibration"
+    argv = ["check-config", *(["--calibration"] if calibration else []), str(path)]
+    status = cli_main(argv)
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert captured.out.strip() == f"{path}: OK"
 
 
 def test_config_example_documents_every_key() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -115,3 +117,60 @@ def test_pool_and_read_report(tmp_path: Path) -> None:
     (tmp_path / "list.json").write_text("[1, 2]")
     with pytest.raises(InspectorError, match="not a replay report"):
         read_report(tmp_path / "list.json")
+
+
+def _changed_lines(before: str, after: str) -> list[str]:
+    return [d for d in difflib.ndiff(before.splitlines(), after.splitlines()) if d[:1] in "+-"]
+
+
+def test_tune_changes_only_the_threshold_line_of_a_commented_config(tmp_path: Path) -> None:
+    deploy = Path(__file__).resolve().parents[1] / "deploy"
+    base = tmp_path / "config.yaml"
+    shutil.copy(deploy / "config.example.yaml", base)
+    shutil.copy(deploy / "calibration.yaml", tmp_path / "calibration.yaml")
+    before = base.read_text()
+    a = _report(tmp_path / "a.json", A)
+    assert main(["tune", str(a), "--config", str(base), "--out", str(tmp_path / "tuned.yaml")]) == 0
+    after = (tmp_path / "tuned.yaml").read_text()
+    changed = _changed_lines(before, after)
+    assert len(changed) == 2, changed  # one line out, one line in
+    assert changed[0].startswith("-   threshold: 0.5 ") and changed[1].startswith("+   threshold: 0.6 ")
+    assert changed[1].endswith("# bunch spider probability at or above which the bunch is rejected")
+    comments = [line for line in before.splitlines() if line.lstrip().startswith("#")]
+    assert comments and all(line in after.splitlines() for line in comments)
+    assert len(after.splitlines()) == len(before.splitlines())
+    # in place: --out the config itself
+    assert main(["tune", str(a), "--config", str(base), "--out", str(base)]) == 0
+    assert base.read_text() == after
+
+
+@pytest.mark.parametrize(
+    "text, added",
+    [
+        ("# line 1\nmodel:\n  batch_size: 4  # tiles\n\n# the end\n", ["+ decision:", "+   threshold: 0.6"]),
+        ("decision:\n  aggregate: max  # rule\n\n# next section\nbelt:\n  mode: belt\n", ["+   threshold: 0.6"]),
+        ("decision:\nbelt:\n  mode: belt  # segment\n", ["+   threshold: 0.6"]),
+    ],
+    ids=["no-decision-section", "no-threshold-key", "empty-decision-section"],
+)
+def test_tune_adds_an_absent_threshold_cleanly(tmp_path: Path, text: str, added: list[str]) -> None:
+    base = tmp_path / "config.yaml"
+    base.write_text(text)
+    assert main(["tune", str(_report(tmp_path / "a.json", A)), "--config", str(base), "--out", str(base)]) == 0
+    after = base.read_text()
+    assert _changed_lines(text, after) == added
+    assert yaml.safe_load(after)["decision"]["threshold"] == pytest.approx(0.6)
+
+
+def test_tune_refuses_a_copy_whose_relative_paths_break(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "line").mkdir()
+    (tmp_path / "line" / "calibration.yaml").write_text(
+        (Path(__file__).resolve().parents[1] / "deploy" / "calibration.yaml").read_text()
+    )
+    base = tmp_path / "line" / "config.yaml"
+    base.write_text("calibration: calibration.yaml\n")
+    out = tmp_path / "elsewhere" / "config.yaml"
+    assert main(["tune", str(_report(tmp_path / "a.json", A)), "--config", str(base), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "would not validate there" in err and "calibration file" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() and list((tmp_path / "elsewhere").iterdir()) == []

@@ -6,10 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from inspector.config import DEMO_MODEL, Config, ModelConfig, load_calibration, load_config
-from inspector.errors import InspectorError
+from inspector.errors import ConfigError, InspectorError
+from inspector.yamledit import set_value
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -84,15 +83,26 @@ def run_replay(args: argparse.Namespace) -> int:
         status = 1
     if args.labels:
         report = write_report(args.out, args.labels, config.decision, args.target_recall, str(args.footage))
-        pct = lambda v: "n/a" if v is None else f"{100 * v:.1f} %"  # noqa: E731
-        print(
-            f"report: recall {pct(report['recall'])}, false-reject rate {pct(report['false_reject_rate'])}, "
-            f"precision {pct(report['precision'])}, ROC AUC {report['roc_auc'] if report['roc_auc'] is not None else 'n/a'}, "
-            f"recommended threshold {report['recommended_threshold']} -> {args.out / 'report.md'}"
-        )
+        print(f"report: {report_line(report)} -> {args.out / 'report.md'}")
         if args.write_threshold:
             write_tuned(args.config, [args.out / "report.json"], args.write_threshold)
     return status
+
+
+def report_line(report: dict[str, Any]) -> str:
+    """The console summary of a replay report, floats rounded: percentages to 0.1, AUC and threshold to 0.001."""
+
+    def pct(v: float | None) -> str:
+        return "n/a" if v is None else f"{100 * v:.1f} %"
+
+    def num(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+
+    return (
+        f"recall {pct(report['recall'])}, false-reject rate {pct(report['false_reject_rate'])}, "
+        f"precision {pct(report['precision'])}, ROC AUC {num(report['roc_auc'])}, "
+        f"recommended threshold {num(report['recommended_threshold'])}"
+    )
 
 
 def write_tuned(
@@ -132,16 +142,31 @@ def write_tuned(
             f"{names}: replayed with decision.aggregate {rule[0]}, agree_frames {rule[1]}, but the config has "
             f"{have[0]}, {have[1]}: the threshold would not mean the same; give --config with that rule"
         )
-    data: dict[str, Any] = {}
-    if config_path is not None:
-        data = yaml.safe_load(config_path.read_text()) or {}
-    data.setdefault("decision", {})["threshold"] = round(float(threshold), 6)
-    header = f"# written by `inspector tune` from {names} (recall target {target})\n"
-    out.write_text(header + yaml.safe_dump(data, sort_keys=False))
-    if config_path is not None:
-        load_config(out)
-    print(f"tune: decision.threshold = {threshold:.6f} written to {out}{how}")
+    _write_threshold(config_path, out, round(float(threshold), 6), f"{names} (recall target {target})")
+    print(f"tune: decision.threshold = {threshold:.3f} written to {out}{how}")
     return float(threshold)
+
+
+def _write_threshold(config_path: Path | None, out: Path, threshold: float, source: str) -> None:
+    """Write `out`: the config at `config_path` with only its `decision.threshold` line changed (comments, order and
+    format kept), or a new two-key config; validated before it replaces anything."""
+    if config_path is None:
+        text = f"# written by `inspector tune` from {source}\n" + set_value("", ("decision", "threshold"), threshold)
+    else:
+        text = set_value(config_path.read_text(encoding="utf-8"), ("decision", "threshold"), threshold, str(config_path))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    try:
+        load_config(tmp)  # relative paths resolve against the new file's folder: check they still do
+    except ConfigError as exc:
+        tmp.unlink()
+        first = str(exc).splitlines()[0].replace(str(tmp), str(out))
+        raise InspectorError(
+            f"{out}: the tuned copy would not validate there ({first}); write it beside {config_path} or make its "
+            "paths absolute"
+        ) from None
+    tmp.replace(out)
 
 
 def run_tune(args: argparse.Namespace) -> int:
