@@ -1,14 +1,17 @@
 """YAML loading that remembers where every key came from, so validation errors can name file:line.
 
 `load_with_lines(path)` returns the plain data plus a map from key path (tuple of str/int) to 1-based line.
-`validate(model_cls, path)` loads, validates with pydantic and turns every error into one line:
-``FILE:LINE: key.path: got VALUE; allowed: ...``.
+`validate(model_cls, path)` loads, validates with pydantic and turns every error into one line in the user's
+words, in file order: ``FILE:LINE: key.path: what is wrong; got VALUE`` (an unknown key names the nearest valid
+one: ``decision.treshold: unknown key; did you mean threshold?``).
 """
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
-from typing import Any, TypeVar
+from types import UnionType
+from typing import Any, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -64,37 +67,100 @@ def _line_for(loc: KeyPath, lines: dict[KeyPath, int]) -> int | None:
     return None
 
 
-def _allowed(err: Any) -> str:
-    ctx = err.get("ctx") or {}
-    kind = err["type"]
-    if "expected" in ctx:
-        return f"one of {ctx['expected']}"
-    for key, words in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+def _fields_at(model_cls: type[BaseModel] | None, loc: KeyPath) -> list[str]:
+    """The keys allowed in the section at `loc` of `model_cls` ([] when it is not a section of a model)."""
+    model: Any = model_cls
+    for part in loc:
+        if model is None or isinstance(part, int):
+            return []
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        options = [a for a in get_args(ann) if a is not type(None)] if get_origin(ann) in (Union, UnionType) else [ann]
+        model = next((a for a in options if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    return [] if model is None else list(model.model_fields)
+
+
+def _shown(value: Any) -> str:
+    """A value as the user wrote it, short."""
+    if isinstance(value, dict):
+        return "a section of keys"
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "nothing (an empty value)"}[value]
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_MUST_BE: dict[str, str] = {
+    "float_parsing": "must be a number",
+    "float_type": "must be a number",
+    "int_parsing": "must be a whole number",
+    "int_type": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "bool_parsing": "must be true or false",
+    "bool_type": "must be true or false",
+    "string_type": "must be text (quote it)",
+    "list_type": "must be a list, e.g. [1, 2]",
+    "tuple_type": "must be a list, e.g. [1, 2]",
+    "dict_type": "must be a section of keys (indented key: value lines)",
+    "model_type": "must be a section of keys (indented key: value lines)",
+    "model_attributes_type": "must be a section of keys (indented key: value lines)",
+    "string_too_short": "must not be empty",
+    "path_type": "must be a file path",
+    "finite_number": "must be a finite number",
+}
+_BOUNDS = (("gt", "greater than"), ("ge", "at least"), ("lt", "less than"), ("le", "at most"))
+
+
+def _plain(err: Any) -> str:
+    """What pydantic found wrong, in the user's words (no library terms)."""
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind in _MUST_BE:
+        return _MUST_BE[kind]
+    for key, words in _BOUNDS:
         if key in ctx:
-            return f"a number {words} {ctx[key]}"
-    if kind == "extra_forbidden":
-        return "remove it or check its spelling (see deploy/config.example.yaml for every key)"
+            bound = ctx[key]
+            return f"must be {words} {bound:g}" if isinstance(bound, int | float) else f"must be {words} {bound}"
+    if kind == "literal_error":
+        expected = str(ctx.get("expected", "")).replace("True", "true").replace("False", "false")
+        return f"must be {expected}"
+    if kind == "too_short":
+        return f"needs at least {ctx.get('min_length')} item(s)"
+    if kind == "too_long":
+        return f"takes at most {ctx.get('max_length')} item(s)"
+    msg = str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    return msg.replace("Input should be", "must be").replace("input should be", "must be")
+
+
+def _problem(err: Any, loc: KeyPath, model_cls: type[BaseModel] | None) -> str:
+    kind = err["type"]
     if kind == "missing":
-        return "add this key"
-    return err["msg"]
+        return "required key missing; add it"
+    if kind == "extra_forbidden":
+        valid = _fields_at(model_cls, loc[:-1])
+        near = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.6)
+        if near:
+            return f"unknown key; did you mean {near[0]}?"
+        return f"unknown key; the keys here are {', '.join(valid)}" if valid else "unknown key; remove it"
+    if kind in ("value_error", "assertion_error"):  # our validators' own words, which say what to do
+        return _plain(err)
+    value = err.get("input")
+    return f"{_plain(err)}; got {_shown(value)}"
 
 
-def format_validation_error(exc: ValidationError, path: Path, lines: dict[KeyPath, int]) -> str:
-    """Every pydantic error as one line: FILE:LINE: key.path: got VALUE; allowed: WHAT."""
-    out = []
-    for err in exc.errors():
+def format_validation_error(
+    exc: ValidationError, path: Path, lines: dict[KeyPath, int], model_cls: type[BaseModel] | None = None
+) -> str:
+    """Every problem as one line, in file order: FILE:LINE: key.path: what is wrong[; got VALUE]."""
+    out: list[tuple[int, int, str]] = []
+    for i, err in enumerate(exc.errors()):
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         line = _line_for(loc, lines)
         where = f"{path}:{line}" if line is not None else str(path)
         key = ".".join(str(p) for p in loc) or "(top level)"
-        if err["type"] == "value_error":  # our validators' own words, which say what to do; the input may be a section
-            out.append(f"{where}: {key}: {err['msg'].removeprefix('Value error, ')}")
-            continue
-        value = err.get("input")
-        got = "" if err["type"] == "missing" else f" got {value!r};"
-        msg = err["msg"] if err["type"] not in ("extra_forbidden", "missing") else err["type"].replace("_", " ")
-        out.append(f"{where}: {key}: {msg};{got} allowed: {_allowed(err)}")
-    return "\n".join(out)
+        out.append((line or 0, i, f"{where}: {key}: {_problem(err, loc, model_cls)}"))
+    return "\n".join(text for _, _, text in sorted(out))
 
 
 def validate(model_cls: type[M], path: Path) -> M:
@@ -107,4 +173,4 @@ def validate(model_cls: type[M], path: Path) -> M:
     try:
         return model_cls.model_validate(data, context={"base_dir": path.parent})
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, path, lines)) from None
+        raise ConfigError(format_validation_error(exc, path, lines, model_cls)) from None
