@@ -176,8 +176,8 @@ def _find_input(graph: Any, nodes: list[Any], inits: dict[str, Any], path: Path,
         size = static[0]
     elif static and any(d != size for d in static):
         raise ModelError(f"{path}: --size {size} contradicts the input shape {dims}")
-    if size % 32:
-        raise ModelError(f"{path}: input size {size} is not a multiple of 32 (five 2x2 poolings)")
+    if size < 32:
+        raise ModelError(f"{path}: input size {size} is below 32 px: five 2x2 poolings need at least 32; use --size")
     return _Input(inp.name, dims, layout, size, int(inp.type.tensor_type.elem_type))
 
 

@@ -2,7 +2,8 @@
 
 Per tile:  H = Σ_{l=1..5} upsample_{R_l}( Σ_k H^l_k )
 The channel sums Σ_k H^l_k (`fam1..fam5`, shape (N, H_l, W_l)) are computed inside the ONNX graph; this module does
-the bilinear upsampling to the tile's input size and the sum over layers.
+the bilinear upsampling to the tile's input size and the sum over layers. Any square input >= 32 px: pooling floors
+odd sizes (240 -> 120, 60, 30, 15, 7), and each layer's cells are placed over the input pixels they saw.
 
 Modes:
 - ``paper``: Eq. 1 exactly.
@@ -30,22 +31,51 @@ FamMode = Literal["paper", "normalized"]
 _CV_MAX_CHANNELS = 128  # OpenCV 5 refuses more channels per Mat in resize
 
 
-def upsample_bilinear(maps: FloatArray, size: int) -> FloatArray:
-    """(N, h, w) -> (N, size, size), bilinear with half-pixel centres (align_corners=False), edges clamped."""
+def upsample_bilinear(maps: FloatArray, size: int, cell_px: float | None = None) -> FloatArray:
+    """(N, h, w) -> (N, size, size), bilinear with half-pixel centres (align_corners=False), edges clamped.
+
+    `cell_px`: output pixels per map cell. By default the map spans the output (``size / h``); a smaller cell (a
+    map floor-pooled from an input that is not a multiple of its stride) puts cell i over ``[i, i + 1) * cell_px``
+    and leaves the uncovered bottom and right edge at the map's edge values.
+    """
     n, h, w = maps.shape
     if n == 0:
         return np.zeros((0, size, size), np.float32)
-    if (h, w) == (size, size):
+    spans = cell_px is None or (abs(cell_px * h - size) < 1e-6 and abs(cell_px * w - size) < 1e-6)
+    if spans and (h, w) == (size, size):
         return maps.astype(np.float32, copy=True)
     out = np.empty((n, size, size), np.float32)
     hwc = np.ascontiguousarray(np.moveaxis(maps.astype(np.float32, copy=False), 0, -1))
     for start in range(0, n, _CV_MAX_CHANNELS):
         chunk = np.ascontiguousarray(hwc[:, :, start : start + _CV_MAX_CHANNELS])
-        resized = cv2.resize(chunk, (size, size), interpolation=cv2.INTER_LINEAR)
+        if spans:
+            resized = cv2.resize(chunk, (size, size), interpolation=cv2.INTER_LINEAR)
+        else:
+            assert cell_px is not None
+            k = 1.0 / cell_px  # map cells per output pixel; output pixel centre x + 0.5 sits at cell (x + 0.5) * k
+            to_map = np.array([[k, 0.0, 0.5 * k - 0.5], [0.0, k, 0.5 * k - 0.5]], np.float64)
+            resized = cv2.warpAffine(
+                chunk,
+                to_map,
+                (size, size),
+                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                borderMode=cv2.BORDER_REPLICATE,
+            )
         if resized.ndim == 2:
             resized = resized[:, :, None]
         out[start : start + chunk.shape[2]] = np.moveaxis(resized, -1, 0)
     return out
+
+
+def input_size_of(fams: Sequence[FloatArray], size: int) -> int:
+    """The tile input side the layer maps came from: `size` when they fit it, else twice fam1's side.
+
+    Pooling floors (Keras, PyTorch): layer l of an S px input is ``S >> l`` cells (240: 120, 60, 30, 15, 7), so
+    fam1 gives S up to its lowest bit; pass the manifest's size to `tile_fam` to be exact for odd sizes.
+    """
+    if all(f.shape[1:] == (size >> layer, size >> layer) for layer, f in enumerate(fams, start=1)):
+        return size
+    return 2 * int(fams[0].shape[1])
 
 
 def tile_fam(
@@ -53,13 +83,23 @@ def tile_fam(
     size: int,
     mode: FamMode = "paper",
     layer_scale: Sequence[float] | None = None,
+    input_size: int | None = None,
 ) -> FloatArray:
-    """Eq. 1 for a batch: five (N, H_l, W_l) channel-sum maps -> (N, size, size) feature activation maps."""
+    """Eq. 1 for a batch: five (N, H_l, W_l) channel-sum maps -> (N, size, size) feature activation maps.
+
+    `input_size` is the model's tile input side (the manifest's `input.size`; any size >= 32). Cell i of layer l
+    covers input pixels ``[i, i + 1) * 2^l``; when the input is not a multiple of 32 the last few input pixels are
+    in no cell (floor pooling) and each layer map is placed where its cells lie, not stretched over the whole tile.
+    """
     if len(fams) != 5:
         raise ValueError(f"expected 5 layer maps (fam1..fam5), got {len(fams)}")
     n = fams[0].shape[0]
     if any(f.ndim != 3 or f.shape[0] != n for f in fams):
         raise ValueError(f"layer maps must all be (N, H, W) with one N, got {[f.shape for f in fams]}")
+    s_in = input_size_of(fams, size) if input_size is None else input_size
+    want = [(s_in >> layer, s_in >> layer) for layer in range(1, 6)]
+    if [f.shape[1:] for f in fams] != want:
+        raise ValueError(f"layer maps {[f.shape[1:] for f in fams]} do not come from a {s_in} px input: {want}")
     if mode == "normalized":
         if layer_scale is None or len(layer_scale) != 5 or min(layer_scale) <= 0:
             raise ValueError("normalized mode needs 5 positive per-layer scales (manifest fam_layer_scale)")
@@ -69,8 +109,8 @@ def tile_fam(
     else:
         raise ValueError(f"unknown FAM mode {mode!r}; use 'paper' or 'normalized'")
     total = np.zeros((n, size, size), np.float32)
-    for layer_map, weight in zip(fams, weights, strict=True):
-        up = upsample_bilinear(layer_map, size)
+    for layer, (layer_map, weight) in enumerate(zip(fams, weights, strict=True), start=1):
+        up = upsample_bilinear(layer_map, size, cell_px=size * 2**layer / s_in)
         if weight != 1.0:
             up *= np.float32(weight)
         total += up

@@ -26,7 +26,7 @@ from types import ModuleType, TracebackType
 from typing import Annotated, Any, Literal, Protocol
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from inspector.errors import ConfigError, ModelError
 from inspector.yamlload import validate
@@ -57,19 +57,14 @@ class ManifestInput(_Strict):
     """The model input. ``mean``/``std`` are per input channel, in the model's colour order (``color``)."""
 
     name: str = Field(min_length=1)
-    size: int = Field(ge=32, le=4096, description="square input side in pixels; a multiple of 32")
+    size: int = Field(
+        ge=2**N_LAYERS, le=4096, description="square input side in pixels, >= 32 (five 2x2 poolings, floored)"
+    )
     layout: Literal["NCHW", "NHWC"]
     color: Literal["RGB", "BGR"]
     scale: PositiveFloat
     mean: tuple[float, float, float]
     std: tuple[PositiveFloat, PositiveFloat, PositiveFloat]
-
-    @field_validator("size")
-    @classmethod
-    def _multiple_of_32(cls, v: int) -> int:
-        if v % 2**N_LAYERS:
-            raise ValueError(f"size must be a multiple of 32 (five 2x2 poolings), e.g. 224; got {v}")
-        return v
 
 
 class ManifestOutputs(_Strict):
@@ -99,7 +94,7 @@ class Manifest(_Strict):
         return ",".join(f"{w:g}" for w in ws)
 
     def fam_hw(self, layer: int) -> int:
-        """Side of fam_layer (1..5): size / 2^layer."""
+        """Side of fam_layer (1..5): size / 2^layer rounded down, as Keras and PyTorch pool (240: 120 ... 7)."""
         return self.input.size >> layer
 
     def to_yaml(self) -> str:

@@ -216,7 +216,9 @@ class Pipeline:
         inference = self.model.infer(tiles)
         result.infer_s = time.perf_counter() - start
         probs = inference.spider_prob
-        maps = tile_fam(inference.fams, FAM_SIZE, self.config.model.fam_mode, manifest.fam_layer_scale)
+        maps = tile_fam(
+            inference.fams, FAM_SIZE, self.config.model.fam_mode, manifest.fam_layer_scale, manifest.input.size
+        )
         boxes = plan.boxes_xyxy()
         heat = stitch(self.frame_wh, boxes, maps, probs, HEAT_DOWNSCALE)
         result.inspected, result.plan, result.tile_probs, result.heat = True, plan, probs, heat

@@ -13,6 +13,7 @@ import pytest
 from inspector.cli import main as cli_main
 from inspector.errors import ModelError
 from inspector.expose import PRESETS, expose_file, normalisation
+from inspector.fam import tile_fam
 from inspector.model import Model, load_manifest
 from tests.vgg_graphs import resnet_like_graph, vgg_graph
 
@@ -252,3 +253,66 @@ def test_cli_expose_refuses_non_vgg_and_takes_keras_preset(tmp_path: Path, capsy
         cli_main(["model", "expose", str(src), str(tmp_path / "o.onnx"), "--preset", "keras-caffe", "--no-verify"]) == 0
     )
     assert load_manifest(tmp_path / "o.onnx").input.color == "BGR"
+
+
+# --------------------------------------------------------------------------------------------- any input size
+@pytest.mark.parametrize("size", [224, 240, 250])
+@pytest.mark.parametrize("style", ["pytorch", "keras"])
+def test_any_square_input_from_32_px_is_exposed_and_runs(tmp_path: Path, style: str, size: int) -> None:
+    """Keras and PyTorch VGG16 take any input >= 32 px; pooling floors odd sizes (240: 120, 60, 30, 15, 7;
+    250: 125, 62, 31, 15, 7). Keras: NHWC, a Transpose pair per block, Dense head ending in Softmax."""
+    keras = style == "keras"
+    src = save(
+        tmp_path,
+        vgg_graph(
+            size=size,
+            width=2,
+            convs_per_block=VGG16_BLOCKS,
+            layout="NHWC" if keras else "NCHW",
+            keras_names=keras,
+            transpose_each_block=keras,
+            fam_outputs=False,
+            head="softmax" if keras else "gemm",
+            input_name="input_1" if keras else "input",
+            logits_name="predictions" if keras else "output",
+        ),
+    )
+    out = tmp_path / "exposed.onnx"
+    report = expose_file(src, out, KERAS if keras else TV, pools=True)
+    g = report.graph
+    assert (g.size, g.layout, g.head) == (size, "NHWC" if keras else "NCHW", "softmax" if keras else "identity")
+    assert not any("inferred shape" in w for w in g.warnings), g.warnings  # the floored pool shapes are expected
+    assert report.parity["original_output"] < 1e-4
+    m = load_manifest(out)
+    assert m.input.size == size and [m.fam_hw(layer) for layer in range(1, 6)] == [size >> k for k in range(1, 6)]
+    batch = tiles(3, size, seed=size)
+    with Model(out, batch_size=2) as model:
+        assert_fams_are_pool_sums(model, batch)
+        res = model.infer(batch)
+        original = run_original(src, "predictions" if keras else "output", model.preprocess(batch))
+    assert [f.shape[1:] for f in res.fams] == [(size >> k, size >> k) for k in range(1, 6)]
+    if keras:  # the manifest's softmax is the one the model ended with
+        np.testing.assert_allclose(res.spider_prob, original[:, 1], rtol=1e-5, atol=1e-6)
+    else:
+        np.testing.assert_allclose(res.logits, original, rtol=1e-4, atol=1e-4)
+    heat = tile_fam(list(res.fams), 56, "paper", input_size=size)
+    assert heat.shape == (3, 56, 56) and np.isfinite(heat).all()
+
+
+def _dynamic_hw(model: onnx.ModelProto) -> onnx.ModelProto:
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    for d, name in zip(dims[2:], ("H", "W"), strict=True):
+        d.dim_param = name
+    return model
+
+
+def test_an_input_below_32_px_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = save(tmp_path, _dynamic_hw(vgg_graph(size=64, fam_outputs=False)))
+    with pytest.raises(ModelError, match="input size 16 is below 32 px"):
+        expose_file(src, tmp_path / "small.onnx", TV, size=16)
+    status = cli_main(["model", "expose", str(src), str(tmp_path / "o.onnx"), "--preset", "torchvision", "--size", "31"])
+    err = capsys.readouterr().err
+    assert status == 1 and "input size 31 is below 32 px" in err and len(err.strip().splitlines()) == 1
+    # the control: the same graph at 33 px, the smallest odd size five poolings allow
+    report = expose_file(src, tmp_path / "ok.onnx", TV, size=33, verify=False)
+    assert report.manifest.input.size == 33

@@ -7,17 +7,18 @@ from inspector.fam import BunchHeat, layer_scales, stitch, tile_fam, upsample_bi
 from inspector.types import Box, HeatMap
 
 
-def ref_bilinear(m: np.ndarray, size: int) -> np.ndarray:
-    """Direct loop: output pixel centre (i + 0.5) maps to input coordinate (i + 0.5) * h / size - 0.5, clamped."""
+def ref_bilinear(m: np.ndarray, size: int, cell: float | None = None) -> np.ndarray:
+    """Direct loop: output pixel centre (i + 0.5) maps to input coordinate (i + 0.5) / cell - 0.5, clamped; the map
+    spans the output (cell = size / h) unless `cell` (output pixels per map cell) says otherwise."""
     h, w = m.shape
     out = np.zeros((size, size), np.float64)
     for oy in range(size):
-        sy = min(max((oy + 0.5) * h / size - 0.5, 0.0), h - 1)
+        sy = min(max((oy + 0.5) * (h / size if cell is None else 1 / cell) - 0.5, 0.0), h - 1)
         y0 = int(np.floor(sy))
         y1 = min(y0 + 1, h - 1)
         fy = sy - y0
         for ox in range(size):
-            sx = min(max((ox + 0.5) * w / size - 0.5, 0.0), w - 1)
+            sx = min(max((ox + 0.5) * (w / size if cell is None else 1 / cell) - 0.5, 0.0), w - 1)
             x0 = int(np.floor(sx))
             x1 = min(x0 + 1, w - 1)
             fx = sx - x0
@@ -78,10 +79,50 @@ def test_normalized_mode_keeps_clean_tiles_cool() -> None:
 
 
 def test_bad_inputs_are_refused() -> None:
+    fams = [np.zeros((1, 32 >> layer, 32 >> layer), np.float32) for layer in range(1, 6)]
     with pytest.raises(ValueError, match="5 layer maps"):
-        tile_fam([np.zeros((1, 2, 2), np.float32)] * 4, 8)
+        tile_fam(fams[:4], 32)
     with pytest.raises(ValueError, match="positive"):
-        tile_fam([np.zeros((1, 2, 2), np.float32)] * 5, 8, "normalized", [1, 1, 0, 1, 1])
+        tile_fam(fams, 32, "normalized", [1, 1, 0, 1, 1])
+    with pytest.raises(ValueError, match="do not come from a 64 px input"):
+        tile_fam(fams, 32, input_size=64)
+    assert tile_fam(fams, 32).shape == (1, 32, 32)  # the control
+
+
+@pytest.mark.parametrize(("input_size", "size"), [(224, 56), (240, 240), (240, 56), (250, 250), (250, 56), (33, 33)])
+def test_any_input_size_places_each_layer_where_its_cells_lie(input_size: int, size: int) -> None:
+    """Floor pooling (240: 120, 60, 30, 15, 7): cell i of layer l covers input pixels [i, i + 1) * 2^l."""
+    rng = np.random.default_rng(3)
+    fams = []
+    for layer in range(1, 6):  # ramps: the value read at a pixel tells which map coordinate it was placed at
+        h = input_size >> layer
+        yy, xx = np.mgrid[0:h, 0:h]
+        slopes = rng.uniform(0.2, 1.0, (2, 2, 1, 1)) / h
+        fams.append((1 + slopes[0] * yy + slopes[1] * xx).astype(np.float32))
+    got = tile_fam(fams, size, "paper", input_size=input_size)
+    want = np.zeros((2, size, size))
+    for layer, f in enumerate(fams, start=1):
+        for i in range(2):
+            want[i] += ref_bilinear(f[i], size, cell=size * 2**layer / input_size)
+    np.testing.assert_allclose(got, want, rtol=0, atol=4e-3)  # OpenCV places to 1/32 of a cell
+    stretched = sum(upsample_bilinear(f, size) for f in fams)  # every map spread over the whole tile
+    if input_size % 32 == 0:  # a multiple of 32: the maps do span the tile, and plain resizing is exact
+        np.testing.assert_allclose(got, stretched, rtol=1e-4, atol=1e-4)
+    else:  # the check can tell: stretching misplaces the cells by far more than the tolerance
+        assert np.abs(stretched - want).max() > 0.02
+
+
+def test_a_hot_cell_of_an_uneven_map_lands_over_the_pixels_it_saw() -> None:
+    """240 px input: fam5 is 7x7, its cell (row 1, col 3) saw input pixels 96..127 across, 32..63 down; stretching
+    the 7 cells over all 240 pixels would put it near 120, 51 instead."""
+    fams = [np.zeros((1, 240 >> layer, 240 >> layer), np.float32) for layer in range(1, 6)]
+    fams[4][0, 1, 3] = 1.0
+    heat = tile_fam(fams, 240, "paper", input_size=240)[0]
+    y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    assert 96 <= x < 128 and 32 <= y < 64, (x, y)
+    assert abs(x - 111.5) <= 1 and abs(y - 47.5) <= 1
+    # without the size, the maps tell it: fam1 of 120 cells comes from 240 px
+    np.testing.assert_array_equal(tile_fam(fams, 240, "paper"), heat[None])
 
 
 def test_upsample_many_tiles_in_chunks() -> None:

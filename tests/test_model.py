@@ -234,11 +234,15 @@ def test_manifest_json_is_accepted(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("edit", "pattern"),
     [
-        (lambda d: d.update(colour="RGB"), r"tiny\.yaml:\d+: colour: extra forbidden"),
+        (lambda d: d.update(colour="RGB"), r"tiny\.yaml:\d+: colour: unknown key; the keys here are name, input,"),
+        (
+            lambda d: d["input"].update(colour=d["input"].pop("color")),
+            r"tiny\.yaml:\d+: input\.colour: unknown key; did you mean color\?",
+        ),
         (lambda d: d["input"].update(layout="CHW"), r"tiny\.yaml:\d+: input\.layout: .*'NCHW' or 'NHWC'"),
-        (lambda d: d["input"].update(size=100), r"tiny\.yaml:\d+: input\.size: .*multiple of 32"),
+        (lambda d: d["input"].update(size=16), r"tiny\.yaml:\d+: input\.size: must be at least 32; got 16"),
         (lambda d: d["outputs"].update(fam=["fam1", "fam2"]), r"tiny\.yaml:\d+: outputs\.fam"),
-        (lambda d: d.pop("spider_index"), r"tiny\.yaml:\d+: spider_index: missing"),
+        (lambda d: d.pop("spider_index"), r"tiny\.yaml:\d+: spider_index: required key missing; add it"),
         (lambda d: d.update(fam_layer_scale=[1, 1, 0, 1, 1]), r"tiny\.yaml:\d+: fam_layer_scale\.2"),
         (lambda d: d["input"].update(std=[1, 1, 0]), r"tiny\.yaml:\d+: input\.std\.2"),
     ],
@@ -300,3 +304,39 @@ def test_logits_wrong_rank(tmp_path: Path) -> None:
 
 def test_spider_index_out_of_range(tmp_path: Path) -> None:
     _expect(tmp_path, {}, {"spider_index": 2}, r"spider_index 2 is out of range for 2 classes")
+
+
+# --------------------------------------------------------------------------------------------- any input size
+@pytest.mark.parametrize("size", [64, 72, 81])
+def test_the_pipeline_runs_a_model_of_any_input_size(tmp_path: Path, size: int) -> None:
+    """Tiles are resized to the manifest's size; 72 and 81 px (not multiples of 32) pool to 36/40, 18/20, 9/10, 4/5,
+    2/2 cells, and the heat map still finds each drawn spider where it is."""
+    from inspector.config import BeltConfig, Config, ModelConfig
+    from inspector.pipeline import Pipeline
+    from inspector.types import FrameRef
+    from tests.drawn import calibration, center_x, draw, scene
+    from tests.spot_model import write_spot_model
+
+    fps = 10.0
+    spot = write_spot_model(tmp_path, size=size)
+    cal = calibration()
+    config = Config(model=ModelConfig(path=spot, batch_size=8), belt=BeltConfig(min_bunch_area_mm2=200))
+    bunches = scene()
+    finals = []
+    with Model(spot, batch_size=8) as model:
+        assert model.manifest.input.size == size
+        pipe = Pipeline(config, cal, model, fps)
+        for f in range(40):
+            step = pipe.process(draw(f, bunches, fps, cal), FrameRef(0, f, f / fps))
+            finals += step.final
+        finals += pipe.finish().final
+    truth = {b.bunch_id: b for b in bunches}
+    assert sorted(d.bunch_id for d in finals) == [1, 2, 3, 4]
+    for d in finals:
+        b = truth[d.bunch_id]
+        assert d.reason == ("spider" if b.spider_dxy is not None else "pass"), d
+        if b.spider_dxy is not None:
+            assert d.spider_xy is not None
+            cx = center_x(b, d.frame, fps, cal)
+            assert abs(d.spider_xy[0] - (cx + b.spider_dxy[0])) <= 8
+            assert abs(d.spider_xy[1] - (b.y + b.spider_dxy[1])) <= 8
