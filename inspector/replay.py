@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -34,6 +33,7 @@ from inspector.decision_log import DecisionLog
 from inspector.errors import InspectorError, SourceError
 from inspector.evidence import overlay_frame
 from inspector.pipeline import Pipeline, StepResult, open_model
+from inspector.progress import Progress
 from inspector.report import evaluate, load_labels, to_markdown, write_plots
 from inspector.sources import ImageFolderSource, VideoFileSource
 from inspector.types import Box, Decision, FrameRef
@@ -66,33 +66,6 @@ class ReplaySummary:
             + "), "
             f"{self.tiles_inferred} tiles at {tiles_s:.0f} tiles/s, {self.wall_s:.1f} s"
         )
-
-
-class _Progress:
-    """A one-line progress bar on a terminal; silent otherwise."""
-
-    def __init__(self, total: int | None, stream: TextIO | None = None) -> None:
-        self.total = total
-        self.stream = stream if stream is not None else sys.stderr  # looked up now: stderr may have been replaced
-        self.enabled = not self.stream.closed and self.stream.isatty()
-        self._last = 0.0
-
-    def update(self, n: int, rejects: int) -> None:
-        now = time.monotonic()
-        if not self.enabled or now - self._last < 0.2:
-            return
-        self._last = now
-        if self.total:
-            done = min(1.0, n / self.total)
-            bar = "#" * int(30 * done)
-            self.stream.write(f"\r[{bar:<30}] {n}/{self.total} frames, {rejects} rejects ")
-        else:
-            self.stream.write(f"\r{n} frames, {rejects} rejects ")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            self.stream.write("\n")
 
 
 class _Outputs:
@@ -161,7 +134,7 @@ def replay(
         footage_fps = source.fps or 10.0
         pipeline = Pipeline(config, calibration, model, footage_fps, keep_evidence=evidence)
         outputs = _Outputs(out_dir, evidence, video, footage_fps)
-        progress = _Progress(source.frame_count or None)
+        progress = Progress(source.frame_count or None, desc="replay", unit="frame")
         last_seq: int | None = None
         try:
             while (frame := source.read()) is not None:
@@ -175,7 +148,7 @@ def replay(
                 summary.decisions += step.final
                 summary.unconfirmed += len(step.unconfirmed)
                 outputs.step(frame.image_bgr, step)
-                progress.update(summary.frames_read, sum(d.decision == "reject" for d in summary.decisions))
+                progress.update(1, rejects=sum(d.decision == "reject" for d in summary.decisions))
                 last_seq = frame.seq
         except SourceError as exc:
             summary.error = str(exc)

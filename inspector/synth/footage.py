@@ -24,6 +24,7 @@ import numpy as np
 
 from inspector.config import DEFAULT_CALIBRATION, Calibration
 from inspector.errors import InspectorError
+from inspector.progress import progress
 from inspector.synth.raster import Sprite, alpha_bbox_xyxy, belt_texture, motion_blur, pad_sprite, resize_sprite
 from inspector.synth.scene import (
     BELT_COLOURS_BGR,
@@ -459,7 +460,7 @@ def generate_footage(
     )
     video = out / "footage.avi"
     with VideoOut(video, fps, (width, height)) as writer:
-        for _, frame in footage.frames():
+        for _, frame in progress(footage.frames(), total=footage.n_frames, desc="footage", unit="frame"):
             writer.write(frame)
     (out / "calibration.yaml").write_text(calibration.to_yaml())
     with (out / "labels.jsonl").open("w") as fh:

@@ -31,6 +31,7 @@ import numpy.typing as npt
 
 from inspector.config import Calibration
 from inspector.errors import InspectorError
+from inspector.progress import progress
 from inspector.synth.raster import (
     Sprite,
     belt_texture,
@@ -207,7 +208,7 @@ def make_tile_set(
     boxes = np.full((n, 4), -1.0, np.float32)
     origins = [""] * n
     scale_px = np.zeros(n, np.int32)
-    for i, kind in enumerate(kinds):
+    for i, kind in enumerate(progress(kinds, desc="tiles", unit="tile")):
         rng = np.random.default_rng([seed, 7, i])
         whole = pool[int(rng.integers(len(pool)))]
         posed = flip_rot90(whole.sprite, int(rng.integers(4)), bool(rng.random() < 0.5))

@@ -16,6 +16,7 @@ import numpy as np
 from inspector.evidence import heat_overlay
 from inspector.fam import FamMode, tile_fam
 from inspector.model import Model
+from inspector.progress import progress
 from inspector.synth.tiles import TileSet, mosaic
 from inspector.training.metrics import TileFigures, tile_figures
 from inspector.types import U8Array
@@ -51,7 +52,7 @@ def evaluate_model(
         probs: list[np.ndarray] = []
         maps_pos: list[np.ndarray] = []
         t0 = time.monotonic()
-        for i in range(0, len(tiles.labels), batch):
+        for i in progress(range(0, len(tiles.labels), batch), desc="evaluate", unit="batch"):
             inf = model.infer(tiles.images[i : i + batch])
             probs.append(inf.spider_prob)
             pos = tiles.labels[i : i + batch] == 1

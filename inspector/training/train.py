@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, update_bn
 
+from inspector.progress import progress as progress_bar
 from inspector.synth.tiles import TileSet
 from inspector.training.dormant import recycle_dead_units
 from inspector.training.metrics import TileFigures, tile_figures
@@ -371,7 +372,7 @@ class Trainer:
         self.obj_head.train()
         losses = []
         total_steps = run.steps * s.epochs
-        for _ in range(run.steps):
+        for _ in progress_bar(range(run.steps), desc=f"epoch {epoch}", unit="batch", leave=False):
             bi = torch.from_numpy(run.rng.choice(run.tr, size=min(s.batch, len(run.tr)), replace=True, p=run.sample_p))
             imgs, bxs = augment(run.images[bi], run.boxes[bi], run.gen, s.jitter)
             # augmentation stays on the CPU (its generator fixes the draws); the batch then moves to the device
