@@ -107,6 +107,7 @@ def test_install_into_prefix_is_idempotent_and_keeps_config(tmp_path: Path) -> N
     assert (root / "etc/systemd/system/inspector.service").read_text() == UNIT.read_text()
     assert (root / "etc/systemd/system/inspector.service.d/gpu.conf").is_file()
     assert (root / "var/lib/inspector/recordings").is_dir()
+    assert not (root / "etc/inspector/calibration.yaml").exists()  # deploy/calibration.yaml is an example only
     link = root / "usr/local/bin/inspector"
     assert link.is_symlink() and str(link.readlink()) == "/opt/inspector/venv/bin/inspector"
     assert "not creating the user" in proc.stdout

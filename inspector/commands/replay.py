@@ -36,11 +36,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.set_defaults(func=run_replay)
 
     t = sub.add_parser(
-        "tune", help="write the threshold recommended by one or more replay reports (pooled) into a copy of a config"
+        "tune",
+        help="write the threshold recommended by one or more replay reports (pooled) into a config: only its "
+        "decision.threshold line changes",
     )
     t.add_argument("report", type=Path, nargs="+", help="report.json of `inspector replay --labels`; several: pooled")
-    t.add_argument("--config", type=Path, help="config to copy (embedded defaults when absent)")
-    t.add_argument("--out", type=Path, required=True, help="where to write the new config")
+    t.add_argument("--config", type=Path, help="config to tune (embedded defaults when absent)")
+    t.add_argument("--out", type=Path, required=True, help="where to write the tuned config (--config's own path: in place)")
     t.add_argument("--target-recall", type=float, help="recall to reach (default: the reports' own)")
     t.set_defaults(func=run_tune)
 
