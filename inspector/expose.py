@@ -31,6 +31,7 @@ from pydantic import ValidationError
 
 from inspector.errors import ModelError
 from inspector.model import Manifest, ManifestInput, ManifestOutputs
+from inspector.yamlload import problems_in_words
 
 log = logging.getLogger(__name__)
 
@@ -477,7 +478,7 @@ def expose_file(
     try:
         manifest = _manifest(g, norm, spider_index, name or out_path.stem, pools, in_path.name)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(problems_in_words(exc))
         raise ModelError(f"invalid manifest values for {out_path.name}: {problems}") from None
     out_path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(exposed, str(out_path))

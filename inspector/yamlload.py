@@ -149,6 +149,15 @@ def _problem(err: Any, loc: KeyPath, model_cls: type[BaseModel] | None) -> str:
     return f"{_plain(err)}; got {_shown(value)}"
 
 
+def problems_in_words(exc: ValidationError) -> list[str]:
+    """Every problem as ``key.path: what is wrong[; got VALUE]`` (for values that come from options, not a file)."""
+    out = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        out.append(f"{'.'.join(str(p) for p in loc) or '(top level)'}: {_problem(err, loc, None)}")
+    return out
+
+
 def format_validation_error(
     exc: ValidationError, path: Path, lines: dict[KeyPath, int], model_cls: type[BaseModel] | None = None
 ) -> str:

@@ -316,3 +316,14 @@ def test_an_input_below_32_px_is_a_one_line_error(tmp_path: Path, capsys: pytest
     # the control: the same graph at 33 px, the smallest odd size five poolings allow
     report = expose_file(src, tmp_path / "ok.onnx", TV, size=33, verify=False)
     assert report.manifest.input.size == 33
+
+
+def test_bad_normalisation_values_are_said_in_plain_words(tmp_path: Path) -> None:
+    src = save(tmp_path, vgg_graph(size=64, fam_outputs=False))
+    norm = normalisation("torchvision", scale=0.0, std=(0.2, -1.0, 0.2))
+    with pytest.raises(ModelError) as err:
+        expose_file(src, tmp_path / "o.onnx", norm)
+    message = str(err.value)
+    assert "scale: must be greater than 0; got 0.0" in message
+    assert "std.1: must be greater than 0; got -1.0" in message
+    assert "Input should" not in message and "\n" not in message

@@ -174,3 +174,20 @@ def test_tune_refuses_a_copy_whose_relative_paths_break(tmp_path: Path, capsys: 
     err = capsys.readouterr().err
     assert "would not validate there" in err and "calibration file" in err and len(err.strip().splitlines()) == 1
     assert not out.exists() and list((tmp_path / "elsewhere").iterdir()) == []
+
+
+def test_the_console_report_line_rounds_its_figures() -> None:
+    from inspector.commands.replay import report_line
+
+    line = report_line(
+        {
+            "recall": 15 / 22,
+            "false_reject_rate": 1 / 3,
+            "precision": None,
+            "roc_auc": 0.9523809523809523,
+            "recommended_threshold": 0.123456789,
+        }
+    )
+    assert line == (
+        "recall 68.2 %, false-reject rate 33.3 %, precision n/a, ROC AUC 0.952, recommended threshold 0.123"
+    )
