@@ -191,3 +191,11 @@ def test_the_console_report_line_rounds_its_figures() -> None:
     assert line == (
         "recall 68.2 %, false-reject rate 33.3 %, precision n/a, ROC AUC 0.952, recommended threshold 0.123"
     )
+
+
+def test_the_written_threshold_never_rounds_above_the_spider_it_must_catch(tmp_path: Path) -> None:
+    score = 0.12345678  # rounding to six decimals would give 0.123457, above this spider bunch's score
+    report = _report(tmp_path / "a.json", [bunch(1, True, score), bunch(2, False, 0.05)], target=1.0)
+    assert main(["tune", str(report), "--out", str(tmp_path / "t.yaml")]) == 0
+    written = yaml.safe_load((tmp_path / "t.yaml").read_text())["decision"]["threshold"]
+    assert written == 0.123456 and written <= score

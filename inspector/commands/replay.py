@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
 
@@ -144,9 +145,10 @@ def write_tuned(
             f"{names}: replayed with decision.aggregate {rule[0]}, agree_frames {rule[1]}, but the config has "
             f"{have[0]}, {have[1]}: the threshold would not mean the same; give --config with that rule"
         )
-    _write_threshold(config_path, out, round(float(threshold), 6), f"{names} (recall target {target})")
-    print(f"tune: decision.threshold = {threshold:.3f} written to {out}{how}")
-    return float(threshold)
+    written = math.floor(float(threshold) * 1e6) / 1e6  # six decimals, never above: a bunch at it stays rejected
+    _write_threshold(config_path, out, written, f"{names} (recall target {target})")
+    print(f"tune: decision.threshold = {written:.6g} written to {out}{how}")
+    return written
 
 
 def _write_threshold(config_path: Path | None, out: Path, threshold: float, source: str) -> None:
@@ -161,14 +163,15 @@ def _write_threshold(config_path: Path | None, out: Path, threshold: float, sour
     tmp.write_text(text, encoding="utf-8")
     try:
         load_config(tmp)  # relative paths resolve against the new file's folder: check they still do
+        tmp.replace(out)
     except ConfigError as exc:
-        tmp.unlink()
         first = str(exc).splitlines()[0].replace(str(tmp), str(out))
         raise InspectorError(
             f"{out}: the tuned copy would not validate there ({first}); write it beside {config_path} or make its "
             "paths absolute"
         ) from None
-    tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def run_tune(args: argparse.Namespace) -> int:
