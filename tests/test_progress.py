@@ -45,7 +45,7 @@ def test_a_closed_stream_is_quiet() -> None:
     assert list(progress([1, 2], desc="x", unit="y", stream=stream)) == [1, 2]
 
 
-@pytest.mark.parametrize("step", ["footage", "tiles"])
+@pytest.mark.parametrize("step", ["footage", "tiles", "evaluate"])
 def test_the_long_steps_draw_a_bar(step: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     terminal = Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
@@ -54,9 +54,15 @@ def test_the_long_steps_draw_a_bar(step: str, tmp_path: Path, monkeypatch: pytes
 
         generate_footage(tmp_path, width=320, height=240, fps=10, seconds=1.0, calibration=DEFAULT_CALIBRATION)
         assert "footage" in terminal.getvalue() and "10/10" in terminal.getvalue()
-    else:
-        from inspector.synth.scene import ProceduralSource
-        from inspector.synth.tiles import make_tile_set
+        return
+    from inspector.synth.scene import ProceduralSource
+    from inspector.synth.tiles import make_tile_set
 
-        make_tile_set(4, ProceduralSource(), DEFAULT_CALIBRATION, seed=1, bunch_pool=2)
-        assert "tiles" in terminal.getvalue() and "4/4" in terminal.getvalue()
+    tiles = make_tile_set(4, ProceduralSource(), DEFAULT_CALIBRATION, seed=1, bunch_pool=2)
+    assert "tiles" in terminal.getvalue() and "4/4" in terminal.getvalue()
+    if step == "evaluate":
+        from inspector.config import DEMO_MODEL
+        from inspector.training.evaluation import evaluate_model
+
+        evaluate_model(DEMO_MODEL, tiles, batch=2, threads=1)
+        assert "evaluate" in terminal.getvalue() and "2/2" in terminal.getvalue()
