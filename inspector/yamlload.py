@@ -101,8 +101,8 @@ _MUST_BE: dict[str, str] = {
     "bool_parsing": "must be true or false",
     "bool_type": "must be true or false",
     "string_type": "must be text (quote it)",
-    "list_type": "must be a list, e.g. [1, 2]",
-    "tuple_type": "must be a list, e.g. [1, 2]",
+    "list_type": "must be a list in brackets, e.g. [a, b]",
+    "tuple_type": "must be a list in brackets, e.g. [a, b]",
     "dict_type": "must be a section of keys (indented key: value lines)",
     "model_type": "must be a section of keys (indented key: value lines)",
     "model_attributes_type": "must be a section of keys (indented key: value lines)",
@@ -135,6 +135,8 @@ def _plain(err: Any) -> str:
 
 def _problem(err: Any, loc: KeyPath, model_cls: type[BaseModel] | None) -> str:
     kind = err["type"]
+    if kind == "missing" and loc and isinstance(loc[-1], int):  # a fixed-length list that is too short
+        return f"too few items: item {loc[-1] + 1} is missing"
     if kind == "missing":
         return "required key missing; add it"
     if kind == "extra_forbidden":
@@ -149,12 +151,20 @@ def _problem(err: Any, loc: KeyPath, model_cls: type[BaseModel] | None) -> str:
     return f"{_plain(err)}; got {_shown(value)}"
 
 
+def _loc(err: Any) -> KeyPath:
+    return tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+
+
+def _dotted(loc: KeyPath) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
 def problems_in_words(exc: ValidationError) -> list[str]:
     """Every problem as ``key.path: what is wrong[; got VALUE]`` (for values that come from options, not a file)."""
     out = []
     for err in exc.errors():
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        out.append(f"{'.'.join(str(p) for p in loc) or '(top level)'}: {_problem(err, loc, None)}")
+        loc = _loc(err)
+        out.append(f"{_dotted(loc)}: {_problem(err, loc, None)}")
     return out
 
 
@@ -164,11 +174,13 @@ def format_validation_error(
     """Every problem as one line, in file order: FILE:LINE: key.path: what is wrong[; got VALUE]."""
     out: list[tuple[int, int, str]] = []
     for i, err in enumerate(exc.errors()):
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        loc = _loc(err)
+        problem = _problem(err, loc, model_cls)
+        if err["type"] == "missing" and loc and isinstance(loc[-1], int):
+            loc = loc[:-1]  # an item missing from a list: the list is where the mistake is
         line = _line_for(loc, lines)
         where = f"{path}:{line}" if line is not None else str(path)
-        key = ".".join(str(p) for p in loc) or "(top level)"
-        out.append((line or 0, i, f"{where}: {key}: {_problem(err, loc, model_cls)}"))
+        out.append((line or 0, i, f"{where}: {_dotted(loc)}: {problem}"))
     return "\n".join(text for _, _, text in sorted(out))
 
 

@@ -121,6 +121,19 @@ recording: 5
     ]
 
 
+def test_lists_and_types_in_plain_words(tmp_path: Path) -> None:
+    text = "model:\n  providers: gpu\n  threads: 1.5\nlink:\n  publish: 5\nbelt:\n  belt_bgr: [1, 2]\n"
+    path = write(tmp_path, "config.yaml", text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value).splitlines() == [
+        f"{path}:2: model.providers: must be a list in brackets, e.g. [a, b]; got 'gpu'",
+        f"{path}:3: model.threads: must be a whole number; got 1.5",
+        f"{path}:5: link.publish: must be text (quote it); got 5",
+        f"{path}:7: belt.belt_bgr: too few items: item 3 is missing",
+    ]
+
+
 def test_calibration_typo_suggests_the_key_and_a_missing_key_says_add_it(tmp_path: Path) -> None:
     text = CAL.replace("belt_speed_mm_s", "belt_sped_mm_s")
     with pytest.raises(ConfigError) as err:
