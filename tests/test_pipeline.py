@@ -11,7 +11,7 @@ from inspector.decision import fire_time_s
 from inspector.model import Model
 from inspector.pipeline import Pipeline
 from inspector.types import Decision, FrameRef
-from tests.drawn import DrawnBunch, calibration, center_x, draw, scene
+from tests.drawn import DrawnBunch, bunch_under, calibration, center_x, draw, scene, span_in_view
 from tests.spot_model import write_spot_model
 
 FPS = 10.0
@@ -226,14 +226,8 @@ def trace(spot: Path, frames: list[int], bunches: list[DrawnBunch], decision: De
     return out
 
 
-def drawn_x_span(b: DrawnBunch, frame: int) -> tuple[float, float]:
-    """The part of the drawn bunch inside the view along x at `frame` (empty when hi <= lo)."""
-    cx = center_x(b, frame, FPS, calibration())
-    return max(0.0, cx - b.radius), min(float(VIEW_W), cx + b.radius)
-
-
 def in_view(b: DrawnBunch, frame: int) -> bool:
-    lo, hi = drawn_x_span(b, frame)
+    lo, hi = span_in_view(b, frame, FPS)
     return hi - lo > 2
 
 
@@ -248,22 +242,6 @@ def spider_in_view(b: DrawnBunch, frame: int) -> bool:
     return 5 < sx < VIEW_W - 5  # the dot (radius 5) wholly inside
 
 
-def drawn_bunch_of(d: Decision, bunches: list[DrawnBunch]) -> DrawnBunch:
-    """The one drawn bunch the decision's box (in its most central frame) lies on."""
-    x1, y1, x2, y2 = d.bbox_xyxy
-
-    def overlap(b: DrawnBunch) -> float:
-        lo, hi = drawn_x_span(b, d.frame)
-        dx = min(x2, hi) - max(x1, lo)
-        dy = min(y2, b.y + b.radius) - max(y1, b.y - b.radius)
-        return max(0.0, dx) * max(0.0, dy)
-
-    scored = sorted(((overlap(b), b.bunch_id) for b in bunches), reverse=True)
-    assert scored[0][0] > 0.5 * (x2 - x1) * (y2 - y1), f"decision {d} lies on no drawn bunch"
-    assert len(scored) == 1 or scored[1][0] < 0.2 * scored[0][0], f"decision {d} lies on two drawn bunches"
-    return next(b for b in bunches if b.bunch_id == scored[0][1])
-
-
 def by_drawn_bunch(t: Trace, bunches: list[DrawnBunch]) -> tuple[dict[int, Decision], list[Decision]]:
     """Final decisions keyed by the drawn bunch they are about (each exactly once), and the unseen-stretch rejects."""
     stretches = [d for d in t.finals if d.across_mm is None]
@@ -271,7 +249,7 @@ def by_drawn_bunch(t: Trace, bunches: list[DrawnBunch]) -> tuple[dict[int, Decis
     for d in t.finals:
         if d.across_mm is None:
             continue
-        b = drawn_bunch_of(d, bunches)
+        b = bunch_under(d.bbox_xyxy, d.frame, bunches, FPS)
         assert b.bunch_id not in decided, f"drawn bunch {b.bunch_id} decided twice: {decided[b.bunch_id]} and {d}"
         decided[b.bunch_id] = d
     return decided, stretches
@@ -341,7 +319,7 @@ def test_a_stall_rejects_the_bunch_it_cut_the_one_never_inspected_and_the_unseen
     before = [f for f in t.inspected if f < 15]
     cut, never = bunches[1], bunches[2]
     # the premise, from the drawn geometry: bunch 2 only ever inspected while cut by the entry edge, bunch 3 never
-    assert [f for f in before if in_view(cut, f)] == [10] and drawn_x_span(cut, 10)[0] == 0.0
+    assert [f for f in before if in_view(cut, f)] == [10] and span_in_view(cut, 10, FPS)[0] == 0.0
     assert not any(in_view(never, f) for f in before) and any(in_view(never, f) for f in range(15))
     assert not any(in_view(b, 25) for b in (cut, never))  # both gone by the time frames come again
     decided, stretches = by_drawn_bunch(t, bunches)
