@@ -204,7 +204,7 @@ def test_stalled_capture_is_restarted(tmp_path: Path) -> None:
     video = write_video(tmp_path / "a.avi", 10, 20.0)
     cfg = SourceConfig(kind="file", uri=str(video), pace="realtime", loop=True)
     m = Metrics(CollectorRegistry())
-    scfg = SupervisorConfig(max_restarts=3, backoff_initial_s=0.1, stall_timeout_s=0.5)
+    scfg = SupervisorConfig(max_restarts=3, backoff_initial_s=0.1, stall_timeout_s=2.0)
     with _ring() as ring, CaptureProcess(cfg, ring) as cap:
         sup = Supervisor(scfg, cap, metrics=m, notify=SdNotify(env={}))
         pump = Pump(sup, cap)
@@ -246,6 +246,7 @@ def test_sigterm_stops_a_running_loop_cleanly_within_5_s(
     (tmp_path / "daemon.py").write_text(script)
     env = {**os.environ, "NOTIFY_SOCKET": path}
     proc = subprocess.Popen([sys.executable, str(tmp_path / "daemon.py")], env=env, stdout=subprocess.PIPE, text=True)
+    sock.settimeout(STARTUP_GRACE_S + 10.0)  # an interpreter and a capture process start first: seconds when busy
     assert sock.recv(4096).decode().startswith("READY=1")
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=5)
