@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -20,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from inspector.capture import CaptureProcess
 from inspector.config import SourceConfig, SupervisorConfig
+from inspector.errors import ConfigError
 from inspector.metrics import Metrics
 from inspector.ring import FrameRing
 from inspector.supervisor import STARTUP_GRACE_S, GaveUp, SdNotify, Supervisor
@@ -124,6 +126,28 @@ def test_sighup_reload_and_sigusr1_snapshot_run_between_frames() -> None:
     assert sup.should_stop and sup.stop_signal == signal.SIGTERM
 
 
+def test_a_reload_that_raises_a_user_error_is_logged_and_the_loop_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[str] = []
+    problem = "config.yaml:3: decision.threshold: got 7; allowed: a number <= 1"
+
+    def bad_reload() -> None:
+        calls.append("reload")
+        raise ConfigError(problem)
+
+    sup = Supervisor(
+        SupervisorConfig(), metrics=Metrics(CollectorRegistry()), notify=SdNotify(env={}), on_reload=bad_reload
+    )
+    with sup.signals(), caplog.at_level(logging.INFO, logger="inspector.supervisor"):
+        for n in (1, 2):
+            os.kill(os.getpid(), signal.SIGHUP)
+            deadline = time.monotonic() + 10.0
+            while len(calls) < n and time.monotonic() < deadline:  # the handler sets a flag; progress() runs it
+                sup.progress(frames=n, inferences=n)
+    assert calls == ["reload", "reload"] and not sup.should_stop
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors == [f"reload (SIGHUP) failed, keeping the current settings: {problem}"] * 2
+
+
 def _ring() -> FrameRing:
     return FrameRing.create(f"test-{uuid.uuid4().hex[:8]}", 8, (32, 24))
 
@@ -226,6 +250,7 @@ def test_sigterm_stops_a_running_loop_cleanly_within_5_s(
         import sys, uuid
         from inspector.capture import CaptureProcess
         from inspector.config import SourceConfig, SupervisorConfig
+from inspector.errors import ConfigError
         from inspector.ring import FrameRing
         from inspector.supervisor import Supervisor
         cfg = SourceConfig(kind="file", uri={str(video)!r}, pace="realtime", loop=True)
