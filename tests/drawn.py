@@ -60,15 +60,20 @@ def draw(
 
 
 def write_footage(
-    out_dir: Path, n_frames: int = 40, fps: float = 10.0, wh: tuple[int, int] = (320, 240), n_bunches: int = 4
+    out_dir: Path,
+    n_frames: int = 40,
+    fps: float = 10.0,
+    wh: tuple[int, int] = (320, 240),
+    n_bunches: int = 4,
+    bunches: list[DrawnBunch] | None = None,
 ) -> tuple[Path, Path, Path]:
-    """An MJPG video of the drawn scene (`scene(n_bunches)`), its calibration file and labels.jsonl in the footage
-    generator's format."""
+    """An MJPG video of the drawn scene (`bunches`, default `scene(n_bunches)`), its calibration file and
+    labels.jsonl in the footage generator's format."""
     import json
 
     out_dir.mkdir(parents=True, exist_ok=True)
     cal = calibration()
-    bunches = scene(n_bunches)
+    bunches = scene(n_bunches) if bunches is None else bunches
     video = out_dir / "footage.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"MJPG"), fps, wh)
     tracks: dict[int, list[list[int]]] = {b.bunch_id: [] for b in bunches}

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -9,7 +10,7 @@ import yaml
 
 from inspector.cli import main
 from inspector.config import load_config
-from tests.drawn import check_rows_against_truth, scene, write_footage
+from tests.drawn import DrawnBunch, check_rows_against_truth, scene, write_footage
 from tests.spot_model import write_spot_model
 
 
@@ -64,6 +65,34 @@ def test_replay_writes_decisions_evidence_report_and_plots(
         assert (out / plot).stat().st_size > 1000
     annotated = cv2.VideoCapture(str(out / "annotated.avi"))
     assert int(annotated.get(cv2.CAP_PROP_FRAME_COUNT)) == 40
+
+
+def test_a_bunch_only_ever_seen_cut_by_the_exit_edge_is_logged_uninspected(
+    footage: tuple[Path, Path, Path, Path], tmp_path: Path
+) -> None:
+    """Bunch 1 is half out of the exit edge when the footage starts and leaves two frames later: never seen whole,
+    it is rejected `uninspected` in decisions.jsonl (and has evidence like every reject); the others as usual."""
+    bunches = [DrawnBunch(1, 300.0, 120.0, 40.0, None)] + [replace(b, bunch_id=b.bunch_id + 1) for b in scene()]
+    video, cal, labels = write_footage(tmp_path / "edge", bunches=bunches)
+    out = tmp_path / "run"
+    args = ["replay", str(video), "--calibration", str(cal), "--model", str(footage[3]), "--out", str(out)]
+    assert main([*args, "--labels", str(labels)]) == 0
+    by_drawn = check_rows_against_truth(decisions(out), bunches, 10.0, through_frame=39)
+    assert {bid: (r["decision"], r["reason"]) for bid, r in by_drawn.items()} == {
+        1: ("reject", "uninspected"),
+        2: ("pass", "pass"),
+        3: ("reject", "spider"),
+        4: ("pass", "pass"),
+        5: ("reject", "spider"),
+    }
+    assert by_drawn[1]["inspected_frames"] == 1  # frame 0 showed it, cut by the edge
+    report = json.loads((out / "report.json").read_text())
+    assert (report["tp"], report["fn"], report["fp"], report["tn"]) == (
+        2,
+        0,
+        1,
+        2,
+    )  # the fail-safe reject costs a clean bunch
 
 
 def test_same_footage_same_decisions(footage: tuple[Path, Path, Path, Path], tmp_path: Path) -> None:
