@@ -250,7 +250,6 @@ def test_sigterm_stops_a_running_loop_cleanly_within_5_s(
         import sys, uuid
         from inspector.capture import CaptureProcess
         from inspector.config import SourceConfig, SupervisorConfig
-from inspector.errors import ConfigError
         from inspector.ring import FrameRing
         from inspector.supervisor import Supervisor
         cfg = SourceConfig(kind="file", uri={str(video)!r}, pace="realtime", loop=True)
