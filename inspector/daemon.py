@@ -25,6 +25,7 @@ from pathlib import Path
 from inspector.capture import CaptureProcess
 from inspector.config import Calibration, Config, SourceConfig, calibration_for, load_config
 from inspector.decision_log import DecisionLog, run_prefix
+from inspector.errors import InspectorError
 from inspector.link import RejectLink
 from inspector.metrics import METRICS, Metrics, serve
 from inspector.pipeline import Pipeline, StepResult, open_model
@@ -66,13 +67,25 @@ class Daemon:
         self.pipeline: Pipeline | None = None
 
     # ------------------------------------------------------------------------------------ signals
-    def reload(self) -> None:
-        """SIGHUP: re-read the config file; apply the decision threshold without dropping a frame."""
+    def reload(self) -> bool:
+        """SIGHUP: re-read the config file; apply the decision threshold without dropping a frame.
+
+        A config that cannot be read or is not valid changes nothing: the error is logged (ERROR), counted
+        (`inspector_config_reloads_total{result="failed"}`) and the running threshold is kept. Returns whether the
+        new settings were applied."""
         if self.config_path is None or self.pipeline is None:
-            return
-        fresh = load_config(self.config_path)
-        self.pipeline.set_threshold(fresh.decision.threshold)
+            return False
+        old = self.pipeline.threshold
+        try:
+            fresh = load_config(self.config_path)
+            self.pipeline.set_threshold(fresh.decision.threshold)
+        except (InspectorError, ValueError, OSError) as exc:
+            self.metrics.config_reloads.labels(result="failed").inc()
+            log.error("reload of %s failed, threshold stays %.4f: %s", self.config_path, old, exc)
+            return False
+        self.metrics.config_reloads.labels(result="ok").inc()
         log.info("threshold now %.4f", fresh.decision.threshold)
+        return True
 
     # ------------------------------------------------------------------------------------ per step
     def _handle(self, step: StepResult, link: RejectLink | None, decisions: DecisionLog) -> None:

@@ -187,6 +187,12 @@ class Metrics:
             "inspector_restarts_total", "Processes restarted by the supervisor", ["process"], registry=r
         )
         self.watchdog_pings = Counter("inspector_watchdog_pings_total", "WATCHDOG=1 sent to systemd", registry=r)
+        self.config_reloads = Counter(
+            "inspector_config_reloads_total",
+            "SIGHUP config reloads, by result (ok, failed: the old settings kept)",
+            ["result"],
+            registry=r,
+        )
         self.recordings_saved = Counter("inspector_recordings_saved_total", "Clips saved by the recorder", registry=r)
         self.up = Gauge("inspector_up", "1 once the daemon is ready", registry=r)
         self._capture_seen = _CaptureSeen()

@@ -108,7 +108,7 @@ class Supervisor:
         capture: CaptureProcess | None = None,
         metrics: Metrics | None = None,
         notify: SdNotify | None = None,
-        on_reload: Callable[[], None] | None = None,
+        on_reload: Callable[[], object] | None = None,
         on_snapshot: Callable[[], None] | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
@@ -243,15 +243,17 @@ class Supervisor:
             if self._ready_sent:
                 self.notify.status(self._status_text(queue_depth, provider))
 
-    def _run_callback(self, cb: Callable[[], None] | None, what: str) -> None:
+    def _run_callback(self, cb: Callable[[], object] | None, what: str) -> None:
+        """Run a signal's callback between two frames; one that returns False applied nothing (it says why)."""
         if cb is None:
             log.info("%s: nothing to do", what)
             return
         try:
-            cb()
-            log.info("%s done", what)
+            applied = cb()
         except InspectorError as exc:  # a bad config on reload keeps the old settings
             log.error("%s failed, keeping the current settings: %s", what, exc)
+            return
+        log.info("%s %s", what, "changed nothing" if applied is False else "done")
 
     def fps(self) -> float:
         w = self._fps_window

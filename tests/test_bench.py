@@ -157,6 +157,32 @@ def test_soak_parses_metrics_and_sums_labelled_series() -> None:
     assert soak.latency_mean_s({}) is None
 
 
+def test_soak_matches_labels_exactly_and_reads_the_format_as_prometheus_does() -> None:
+    text = "\n".join(
+        [
+            "# TYPE inspector_bunches_total counter",
+            'inspector_bunches_total{decision="reject",reason="uninspected"} 2.0',
+            'inspector_bunches_total{decision="reject",reason="uninspected_stretch"} 5.0',  # a value that extends it
+            'inspector_bunches_total{decision="reject",subreason="uninspected"} 11.0',  # a label name that ends in it
+            'inspector_bunches_total{reason="spider",decision="reject"} 3.0',  # labels in another order
+            'inspector_bunches_total{decision="reject",reason="say \\"spider\\", then stop"} 13.0',  # escaped quotes
+            "# TYPE inspector_decision_latency_seconds histogram",
+            'inspector_decision_latency_seconds_bucket{le="+Inf"} 4.0',
+            "inspector_decision_latency_seconds_count 4.0",
+            "inspector_decision_latency_seconds_sum 2.0",
+        ]
+    )
+    m = soak.parse_metrics(text)
+    assert soak.metric_sum(m, "inspector_bunches_total", reason="uninspected") == 2
+    assert soak.metric_sum(m, "inspector_bunches_total", reason="spider", decision="reject") == 3
+    assert soak.metric_sum(m, "inspector_bunches_total", reason='say "spider", then stop') == 13
+    assert soak.metric_sum(m, "inspector_bunches_total", decision="reject") == 34
+    assert soak.metric_sum(m, "inspector_bunches") == 0  # the sample name, not the family's
+    assert soak.latency_mean_s(m) == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        soak.parse_metrics("inspector_bunches_total{decision=reject} 1\n")
+
+
 def test_soak_memory_growth_after_warmup() -> None:
     flat = [(float(t), 100_000.0 + (50_000.0 if t < 10 else 0.0)) for t in range(100)]
     assert soak.memory_growth(flat, 10.0)["growth_pct"] == pytest.approx(0.0)

@@ -447,3 +447,61 @@ def test_cli_grab_from_video_then_belt(tmp_path: Path, capsys: pytest.CaptureFix
     assert _cli(["calibrate", "grab", str(tmp_path / "none.avi"), "-o", str(tmp_path / "x")]) == 1
     assert _cli(["calibrate", "grab", str(video), "--frames", "50", "-o", str(tmp_path / "y")]) == 1
     assert "file ended" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("square_mm, dpi, page_mm", [(20.0, 300.0, (297.0, 210.0)), (30.0, 200.0, None)])
+def test_printed_target_read_back_with_a_pdf_reader_has_its_page_squares_and_scale_bar_in_mm(
+    tmp_path: Path, square_mm: float, dpi: float, page_mm: tuple[float, float] | None
+) -> None:
+    """`inspector calibrate target` read by pypdf, which places the image by the page's own content stream: the page
+    size, the printed square size and the 100 mm bar, each in mm within 0.1 %. 9x6 boards of 20 mm squares fit
+    A4 landscape; 30 mm squares do not, and the page is then the target's own size."""
+    from pypdf import PdfReader
+
+    assert (
+        _cli(["calibrate", "target", "--square-mm", str(square_mm), "--dpi", str(dpi), "-o", str(tmp_path / "t")]) == 0
+    )
+    reader = PdfReader(tmp_path / "t.pdf")
+    assert len(reader.pages) == 1
+    page = reader.pages[0]
+    assert page.rotation == 0 and float(page.user_unit) == 1.0
+
+    def mm(pt: float) -> float:
+        return pt * 25.4 / 72.0
+
+    page_w, page_h = mm(float(page.mediabox.width)), mm(float(page.mediabox.height))
+    placed: list[list[float]] = []
+    page.extract_text(visitor_operand_before=lambda op, args, cm, tm: placed.append(list(cm)) if op == b"Do" else None)
+    assert len(placed) == 1 and len(page.images) == 1
+    a, b, c, d, e, f = placed[0]  # the image's unit square mapped onto the page (points)
+    assert b == 0 and c == 0 and a > 0 and d > 0  # upright, not mirrored
+    assert (
+        e >= 0 and e + a <= float(page.mediabox.width) + 1e-6 and f >= 0 and f + d <= float(page.mediabox.height) + 1e-6
+    )
+    gray = np.asarray(page.images[0].image.convert("L"))
+    h_px, w_px = gray.shape
+    mm_per_px_x, mm_per_px_y = mm(a) / w_px, mm(d) / h_px
+    assert mm_per_px_x == pytest.approx(mm_per_px_y, rel=1e-3)
+    if page_mm is None:  # the page is the target itself
+        assert (page_w, page_h) == (pytest.approx(mm(a), rel=1e-3), pytest.approx(mm(d), rel=1e-3))
+    else:
+        assert (page_w, page_h) == (pytest.approx(page_mm[0], rel=1e-3), pytest.approx(page_mm[1], rel=1e-3))
+
+    def edges(line: np.ndarray) -> np.ndarray:
+        dark = line < 128
+        return np.nonzero(dark[1:] != dark[:-1])[0] + 1
+
+    black_rows = np.nonzero((gray < 128).any(axis=1))[0]
+    top = int(black_rows[0])
+    across = edges(gray[top + 5])  # the first row of a 9x6 board: 10 squares, the last white: 10 edges
+    first_col = int(across[0])
+    down = edges(gray[: top + 8 * int(across[1] - across[0]), first_col + 5])  # the first column: 7 squares, the last black: 8 edges
+    assert len(across) == 10 and len(down) == 8, (across, down)
+    square_x_mm = (across[-1] - across[0]) / 9 * mm_per_px_x
+    square_y_mm = (down[-1] - down[0]) / 7 * mm_per_px_y
+    assert square_x_mm == pytest.approx(square_mm, rel=1e-3)
+    assert square_y_mm == pytest.approx(square_mm, rel=1e-3)
+    bar_row = gray[int(black_rows[-1])]  # the scale bar is the lowest dark thing on the page
+    bar = edges(bar_row)
+    assert len(bar) == 2, bar
+    assert (bar[1] - bar[0]) * mm_per_px_x == pytest.approx(100.0, rel=1e-3)

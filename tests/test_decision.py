@@ -204,3 +204,33 @@ def test_unseen_stretch_is_rejected_whole_width_and_fires_with_the_calibrated_sp
     assert d.fire_at_s == pytest.approx(2.0 + 700.0 / 150.0)
     # the same time as for any point 200 px past the centre line
     assert d.fire_at_s == pytest.approx(fire_time_s(2.0, (360.0, 120.0), (320, 240), cal, 0.0))
+
+
+def test_a_bunch_seen_whole_but_never_inspected_is_uninspected_whatever_the_windows_say() -> None:
+    boxes = [shifted(-60, f) for f in range(13)]
+    rec, _ = record_seen(boxes, [False] * 13, [])
+    everywhere = [(-10_000.0, 10_000.0)]  # belt coverage alone does not make a bunch inspected
+    d = verdict(rec, everywhere, final=True)
+    assert (d.decision, d.reason, d.inspected_frames, d.score) == ("reject", "uninspected", 0, 0.0)
+    assert verdict(rec, everywhere, final=False).decision == "pass"  # still in view: no verdict yet
+    assert not DecisionRule(0.5).rejects_now(rec)
+
+
+def test_a_bunch_only_ever_seen_cut_by_the_exit_edge_is_uninspected_even_if_every_frame_was_inspected() -> None:
+    """Its leading edge was never inside the view: whatever lay beyond the edge was never seen."""
+    boxes = [Box(260 + 30 * f, 100, 320, 180) for f in range(2)]  # half out of the exit edge, then leaving
+    rec, _ = record_seen(boxes, [True, True], [0.1])
+    assert rec.entry_side_seen and not rec.exit_side_seen
+    d = verdict(rec, [(-10_000.0, 10_000.0)], final=True)
+    assert (d.decision, d.reason, d.inspected_frames) == ("reject", "uninspected", 2)
+    # the same frames with the bunch whole in view: a pass
+    rec, _ = record_seen([Box(200, 100, 280, 180), Box(230, 100, 310, 180)], [True, True], [0.1])
+    assert verdict(rec, [(-10_000.0, 10_000.0)], final=True).reason == "pass"
+
+
+def test_a_spider_score_rejects_as_spider_even_when_the_bunch_was_also_not_wholly_inspected() -> None:
+    boxes = [shifted(-60, f) for f in range(13)]
+    rec, windows = record_seen(boxes, [f == 1 for f in range(13)], [0.9])  # inspected once, cut by the edge
+    d = verdict(rec, windows, final=True)
+    assert (d.decision, d.reason) == ("reject", "spider")
+    assert DecisionRule(0.5).rejects_now(rec)  # and already while in view

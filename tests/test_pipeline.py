@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -10,7 +11,7 @@ from inspector.decision import fire_time_s
 from inspector.model import Model
 from inspector.pipeline import Pipeline
 from inspector.types import Decision, FrameRef
-from tests.drawn import calibration, center_x, draw, scene
+from tests.drawn import DrawnBunch, bunch_under, calibration, center_x, draw, scene, span_in_view
 from tests.spot_model import write_spot_model
 
 FPS = 10.0
@@ -125,23 +126,37 @@ def test_fire_time_is_when_the_bunch_reaches_the_ejector() -> None:
 
 
 def test_dropped_frames_give_uninspected_rejects_never_a_pass(spot: Path) -> None:
-    # a long gap: frames 12..27 never arrive (capture dropped them / inspection fell behind)
+    """Frames 12..27 never arrive (capture dropped them / inspection fell behind): drawn bunch 3 rides through the
+    view unseen and is covered by the one unseen-stretch reject; every bunch a frame showed is decided on its own."""
+    bunches = scene()
     frames = [f for f in range(40) if not 12 <= f < 28]
-    finals, rejects = run(spot, frames)
-    assert finals, "bunches must still be decided"
-    for d in finals:
-        if d.decision == "pass":
-            assert d.inspected_frames > 0
-    assert any(d.reason == "uninspected" for d in finals)
-    assert {d.bunch_id for d in rejects} >= {d.bunch_id for d in finals if d.decision == "reject"}
+    t = trace(spot, frames, bunches)
+    assert not any(in_view(bunches[2], f) for f in frames)  # the premise: no frame shows bunch 3
+    decided, stretches = by_drawn_bunch(t, bunches)
+    assert {bid: (d.decision, d.reason) for bid, d in decided.items()} == {
+        1: ("pass", "pass"),
+        2: ("reject", "spider"),
+        4: ("reject", "spider"),
+    }
+    assert all(d.inspected_frames > 0 for d in decided.values())
+    assert len(stretches) == 1 and (stretches[0].decision, stretches[0].reason) == ("reject", "uninspected")
+    rejects = sent(t)
+    assert rejects == {decided[2].bunch_id: 10, stretches[0].bunch_id: 28, decided[4].bunch_id: 28}
 
 
 def test_bunches_in_view_at_end_of_footage_are_rejected_uninspected(spot: Path) -> None:
-    finals, _ = run(spot, list(range(12)))
-    assert finals
-    # the last bunch is still entering the view at frame 11: it cannot have been wholly inspected
-    last = max(finals, key=lambda d: d.bunch_id)
-    assert last.decision == "reject"
+    """The footage ends at frame 8: bunch 2 has entered the view (frames 7, 8) but no inspected frame showed it;
+    bunch 1, still in view too, was inspected whole at frame 5. `finish()` decides both and sends bunch 2's reject."""
+    bunches = scene()
+    frames = list(range(9))
+    t = trace(spot, frames, bunches)
+    assert in_view(bunches[1], 8) and not any(in_view(bunches[1], f) for f in t.inspected)  # the premise
+    assert whole_in_view(bunches[0], 5) and 5 in t.inspected and in_view(bunches[0], 8)
+    decided, stretches = by_drawn_bunch(t, bunches)
+    assert stretches == []
+    got = {bid: (d.decision, d.reason, d.inspected_frames) for bid, d in decided.items()}
+    assert got == {1: ("pass", "pass", 1), 2: ("reject", "uninspected", 0)}
+    assert sent(t) == {decided[2].bunch_id: -1}  # sent by finish(), once
 
 
 def test_whole_frame_baseline_inspects_every_frame(spot: Path) -> None:
@@ -170,3 +185,157 @@ def test_ids_survive_dropped_frames(spot: Path, every: int, start: int) -> None:
     finals, _ = run(spot, list(range(start, 40, every)))
     real = [d for d in finals if d.across_mm is not None]  # not an unseen-stretch reject
     assert len(real) == 4, [(d.bunch_id, d.reason, d.bbox_xyxy) for d in finals]
+
+
+# ------------------------------------------------------------------------------------------------ fail-safe paths
+# Each test below runs drawn footage whose bunches are placed so that one fail-safe path must be taken, checks from the
+# drawn geometry that the footage really sets that path up, and then compares every decision with the drawn bunches
+# one by one: decision, reason, inspected frames, and the frame at which its reject was handed to the ejector.
+
+VIEW_W, VIEW_H = 320, 240
+
+
+@dataclass
+class Trace:
+    """What the pipeline did with one piece of drawn footage."""
+
+    finals: list[Decision] = field(default_factory=list)
+    rejects: list[tuple[int, Decision]] = field(default_factory=list)  # (frame it was sent at, reject); -1: finish()
+    inspected: list[int] = field(default_factory=list)
+
+
+def trace(spot: Path, frames: list[int], bunches: list[DrawnBunch], decision: DecisionConfig | None = None) -> Trace:
+    cal = calibration()
+    config = Config(
+        model=ModelConfig(path=spot, batch_size=8),
+        belt=BeltConfig(min_bunch_area_mm2=200),
+        decision=decision or DecisionConfig(),
+    )
+    out = Trace()
+    with Model(spot, batch_size=8) as model:
+        pipe = Pipeline(config, cal, model, FPS)
+        for f in frames:
+            step = pipe.process(draw(f, bunches, FPS, cal), FrameRef(0, f, f / FPS))
+            if step.inspected:
+                out.inspected.append(f)
+            out.finals += step.final
+            out.rejects += [(f, d) for d in step.rejects]
+        end = pipe.finish()
+        out.finals += end.final
+        out.rejects += [(-1, d) for d in end.rejects]
+    return out
+
+
+def in_view(b: DrawnBunch, frame: int) -> bool:
+    lo, hi = span_in_view(b, frame, FPS)
+    return hi - lo > 2
+
+
+def whole_in_view(b: DrawnBunch, frame: int) -> bool:
+    cx = center_x(b, frame, FPS, calibration())
+    return cx - b.radius > 0 and cx + b.radius < VIEW_W
+
+
+def spider_in_view(b: DrawnBunch, frame: int) -> bool:
+    assert b.spider_dxy is not None
+    sx = center_x(b, frame, FPS, calibration()) + b.spider_dxy[0]
+    return 5 < sx < VIEW_W - 5  # the dot (radius 5) wholly inside
+
+
+def by_drawn_bunch(t: Trace, bunches: list[DrawnBunch]) -> tuple[dict[int, Decision], list[Decision]]:
+    """Final decisions keyed by the drawn bunch they are about (each exactly once), and the unseen-stretch rejects."""
+    stretches = [d for d in t.finals if d.across_mm is None]
+    decided: dict[int, Decision] = {}
+    for d in t.finals:
+        if d.across_mm is None:
+            continue
+        b = bunch_under(d.bbox_xyxy, d.frame, bunches, FPS)
+        assert b.bunch_id not in decided, f"drawn bunch {b.bunch_id} decided twice: {decided[b.bunch_id]} and {d}"
+        decided[b.bunch_id] = d
+    return decided, stretches
+
+
+def sent(t: Trace) -> dict[int, int]:
+    """{decision bunch_id: frame its reject was sent at}; a reject sent twice fails here."""
+    ids = [d.bunch_id for _, d in t.rejects]
+    assert len(ids) == len(set(ids)), f"a bunch rejected more than once: {ids}"
+    return {d.bunch_id: f for f, d in t.rejects}
+
+
+def test_every_decision_matches_its_drawn_bunch_and_spiders_are_rejected_while_in_view(spot: Path) -> None:
+    bunches = scene()
+    t = trace(spot, list(range(40)), bunches)
+    decided, stretches = by_drawn_bunch(t, bunches)
+    assert stretches == []
+    expected = {b.bunch_id: ("reject", "spider") if b.spider_dxy else ("pass", "pass") for b in bunches}
+    assert {bid: (d.decision, d.reason) for bid, d in decided.items()} == expected
+    rejects = sent(t)
+    assert set(rejects) == {decided[2].bunch_id, decided[4].bunch_id}
+    for bid in (2, 4):  # the early reject: sent at the first inspected frame that showed the spider, bunch in view
+        b = bunches[bid - 1]
+        first = next(f for f in t.inspected if spider_in_view(b, f))
+        assert rejects[decided[bid].bunch_id] == first, (bid, rejects, t.inspected)
+        assert in_view(b, first)
+
+
+def test_a_bunch_that_leaves_the_view_only_partly_seen_is_rejected_uninspected_and_sent_once(spot: Path) -> None:
+    """Bunch 1 is already half out of the exit edge when the footage starts: the one inspected frame that shows it
+    (frame 0) shows it cut by the edge; it leaves the view a few frames later, and the ejector must get it."""
+    bunches = [
+        DrawnBunch(1, 300.0, 120.0, 40.0, None),
+        DrawnBunch(2, -60.0, 130.0, 40.0, (8.0, -6.0)),
+        DrawnBunch(3, -230.0, 120.0, 40.0, None),
+    ]
+    frames = list(range(30))
+    t = trace(spot, frames, bunches)
+    part = bunches[0]
+    shown = [f for f in t.inspected if in_view(part, f)]
+    assert shown and not any(whole_in_view(part, f) for f in frames if in_view(part, f))  # the premise
+    decided, stretches = by_drawn_bunch(t, bunches)
+    assert stretches == []
+    got = {bid: (d.decision, d.reason) for bid, d in decided.items()}
+    assert got == {1: ("reject", "uninspected"), 2: ("reject", "spider"), 3: ("pass", "pass")}
+    assert decided[1].inspected_frames == len(shown)
+    rejects = sent(t)
+    assert set(rejects) == {decided[1].bunch_id, decided[2].bunch_id}
+    left = next(f for f in frames if not in_view(part, f))
+    assert 0 < rejects[decided[1].bunch_id] <= left + 2  # sent when it left the view, not at the end of the footage
+    assert next(d for _, d in t.rejects if d.bunch_id == decided[1].bunch_id) == decided[1]
+
+
+STALL_SCENE = [
+    DrawnBunch(1, -60.0, 120.0, 40.0, None),  # whole in frames 5 and 10, before the stall: pass
+    DrawnBunch(2, -290.0, 60.0, 40.0, None),  # inspected once, at frame 10, cut by the entry edge; then the stall
+    DrawnBunch(3, -345.0, 180.0, 40.0, None),  # in view from frame 11: never in an inspected frame before the stall
+    DrawnBunch(4, -570.0, 120.0, 40.0, (8.0, -6.0)),  # after the stall: spider
+    DrawnBunch(5, -740.0, 130.0, 40.0, None),  # after the stall: pass
+]
+STALL_FRAMES = list(range(15)) + list(range(25, 50))  # frames 15..24 never arrive: the belt moves 330 px unseen
+
+
+def test_a_stall_rejects_the_bunch_it_cut_the_one_never_inspected_and_the_unseen_stretch(spot: Path) -> None:
+    bunches = STALL_SCENE
+    t = trace(spot, STALL_FRAMES, bunches)
+    before = [f for f in t.inspected if f < 15]
+    cut, never = bunches[1], bunches[2]
+    # the premise, from the drawn geometry: bunch 2 only ever inspected while cut by the entry edge, bunch 3 never
+    assert [f for f in before if in_view(cut, f)] == [10] and span_in_view(cut, 10, FPS)[0] == 0.0
+    assert not any(in_view(never, f) for f in before) and any(in_view(never, f) for f in range(15))
+    assert not any(in_view(b, 25) for b in (cut, never))  # both gone by the time frames come again
+    decided, stretches = by_drawn_bunch(t, bunches)
+    got = {bid: (d.decision, d.reason, d.inspected_frames) for bid, d in decided.items()}
+    assert got == {
+        1: ("pass", "pass", 2),
+        2: ("reject", "uninspected", 1),
+        3: ("reject", "uninspected", 0),
+        4: ("reject", "spider", got[4][2]),
+        5: ("pass", "pass", got[5][2]),
+    }
+    assert got[4][2] >= 2 and got[5][2] >= 2
+    assert len(stretches) == 1 and (stretches[0].decision, stretches[0].reason) == ("reject", "uninspected")
+    rejects = sent(t)
+    expected_ids = {decided[2].bunch_id, decided[3].bunch_id, decided[4].bunch_id, stretches[0].bunch_id}
+    assert set(rejects) == expected_ids
+    # the bunches the stall cut and the unseen stretch are sent with the first frame after it, the spider at once
+    assert {rejects[decided[2].bunch_id], rejects[decided[3].bunch_id], rejects[stretches[0].bunch_id]} == {25}
+    assert rejects[decided[4].bunch_id] == next(f for f in t.inspected if f >= 25 and in_view(bunches[3], f))

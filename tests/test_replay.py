@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -9,7 +10,7 @@ import yaml
 
 from inspector.cli import main
 from inspector.config import load_config
-from tests.drawn import write_footage
+from tests.drawn import DrawnBunch, check_rows_against_truth, scene, write_footage
 from tests.spot_model import write_spot_model
 
 
@@ -49,6 +50,8 @@ def test_replay_writes_decisions_evidence_report_and_plots(
     }
     assert all(keys <= set(r) for r in rows)
     assert [r["reason"] for r in rows] == ["pass", "spider", "pass", "spider"]
+    by_drawn = check_rows_against_truth(rows, scene(), 10.0)
+    assert {bid: r["reason"] for bid, r in by_drawn.items()} == {1: "pass", 2: "spider", 3: "pass", 4: "spider"}
     assert sorted(p.name for p in (out / "evidence").iterdir()) == ["bunch_000002.jpg", "bunch_000004.jpg"]
     assert cv2.imread(str(out / "evidence" / "bunch_000002.jpg")) is not None
     report = json.loads((out / "report.json").read_text())
@@ -62,6 +65,34 @@ def test_replay_writes_decisions_evidence_report_and_plots(
         assert (out / plot).stat().st_size > 1000
     annotated = cv2.VideoCapture(str(out / "annotated.avi"))
     assert int(annotated.get(cv2.CAP_PROP_FRAME_COUNT)) == 40
+
+
+def test_a_bunch_only_ever_seen_cut_by_the_exit_edge_is_logged_uninspected(
+    footage: tuple[Path, Path, Path, Path], tmp_path: Path
+) -> None:
+    """Bunch 1 is half out of the exit edge when the footage starts and leaves two frames later: never seen whole,
+    it is rejected `uninspected` in decisions.jsonl (and has evidence like every reject); the others as usual."""
+    bunches = [DrawnBunch(1, 300.0, 120.0, 40.0, None)] + [replace(b, bunch_id=b.bunch_id + 1) for b in scene()]
+    video, cal, labels = write_footage(tmp_path / "edge", bunches=bunches)
+    out = tmp_path / "run"
+    args = ["replay", str(video), "--calibration", str(cal), "--model", str(footage[3]), "--out", str(out)]
+    assert main([*args, "--labels", str(labels)]) == 0
+    by_drawn = check_rows_against_truth(decisions(out), bunches, 10.0, through_frame=39)
+    assert {bid: (r["decision"], r["reason"]) for bid, r in by_drawn.items()} == {
+        1: ("reject", "uninspected"),
+        2: ("pass", "pass"),
+        3: ("reject", "spider"),
+        4: ("pass", "pass"),
+        5: ("reject", "spider"),
+    }
+    assert by_drawn[1]["inspected_frames"] == 1  # frame 0 showed it, cut by the edge
+    report = json.loads((out / "report.json").read_text())
+    assert (report["tp"], report["fn"], report["fp"], report["tn"]) == (
+        2,
+        0,
+        1,
+        2,
+    )  # the fail-safe reject costs a clean bunch
 
 
 def test_same_footage_same_decisions(footage: tuple[Path, Path, Path, Path], tmp_path: Path) -> None:
@@ -149,7 +180,7 @@ def test_truncated_video_keeps_what_was_decided(
     rows = decisions(out)
     assert rows, "decisions made before the break must be kept"
     assert status in (0, 1)
-    assert all(r["decision"] in ("reject", "pass") for r in rows)
+    check_rows_against_truth(rows, scene(), 10.0)
     assert "Traceback" not in capsys.readouterr().err
 
 
@@ -180,9 +211,10 @@ def test_realtime_pace_on_a_machine_too_slow_drops_frames_and_never_passes_unins
     dropped = int(printed.split(" inspected, ")[1].split(" dropped")[0])
     assert dropped > 0
     rows = decisions(out)
-    assert rows
-    for row in rows:
-        assert row["decision"] == "reject" or row["inspected_frames"] > 0
+    # 300 px of belt in all: bunch 1 (clean) and bunch 2 (spider) are in view at the end, the rest never came
+    by_drawn = check_rows_against_truth(rows, scene(), 1000.0)
+    assert sorted(by_drawn) == [1, 2]
+    assert by_drawn[2]["decision"] == "reject"
 
 
 def test_a_recorded_clip_replays_to_the_same_decisions(footage: tuple[Path, Path, Path, Path], tmp_path: Path) -> None:

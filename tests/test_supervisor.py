@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -10,7 +11,7 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -20,9 +21,10 @@ from prometheus_client import CollectorRegistry
 
 from inspector.capture import CaptureProcess
 from inspector.config import SourceConfig, SupervisorConfig
+from inspector.errors import ConfigError
 from inspector.metrics import Metrics
 from inspector.ring import FrameRing
-from inspector.supervisor import GaveUp, SdNotify, Supervisor
+from inspector.supervisor import STARTUP_GRACE_S, GaveUp, SdNotify, Supervisor
 
 
 @pytest.fixture
@@ -124,18 +126,59 @@ def test_sighup_reload_and_sigusr1_snapshot_run_between_frames() -> None:
     assert sup.should_stop and sup.stop_signal == signal.SIGTERM
 
 
+def test_a_reload_that_raises_a_user_error_is_logged_and_the_loop_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[str] = []
+    problem = "config.yaml:3: decision.threshold: got 7; allowed: a number <= 1"
+
+    def bad_reload() -> None:
+        calls.append("reload")
+        raise ConfigError(problem)
+
+    sup = Supervisor(
+        SupervisorConfig(), metrics=Metrics(CollectorRegistry()), notify=SdNotify(env={}), on_reload=bad_reload
+    )
+    with sup.signals(), caplog.at_level(logging.INFO, logger="inspector.supervisor"):
+        for n in (1, 2):
+            os.kill(os.getpid(), signal.SIGHUP)
+            deadline = time.monotonic() + 10.0
+            while len(calls) < n and time.monotonic() < deadline:  # the handler sets a flag; progress() runs it
+                sup.progress(frames=n, inferences=n)
+    assert calls == ["reload", "reload"] and not sup.should_stop
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors == [f"reload (SIGHUP) failed, keeping the current settings: {problem}"] * 2
+
+
 def _ring() -> FrameRing:
     return FrameRing.create(f"test-{uuid.uuid4().hex[:8]}", 8, (32, 24))
 
 
-def _pump(sup: Supervisor, cap: CaptureProcess, seconds: float) -> int:
-    n = 0
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        sup.check_capture()
-        if cap.get(0.05) is not None:
-            n += 1
-    return n
+class Pump:
+    """The daemon's loop without the inspection: check the capture, take frames; counts frames per capture start.
+
+    Waits are for events (frames from a given start, a restart) bounded by the deadline the code itself allows a
+    capture process to start (`STARTUP_GRACE_S`), never by a guess at how fast a busy machine is. With a fake
+    `clock`, each loop moves it on by `tick_s` (back-off and restart window run on that clock)."""
+
+    def __init__(self, sup: Supervisor, cap: CaptureProcess, clock: FakeClock | None = None, tick_s: float = 0.0):
+        self.sup, self.cap, self.clock, self.tick_s = sup, cap, clock, tick_s
+        self.frames: dict[int, int] = {}  # capture start (1, 2, ...) -> frames taken while it was the current one
+
+    def until(self, done: Callable[[], bool], what: str, timeout_s: float = STARTUP_GRACE_S + 10.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not done():
+            assert time.monotonic() < deadline, f"waited {timeout_s:.0f} s for {what}; frames {self.frames}"
+            if self.clock is not None:
+                self.clock.t += self.tick_s
+            self.sup.check_capture()
+            if self.cap.get(0.05) is not None:
+                self.frames[self.cap.starts] = self.frames.get(self.cap.starts, 0) + 1
+
+    def frames_from(self, start: int, n: int = 3) -> None:
+        self.until(lambda: self.frames.get(start, 0) >= n, f"{n} frames from capture start {start}")
+
+    def kill(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        assert self.cap.pid is not None
+        os.kill(self.cap.pid, sig)
 
 
 def test_crashed_capture_is_restarted_then_gives_up(tmp_path: Path) -> None:
@@ -145,30 +188,57 @@ def test_crashed_capture_is_restarted_then_gives_up(tmp_path: Path) -> None:
     scfg = SupervisorConfig(max_restarts=1, backoff_initial_s=0.1, stall_timeout_s=2.0)
     with _ring() as ring, CaptureProcess(cfg, ring) as cap:
         sup = Supervisor(scfg, cap, metrics=m, notify=SdNotify(env={}))
-        assert _pump(sup, cap, 1.0) > 0
-        assert cap.pid is not None
-        os.kill(cap.pid, signal.SIGKILL)
-        assert _pump(sup, cap, 2.5) > 0  # restarted after the back-off, frames flow again
+        pump = Pump(sup, cap)
+        pump.frames_from(1)
+        pump.kill()
+        pump.frames_from(2)  # restarted after the back-off, frames flow again
         assert cap.starts == 2
         assert m.value("inspector_capture_restarts_total", {"cause": "crashed"}) == 1
-        assert cap.pid is not None
-        os.kill(cap.pid, signal.SIGKILL)
+        pump.kill()
         with pytest.raises(GaveUp, match=r"supervisor\.max_restarts"):
-            _pump(sup, cap, 5.0)
+            pump.until(lambda: False, "the supervisor to give up")
+        assert cap.starts == 2 and 3 not in pump.frames
+    assert m.value("inspector_capture_restarts_total", {"cause": "crashed"}) == 1
+
+
+def test_restarts_older_than_the_window_no_longer_count_toward_the_limit(tmp_path: Path) -> None:
+    video = write_video(tmp_path / "a.avi", 10, 20.0)
+    cfg = SourceConfig(kind="file", uri=str(video), pace="realtime", loop=True)
+    m = Metrics(CollectorRegistry())
+    scfg = SupervisorConfig(max_restarts=1, restart_window_s=60.0, backoff_initial_s=0.1, stall_timeout_s=2.0)
+    clock = FakeClock()
+    with _ring() as ring, CaptureProcess(cfg, ring) as cap:
+        sup = Supervisor(scfg, cap, metrics=m, notify=SdNotify(env={}), clock=clock)
+        pump = Pump(sup, cap, clock, tick_s=0.05)
+        pump.frames_from(1)
+        pump.kill()
+        pump.frames_from(2)  # restart 1 of at most 1 in the window
+        clock.t += 61.0  # restart 1 is now older than the 60 s window
+        pump.kill()
+        pump.frames_from(3)  # so this is again restart 1 of 1, not 2 of 1
+        assert m.value("inspector_capture_restarts_total", {"cause": "crashed"}) == 2
+        clock.t += 30.0  # within the window of restart 2
+        pump.kill()
+        with pytest.raises(GaveUp, match=r"failed 2 times within 60 s"):
+            pump.until(lambda: False, "the supervisor to give up")
+    assert cap.starts == 3 and m.value("inspector_capture_restarts_total", {"cause": "crashed"}) == 2
 
 
 def test_stalled_capture_is_restarted(tmp_path: Path) -> None:
     video = write_video(tmp_path / "a.avi", 10, 20.0)
     cfg = SourceConfig(kind="file", uri=str(video), pace="realtime", loop=True)
     m = Metrics(CollectorRegistry())
-    scfg = SupervisorConfig(max_restarts=3, backoff_initial_s=0.1, stall_timeout_s=0.5)
+    scfg = SupervisorConfig(max_restarts=3, backoff_initial_s=0.1, stall_timeout_s=2.0)
     with _ring() as ring, CaptureProcess(cfg, ring) as cap:
         sup = Supervisor(scfg, cap, metrics=m, notify=SdNotify(env={}))
-        assert _pump(sup, cap, 1.0) > 0
-        assert cap.pid is not None
-        os.kill(cap.pid, signal.SIGSTOP)  # alive but frozen
-        assert _pump(sup, cap, 3.0) > 0
+        pump = Pump(sup, cap)
+        pump.frames_from(1)
+        stopped_pid = cap.pid
+        pump.kill(signal.SIGSTOP)  # alive but frozen
+        pump.frames_from(2)  # the frozen one was killed and a new one started
+        assert cap.pid != stopped_pid and cap.starts == 2
     assert m.value("inspector_capture_restarts_total", {"cause": "stalled"}) == 1
+    assert m.value("inspector_capture_restarts_total", {"cause": "crashed"}) == 0
 
 
 def test_sigterm_stops_a_running_loop_cleanly_within_5_s(
@@ -200,6 +270,7 @@ def test_sigterm_stops_a_running_loop_cleanly_within_5_s(
     (tmp_path / "daemon.py").write_text(script)
     env = {**os.environ, "NOTIFY_SOCKET": path}
     proc = subprocess.Popen([sys.executable, str(tmp_path / "daemon.py")], env=env, stdout=subprocess.PIPE, text=True)
+    sock.settimeout(STARTUP_GRACE_S + 10.0)  # an interpreter and a capture process start first: seconds when busy
     assert sock.recv(4096).decode().startswith("READY=1")
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=5)

@@ -36,11 +36,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from inspector.errors import InspectorError
 
 MISSED_RE = re.compile(r"REJECT MISSED: seq (\d+) bunch (\d+)")
-METRIC_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? ([-+0-9.eEinfNa]+)$")
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 # ------------------------------------------------------------------------------------------------ pure helpers
@@ -50,26 +51,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def parse_metrics(text: str) -> dict[str, float]:
-    """Prometheus text format -> {'name{labels}': value} (labels as written)."""
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = METRIC_RE.match(line.strip())
-        if m:
-            out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
+def parse_metrics(text: str) -> Samples:
+    """Prometheus text exposition -> {(sample name, sorted (label, value) pairs): value}, read by prometheus-client's
+    own parser (escaped label values, exponents, NaN/Inf as the format defines them). Raises ValueError on text that
+    is not the exposition format."""
+    out: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = float(sample.value)
     return out
 
 
-def metric_sum(metrics: dict[str, float], name: str, **labels: str) -> float:
-    """Sum of every series of `name` whose labels include `labels`."""
+def metric_sum(metrics: Samples, name: str, **labels: str) -> float:
+    """Sum of every series of the sample `name` whose labels include `labels`, each value matched exactly."""
     total = 0.0
-    for key, value in metrics.items():
-        base, _, rest = key.partition("{")
-        if base != name:
-            continue
-        if all(f'{k}="{v}"' in rest for k, v in labels.items()):
+    for (sample, series_labels), value in metrics.items():
+        have = dict(series_labels)
+        if sample == name and all(have.get(k) == v for k, v in labels.items()):
             total += value
     return total
 
@@ -143,7 +141,7 @@ def account(decisions: list[dict[str, Any]], sim_events: list[dict[str, Any]], m
     return acc
 
 
-def latency_mean_s(metrics: dict[str, float]) -> float | None:
+def latency_mean_s(metrics: Samples) -> float | None:
     n = metric_sum(metrics, "inspector_decision_latency_seconds_count")
     return metric_sum(metrics, "inspector_decision_latency_seconds_sum") / n if n else None
 
@@ -198,11 +196,12 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def scrape(port: int) -> dict[str, float] | None:
+def scrape(port: int) -> Samples | None:
+    """The daemon's /metrics, parsed; None when it cannot be reached or does not parse (a scrape is retried)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
             return parse_metrics(response.read().decode())
-    except OSError:
+    except (OSError, ValueError):
         return None
 
 
@@ -276,7 +275,7 @@ def run_soak(settings: SoakSettings) -> SoakResult:
         stderr=subprocess.DEVNULL,
     )
     samples: list[tuple[float, float]] = []
-    last_metrics: dict[str, float] = {}
+    last_metrics: Samples = {}
     daemon_exit: int | None = None
     with daemon_log.open("w") as log_fh:
         daemon = subprocess.Popen(
