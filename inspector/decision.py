@@ -93,6 +93,27 @@ def merge_intervals(intervals: list[tuple[float, float]]) -> list[tuple[float, f
     return merged
 
 
+def uncovered(
+    seen: list[tuple[float, float]], inspected: list[tuple[float, float]], tolerance_px: float
+) -> list[tuple[float, float]]:
+    """The parts of the seen stretches that lie in no inspected stretch (empty exactly when `covered`)."""
+    union = merge_intervals(inspected)
+    gaps: list[tuple[float, float]] = []
+    for lo, hi in merge_intervals(seen):
+        remaining = lo
+        for a, b in union:
+            if b <= remaining:
+                continue
+            if remaining >= hi - tolerance_px:
+                break
+            if a - tolerance_px > remaining:
+                gaps.append((remaining, min(a, hi)))
+            remaining = max(remaining, b)
+        if remaining < hi - tolerance_px:
+            gaps.append((remaining, hi))
+    return gaps
+
+
 def covered(seen: list[tuple[float, float]], inspected: list[tuple[float, float]], tolerance_px: float) -> bool:
     """True when every seen stretch (belt coordinates along travel) lies in the union of inspected stretches."""
     union = merge_intervals(inspected)
@@ -121,6 +142,9 @@ class BunchRecord:
     best_t_s: float = 0.0
     best_center_xy: tuple[float, float] = (0.0, 0.0)
     reject_sent: bool = False
+    judged_frames: list[int] = field(default_factory=list)  # the inspected frames, in order
+    last_frame: int = -1  # the last frame that showed the bunch
+    frames_dropped: int = 0  # frames missing (dropped, skipped) between two frames that showed the bunch
     entry_side_seen: bool = False  # seen once with its trailing edge inside the view (not cut by the entry edge)
     exit_side_seen: bool = False  # seen once with its leading edge inside the view (not cut by the exit edge)
 
@@ -133,6 +157,9 @@ class BunchRecord:
         frame_wh: tuple[int, int],
         calibration: Calibration,
     ) -> None:
+        if self.last_frame >= 0 and frame > self.last_frame + 1:
+            self.frames_dropped += frame - self.last_frame - 1
+        self.last_frame = max(self.last_frame, frame)
         axis = calibration.travel_axis
         lo, hi = (box.x1, box.x2) if axis == 0 else (box.y1, box.y2)
         length = frame_wh[axis]
@@ -152,9 +179,10 @@ class BunchRecord:
     def inspected_frames(self) -> int:
         return len(self.frame_probs)
 
-    def inspected(self, probs: list[float]) -> None:
+    def inspected(self, probs: list[float], frame: int = -1) -> None:
         """An inspected frame showed this bunch; `probs` are the spider probabilities of its tiles there."""
         self.frame_probs.append(list(probs))
+        self.judged_frames.append(frame)
 
     def score(self, how: Aggregate, agree_frames: int = 1) -> float:
         """The bunch score: `how` over every tile of every frame (k = 1), else the k-th highest frame score."""
@@ -184,6 +212,41 @@ class BunchRecord:
         )
 
 
+def uninspected_detail(
+    record: BunchRecord, windows: list[tuple[float, float]], tolerance_px: float, calibration: Calibration
+) -> str:
+    """In words: which part of the bunch no inspected frame showed, and why (for the evidence and the log)."""
+    if record.inspected_frames == 0:
+        what = "no inspected frame showed it"
+    elif not record.entry_side_seen:
+        what = "its trailing end was never inside the view"
+    elif not record.exit_side_seen:
+        what = "its leading end was never inside the view"
+    else:
+        gaps = uncovered(record.seen_along, windows, tolerance_px)
+        merged = merge_intervals(record.seen_along)
+        if gaps and merged:
+            lead = merged[-1][1] if calibration.travel_sign > 0 else merged[0][0]
+            back = sorted(
+                (abs(lead - (b if calibration.travel_sign > 0 else a)), abs(lead - (a if calibration.travel_sign > 0 else b)))
+                for a, b in gaps
+            )
+            stretches = ", ".join(f"{calibration.mm(x):.0f}–{calibration.mm(y):.0f} mm" for x, y in back)
+            what = f"the stretch {stretches} behind its leading end was never in an inspected frame"
+        else:
+            what = "part of it was never in an inspected frame"
+    if record.frames_dropped:
+        why = (
+            f"{record.frames_dropped} frame(s) were dropped while it was in view "
+            "(capture or inspection could not keep up)"
+        )
+    elif record.inspected_frames == 0:
+        why = "it left the view before an inspection was due (inspection late)"
+    else:
+        why = "it left the view before it was inspected whole"
+    return f"{what}: {why}"
+
+
 def decide(
     record: BunchRecord,
     *,
@@ -202,15 +265,19 @@ def decide(
     `BunchRecord.fully_inspected`."""
     score = record.score(how, agree_frames)
     box = record.best_box or Box(0, 0, 0, 0)
-    spider_xy = record.heat.peak_frame_xy(record.best_travel_xy)
+    spider_xy = record.heat.peak_frame_xy(record.best_travel_xy, calibration.px(calibration.spider_span_mm[1]) / 2.0)
     if spider_xy is not None:  # clamp the heat-map peak into the bunch's box in that frame
         spider_xy = (min(max(spider_xy[0], box.x1), box.x2), min(max(spider_xy[1], box.y1), box.y2))
-    if score >= threshold and record.inspected_frames > 0 and (final or record.agreed(agree_frames)):
+    n = record.inspected_frames
+    if score >= threshold and n > 0 and (final or record.agreed(agree_frames)):
         decision, reason = "reject", "spider"
+        detail = f"spider score {score:.2f} at or above the threshold {threshold:.2f} ({n} inspected frame(s))"
     elif final and not record.fully_inspected(windows, tolerance_px):
         decision, reason = "reject", "uninspected"
+        detail = uninspected_detail(record, windows, tolerance_px, calibration)
     else:
         decision, reason = "pass", "pass"
+        detail = f"spider score {score:.2f} below the threshold {threshold:.2f} ({n} inspected frame(s))"
     point = spider_xy if spider_xy is not None else record.best_center_xy
     return Decision(
         bunch_id=record.bunch_id,
@@ -224,6 +291,9 @@ def decide(
         inspected_frames=record.inspected_frames,
         t_capture_s=record.best_t_s,
         across_mm=across_mm(point, frame_wh, calibration),
+        detail=detail,
+        judged_frames=tuple(record.judged_frames),
+        threshold=threshold,
     )
 
 
@@ -294,16 +364,23 @@ def unseen_stretch(
     frame_wh: tuple[int, int],
     calibration: Calibration,
     belt_speed_mm_s: float | None,
+    previous_frame: int | None = None,
 ) -> Decision | None:
     """Fail-safe for a gap (dropped frames, a stalled camera): when the belt moved `along_shift_px` — more than the
     view's length — since the last frame, a stretch of belt went by that no frame showed. It is rejected as
     `uninspected`, the whole belt width (no `across_mm`), with the fire time of its centre, under an id from
-    `new_id`. None when there was no gap."""
+    `new_id`. None when there was no gap. `previous_frame`: the last frame before the gap (for the detail)."""
     axis, length = calibration.travel_axis, frame_wh[calibration.travel_axis]
     if along_shift_px <= length:
         return None
     lo, hi = (length, round(along_shift_px)) if calibration.travel_sign > 0 else (length - round(along_shift_px), 0)
     cross = frame_wh[1 - axis]
+    missed = "" if previous_frame is None else f"; frames {previous_frame + 1}–{frame - 1} never arrived"
+    detail = (
+        f"the belt moved {calibration.mm(along_shift_px):.0f} mm between two frames, more than the "
+        f"{calibration.mm(length):.0f} mm the camera sees: {calibration.mm(along_shift_px - length):.0f} mm of belt, "
+        f"the whole width, went by unseen before frame {frame}{missed} (frames dropped or the camera stalled)"
+    )
     box = Box(lo, 0, hi, cross) if axis == 0 else Box(0, lo, cross, hi)
     return Decision(
         bunch_id=new_id(),
@@ -317,4 +394,5 @@ def unseen_stretch(
         inspected_frames=0,
         t_capture_s=t_capture_s,
         across_mm=None,
+        detail=detail,
     )

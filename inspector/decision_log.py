@@ -4,14 +4,17 @@
 off keeps every line written before. The daemon appends across restarts and adds the wall-clock `t_unix_s`; replay
 starts the file afresh (the same footage always gives the same file).
 
-Evidence: one JPEG per rejected bunch that has a snapshot, `<run>bunch_<id>.jpg` in the evidence folder
-(`evidence_name`). Bunch ids start again at every run, so the daemon prefixes the run's start time; replay's prefix is
-empty.
+Evidence: one JPEG per reject, `<run>bunch_<id>.jpg` in the evidence folder (`evidence_name`): the bunch as it was
+inspected, the schematic of an unseen stretch of belt, or — when no frame was kept — a card with the verdict and the
+reason (`evidence.render_any`). The row of a reject whose picture was written names it in `evidence` (the file name
+in the evidence folder; the review page links it). Bunch ids start again at every run, so the daemon prefixes the
+run's start time; replay's prefix is empty. A picture that cannot be written is logged; its row is written anyway.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from types import TracebackType
@@ -19,8 +22,10 @@ from typing import TextIO
 
 import cv2
 
-from inspector.evidence import Snapshot, render
+from inspector.evidence import EvidenceItem, render_any
 from inspector.types import Decision
+
+log = logging.getLogger(__name__)
 
 
 def evidence_name(bunch_id: int, run_prefix: str = "") -> str:
@@ -55,17 +60,29 @@ class DecisionLog:
         if evidence_dir is not None:
             evidence_dir.mkdir(parents=True, exist_ok=True)
 
-    def write(self, decisions: list[Decision], evidence: dict[int, Snapshot]) -> None:
-        """Log every decision; draw the evidence of every reject that has a snapshot."""
+    def write(self, decisions: list[Decision], evidence: dict[int, EvidenceItem]) -> None:
+        """Log every decision; draw the evidence of every reject (whatever is known of it)."""
         for d in decisions:
+            row = d.to_json_dict()
+            if self.wall_clock:
+                row["t_unix_s"] = round(time.time(), 3)
+            if self.evidence_dir is not None and d.decision == "reject":
+                name = evidence_name(d.bunch_id, self.prefix)
+                if self._draw(self.evidence_dir / name, evidence.get(d.bunch_id), d):
+                    row["evidence"] = name
             if self._fh is not None:
-                row = d.to_json_dict()
-                if self.wall_clock:
-                    row["t_unix_s"] = round(time.time(), 3)
                 self._fh.write(json.dumps(row) + "\n")
-            snap = evidence.get(d.bunch_id)
-            if self.evidence_dir is not None and snap is not None and d.decision == "reject":
-                cv2.imwrite(str(self.evidence_dir / evidence_name(d.bunch_id, self.prefix)), render(snap, d))
+
+    @staticmethod
+    def _draw(path: Path, item: EvidenceItem | None, decision: Decision) -> bool:
+        try:
+            ok = bool(cv2.imwrite(str(path), render_any(item, decision)))
+        except (cv2.error, OSError, ValueError) as exc:
+            log.error("bunch %d: evidence picture not written (%s); its decision is logged", decision.bunch_id, exc)
+            return False
+        if not ok:
+            log.error("bunch %d: evidence picture not written to %s; its decision is logged", decision.bunch_id, path)
+        return ok
 
     def close(self) -> None:
         if self._fh is not None:

@@ -150,6 +150,14 @@ def stitch(
     return HeatMap(acc, Box(0, 0, gw * downscale, gh * downscale))
 
 
+def smooth_peak_map(values: FloatArray, sigma_cells: float) -> FloatArray:
+    """`values` Gaussian-smoothed at `sigma_cells` (unchanged when < 0.5): its argmax is the strongest evidence of
+    spider size, not the highest single cell (a FAM spike at a tile's edge can outscore the spider itself)."""
+    if sigma_cells < 0.5 or values.size == 0:
+        return values
+    return np.asarray(cv2.GaussianBlur(values, (0, 0), sigma_cells, borderType=cv2.BORDER_REPLICATE), np.float32)
+
+
 class BunchHeat:
     """A bunch's heat map accumulated across frames in belt coordinates (frame pixels minus belt travel).
 
@@ -204,11 +212,14 @@ class BunchHeat:
         np.divide(self._sum, self._cnt, out=out, where=self._cnt > 0)
         return out
 
-    def peak_frame_xy(self, travel_xy: tuple[float, float]) -> tuple[float, float] | None:
-        """The accumulated map's peak, in the pixels of a frame taken at belt travel `travel_xy`."""
+    def peak_frame_xy(self, travel_xy: tuple[float, float], smooth_px: float = 0.0) -> tuple[float, float] | None:
+        """The accumulated map's peak, in the pixels of a frame taken at belt travel `travel_xy`.
+
+        `smooth_px` (a spider's half span): the map is Gaussian-smoothed first, so a spider's blob outweighs a
+        one-cell spike where overlapping tiles meet (`smooth_peak_map`)."""
         if self._origin is None or self._sum.size == 0:
             return None
-        values = self.mean_map()
+        values = smooth_peak_map(self.mean_map(), smooth_px / self.downscale)
         iy, ix = np.unravel_index(int(np.argmax(values)), values.shape)
         ds = self.downscale
         return (

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -28,7 +28,7 @@ from inspector.belt import (
 )
 from inspector.config import Calibration, Config, ModelConfig
 from inspector.decision import BunchRecord, DecisionRule, along_offset_px, merge_intervals, unseen_stretch
-from inspector.evidence import Snapshot, take_snapshot
+from inspector.evidence import EvidenceItem, GapSnapshot, Snapshot, take_snapshot
 from inspector.fam import BunchHeat, stitch, tile_fam
 from inspector.model import Model
 from inspector.tiling import baseline_scales, plan_tiles, tile_scales
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 HEAT_DOWNSCALE = 4  # frame heat maps at 1/4 of frame resolution
 COVERAGE_TOLERANCE_PX = 2 * SEG_DOWNSCALE  # bunch boxes come from a 1/4-resolution mask: +-4 px each side
+EVIDENCE_DOWNSCALE = 4  # frames on either side of a gap are kept this much smaller for its evidence picture
 FAM_SIZE = 56  # Eq. 1 evaluated on a 56x56 grid per tile: enough for 1/4-resolution frame maps
 
 
@@ -59,7 +60,7 @@ class StepResult:
     unconfirmed: list[int] = field(default_factory=list)  # passed: one frame alone scored >= threshold, too few agreed
     infer_s: float = 0.0
     belt_speed_mm_s: float = 0.0
-    evidence: dict[int, Snapshot] = field(default_factory=dict)  # for decided bunches, when keep_evidence
+    evidence: dict[int, EvidenceItem] = field(default_factory=dict)  # for decided bunches, when keep_evidence
 
 
 def crop_tiles(frame_bgr: U8Array, plan: TilePlan, size: int) -> U8Array:
@@ -95,7 +96,10 @@ class Pipeline:
     ) -> None:
         self.config = config
         self.keep_evidence = keep_evidence
-        self._snapshots: dict[int, tuple[float, Snapshot]] = {}  # bunch id -> (centre offset, snapshot)
+        self._snapshots: dict[int, tuple[float, Snapshot]] = {}  # bunch id -> (centre offset, most central snapshot)
+        self._strongest: dict[int, Snapshot] = {}  # bunch id -> snapshot of its highest-scoring inspected frame
+        self._prev_small: U8Array | None = None  # the previous frame at 1/EVIDENCE_DOWNSCALE (the unseen-stretch picture)
+        self._prev_seq: int | None = None
         self.calibration = calibration
         self.model = model
         self.fps = fps
@@ -193,11 +197,27 @@ class Pipeline:
             self.frame_wh,
             self.calibration,
             self.belt_speed_mm_s,
+            self._prev_seq,
         )
+        small = frame_bgr[::EVIDENCE_DOWNSCALE, ::EVIDENCE_DOWNSCALE].copy() if self.keep_evidence else None
         if unseen is not None:
             log.error("belt moved %.0f px before frame %d: an unseen stretch is rejected", along_shift_px, ref.seq)
             result.rejects.append(unseen)
             result.final.append(unseen)
+            if small is not None:
+                axis = self.calibration.travel_axis
+                result.evidence[unseen.bunch_id] = GapSnapshot(
+                    small,
+                    self._prev_small,
+                    ref.seq,
+                    self._prev_seq,
+                    along_shift_px,
+                    self.frame_wh[axis],
+                    self.calibration.mm_per_px,
+                    axis,
+                    self.calibration.travel_sign,
+                )
+        self._prev_small, self._prev_seq = small, ref.seq
         along = float(np.dot(self.travel_xy, self._direction))
         if self.selector.select(along):  # by belt travel alone: an empty stretch costs no tiles but counts
             self._inspect(frame_bgr, mask, bunches, result)
@@ -226,17 +246,42 @@ class Pipeline:
         for bunch in bunches:
             record = self._record(bunch.bunch_id)
             idx = tiles_over_bunch(boxes, bunch)
-            record.inspected(probs[idx].tolist())
+            record.inspected(probs[idx].tolist(), result.ref.seq)
             record.heat.add(heat, bunch.box, self.travel_xy)
             if self.keep_evidence:
-                offset = abs(along_offset_px(bunch.box.center_xy, self.frame_wh, self.calibration))
-                kept = self._snapshots.get(bunch.bunch_id)
-                if kept is None or offset < kept[0]:
-                    snap = take_snapshot(frame_bgr, heat, plan, probs, bunch.box, result.ref.seq, self.travel_xy)
-                    self._snapshots[bunch.bunch_id] = (offset, snap)
+                self._keep_snapshot(frame_bgr, heat, plan, probs, bunch, float(probs[idx].max(initial=0.0)), result)
             if self.rule.rejects_now(record):
                 record.reject_sent = True
                 result.rejects.append(self._decide(record, final=False))
+
+    def _keep_snapshot(
+        self,
+        frame_bgr: U8Array,
+        heat: HeatMap,
+        plan: TilePlan,
+        probs: FloatArray,
+        bunch: Bunch,
+        frame_score: float,
+        result: StepResult,
+    ) -> None:
+        """Keep the bunch's most central inspected frame (the picture of a pass or an uninspected reject) and its
+        highest-scoring one (the picture of a spider reject: where the model saw the spider)."""
+        assert self.frame_wh is not None
+        offset = abs(along_offset_px(bunch.box.center_xy, self.frame_wh, self.calibration))
+        central = self._snapshots.get(bunch.bunch_id)
+        strongest = self._strongest.get(bunch.bunch_id)
+        take_central = central is None or offset < central[0]
+        take_strongest = strongest is None or frame_score > strongest.frame_score
+        if not (take_central or take_strongest):
+            return
+        spider_px = self.calibration.px(self.calibration.spider_span_mm[1])
+        snap = take_snapshot(
+            frame_bgr, heat, plan, probs, bunch.box, result.ref.seq, self.travel_xy, spider_px, frame_score
+        )
+        if take_central:
+            self._snapshots[bunch.bunch_id] = (offset, snap)
+        if take_strongest:
+            self._strongest[bunch.bunch_id] = snap
 
     def _add_window(self) -> None:
         """Record the stretch of belt this inspected frame showed, less half the largest spider at each end."""
@@ -257,9 +302,12 @@ class Pipeline:
     def _finalize(self, record: BunchRecord, result: StepResult) -> None:
         decision = self._decide(record, final=True)
         kept = self._snapshots.pop(record.bunch_id, None)
-        if kept is not None:
+        strongest = self._strongest.pop(record.bunch_id, None)
+        snap = strongest if decision.reason == "spider" and strongest is not None else None
+        if snap is None and kept is not None:
             snap = kept[1]
-            result.evidence[record.bunch_id] = replace(snap, peak_xy=record.heat.peak_frame_xy(snap.travel_xy))
+        if snap is not None:
+            result.evidence[record.bunch_id] = snap
         if decision.decision == "reject" and not record.reject_sent:
             record.reject_sent = True
             result.rejects.append(decision)

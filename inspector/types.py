@@ -165,6 +165,9 @@ class Decision:
     inspected_frames: int
     t_capture_s: float = 0.0
     across_mm: float | None = None  # spider (or bunch centre) position across the belt, mm from image centre
+    detail: str = ""  # the reason in words, for people (an uninspected reject: which part was not seen, and why)
+    judged_frames: tuple[int, ...] = ()  # the inspected frames the score was taken over
+    threshold: float | None = None  # the decision threshold in force
 
     def __post_init__(self) -> None:
         if self.decision not in ("reject", "pass"):
@@ -187,4 +190,7 @@ class Decision:
             "t_capture_s": round(float(self.t_capture_s), 4),
             "inspected_frames": self.inspected_frames,
             "across_mm": None if self.across_mm is None else round(self.across_mm, 2),
+            "detail": self.detail,
+            "judged_frames": list(self.judged_frames),
+            "threshold": None if self.threshold is None else round(float(self.threshold), 6),
         }
