@@ -184,6 +184,14 @@ class MetricsConfig(Strict):
     port: int = Field(9108, ge=0, le=65535)
 
 
+class ReviewConfig(Strict):
+    """The reject review page (`inspector/review.py`): read-only, loopback unless set otherwise."""
+
+    enabled: bool = True
+    address: str = "127.0.0.1"
+    port: int = Field(9109, ge=0, le=65535)
+
+
 class RingConfig(Strict):
     slots: int = Field(16, ge=2, le=1024)
 
@@ -227,6 +235,7 @@ class Config(Strict):
     decision: DecisionConfig = DecisionConfig()
     link: LinkConfig = LinkConfig()
     metrics: MetricsConfig = MetricsConfig()
+    review: ReviewConfig = ReviewConfig()
     ring: RingConfig = RingConfig()
     recording: RecordingConfig = RecordingConfig()
     supervisor: SupervisorConfig = SupervisorConfig()

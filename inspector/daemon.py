@@ -30,6 +30,7 @@ from inspector.link import RejectLink
 from inspector.metrics import METRICS, Metrics, serve
 from inspector.pipeline import Pipeline, StepResult, open_model
 from inspector.recording import Recorder
+from inspector.review import serve_review
 from inspector.ring import H_CAMERA_UP, FrameRing
 from inspector.sources import probe
 from inspector.supervisor import Supervisor
@@ -65,6 +66,7 @@ class Daemon:
         self.metrics: Metrics = METRICS
         self.summary = RunSummary()
         self.pipeline: Pipeline | None = None
+        self.review_url: str | None = None  # the reject review page, once served
 
     # ------------------------------------------------------------------------------------ signals
     def reload(self) -> bool:
@@ -131,6 +133,10 @@ class Daemon:
             server = serve(cfg.metrics, self.metrics)
             if server is not None:
                 stack.enter_context(server)
+            review = serve_review(cfg.review, cfg.output.decisions_jsonl, cfg.output.evidence_dir)
+            if review is not None:
+                stack.enter_context(review)
+                self.review_url = review.url
             model = stack.enter_context(open_model(cfg.model))
             model.warmup()
             info = model.describe()
