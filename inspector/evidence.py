@@ -209,23 +209,21 @@ def _legend(decision: Decision, width_px: int, picture_frame: int) -> U8Array:
     return _text_panel(lines, width_px, 0.5, swatches=True)
 
 
-def _enlarge(image: U8Array, min_width_px: int) -> U8Array:
-    scale = max(1, int(np.ceil(min_width_px / max(1, image.shape[1]))))
-    if scale == 1:
-        return image
-    return np.asarray(
-        cv2.resize(image, (image.shape[1] * scale, image.shape[0] * scale), interpolation=cv2.INTER_NEAREST), np.uint8
-    )
-
-
 # ------------------------------------------------------------------------------------------------ pictures
 def render(snapshot: Snapshot, decision: Decision, label_top: int = 3) -> U8Array:
     """Header (verdict, score, threshold, why) | crop and heat-map crop side by side | legend and judged frames."""
+    scale = max(1, int(np.ceil(MIN_PAIR_WIDTH_PX / max(1, 2 * snapshot.crop_bgr.shape[1]))))
+    h, w = snapshot.crop_bgr.shape[:2]
     crop = snapshot.crop_bgr
+    heat = np.asarray(snapshot.heat, np.float32)
+    if scale > 1:  # enlarge first, then draw: lines and labels stay thin and sharp
+        crop = np.asarray(cv2.resize(crop, (w * scale, h * scale), interpolation=cv2.INTER_NEAREST), np.uint8)
+        heat = np.asarray(cv2.resize(heat, (w * scale, h * scale), interpolation=cv2.INTER_LINEAR), np.float32)
     threshold = 0.5 if decision.threshold is None else decision.threshold
-    over = heat_overlay(crop, snapshot.heat)
+    over = heat_overlay(crop, heat)
     grid = over.copy()
-    boxes, probs = snapshot.tiles_xyxy.tolist(), snapshot.tile_probs.tolist()
+    boxes = (np.asarray(snapshot.tiles_xyxy, np.int64).reshape(-1, 4) * scale).tolist()
+    probs = snapshot.tile_probs.tolist()
     for x1, y1, x2, y2 in boxes:
         cv2.rectangle(grid, (x1, y1), (x2 - 1, y2 - 1), _WHITE, 1)
     over = np.asarray(cv2.addWeighted(grid, 0.35, over, 0.65, 0), np.uint8)
@@ -233,17 +231,16 @@ def render(snapshot: Snapshot, decision: Decision, label_top: int = 3) -> U8Arra
     for i in top:
         x1, y1, x2, y2 = boxes[i]
         colour = _RED if probs[i] >= threshold else _WHITE
-        cv2.rectangle(over, (x1, y1), (x2 - 1, y2 - 1), colour, 1)
-        org = (max(0, x1) + 2, max(11, y1 + 11))
-        cv2.putText(over, f"{probs[i]:.2f}", org, cv2.FONT_HERSHEY_PLAIN, 0.8, (0, 0, 0), 2, cv2.LINE_AA)
-        cv2.putText(over, f"{probs[i]:.2f}", org, cv2.FONT_HERSHEY_PLAIN, 0.8, colour, 1, cv2.LINE_AA)
+        cv2.rectangle(over, (x1, y1), (x2 - 1, y2 - 1), colour, 2)
+        org = (max(0, x1) + 4, max(16, y1 + 18))
+        cv2.putText(over, f"{probs[i]:.2f}", org, _FONT, 0.55, (0, 0, 0), 3, cv2.LINE_AA)
+        cv2.putText(over, f"{probs[i]:.2f}", org, _FONT, 0.55, colour, 1, cv2.LINE_AA)
     mark = marker_xy(snapshot)
-    pair = _enlarge(np.hstack([crop, over]), MIN_PAIR_WIDTH_PX)
-    scale = pair.shape[1] // (2 * crop.shape[1])
     if mark is not None:
-        centre = (crop.shape[1] * scale + round((mark[0] + 0.5) * scale), round((mark[1] + 0.5) * scale))
-        cv2.drawMarker(pair, centre, (0, 0, 0), cv2.MARKER_CROSS, 22, 4)
-        cv2.drawMarker(pair, centre, _YELLOW, cv2.MARKER_CROSS, 20, 2)
+        centre = (round((mark[0] + 0.5) * scale), round((mark[1] + 0.5) * scale))
+        cv2.drawMarker(over, centre, (0, 0, 0), cv2.MARKER_CROSS, 24, 5)
+        cv2.drawMarker(over, centre, _YELLOW, cv2.MARKER_CROSS, 22, 2)
+    pair = np.hstack([crop, over])
     width = pair.shape[1]
     return np.vstack([_header(decision, width), pair, _legend(decision, width, snapshot.frame)])
 
@@ -267,7 +264,7 @@ def render_gap(gap: GapSnapshot, decision: Decision, width_px: int = 960) -> U8A
     view_w = max(40, round(strip_w * gap.view_px / total))
     unseen_w = max(40, strip_w - 2 * view_w)
     view_h = max(20, round(view_w * after.shape[0] / max(1, after.shape[1])))
-    strip = np.zeros((view_h + 70, width_px, 3), np.uint8)
+    strip = np.zeros((view_h + 84, width_px, 3), np.uint8)
     y0 = 40
     x = 10
     strip[y0 : y0 + view_h, x : x + view_w] = cv2.resize(after, (view_w, view_h), interpolation=cv2.INTER_AREA)
@@ -289,7 +286,7 @@ def render_gap(gap: GapSnapshot, decision: Decision, width_px: int = 960) -> U8A
     before_name = "before" if gap.frame_before is None else f"frame {gap.frame_before} (before)"
     cv2.putText(strip, before_name, (x, y0 - 8), _FONT, 0.5, _WHITE, 1, cv2.LINE_AA)
     cv2.arrowedLine(strip, (10, view_h + y0 + 18), (width_px - 10, view_h + y0 + 18), _GREY, 1, tipLength=0.01)
-    cv2.putText(strip, "belt travel", (width_px // 2 - 40, view_h + y0 + 38), _FONT, 0.5, _GREY, 1, cv2.LINE_AA)
+    cv2.putText(strip, "belt travel", (width_px // 2 - 40, view_h + y0 + 38), _FONT, 0.5, _WHITE, 1, cv2.LINE_AA)
     legend = _text_panel(
         [
             (_frames_line(decision, None), _GREY),

@@ -12,8 +12,8 @@ so a machine that is too slow shows the same drops and `uninspected` rejects her
 Time: frame f is at f / fps seconds of footage time; `fire_at_s` is in footage seconds.
 
 Outputs in DIR: `decisions.jsonl` (one line per bunch, written as each is decided — kept if the run fails half-way),
-`evidence/bunch_<id>.jpg` (six digits) for every reject, optional `annotated.avi`, and with labels `report.json`, `report.md` and
-PNG plots.
+`evidence/bunch_<id>.jpg` (six digits) for every reject, `review.html` (the reject review page with its data embedded:
+open it in a browser), optional `annotated.avi`, and with labels `report.json`, `report.md` and PNG plots.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from inspector.evidence import overlay_frame
 from inspector.pipeline import Pipeline, StepResult, open_model
 from inspector.progress import Progress
 from inspector.report import evaluate, load_labels, to_markdown, write_plots
+from inspector.review import write_static_page
 from inspector.sources import ImageFolderSource, VideoFileSource
 from inspector.types import Box, Decision, FrameRef
 
@@ -54,6 +55,7 @@ class ReplaySummary:
     decisions: list[Decision] = field(default_factory=list)
     unconfirmed: int = 0  # bunches passed because too few frames agreed (decision.agree_frames >= 2)
     error: str | None = None  # footage that broke off: what was decided up to there is kept
+    review_html: Path | None = None  # the reject review page written beside the decisions
 
     def line(self) -> str:
         rejects = sum(d.decision == "reject" for d in self.decisions)
@@ -160,6 +162,7 @@ def replay(
             summary.unconfirmed += len(end.unconfirmed)
             outputs.step(None, end)
             outputs.close()
+            summary.review_html = write_static_page(out_dir, out_dir / "decisions.jsonl", source=footage.name)
     summary.wall_s = time.monotonic() - started
     if summary.frames_read == 0:
         raise SourceError(f"{footage}: no frame could be read; check the file is a readable video or image folder")

@@ -12,6 +12,7 @@ from inspector.decision import (
     fire_time_s,
     frame_score_rank,
     merge_intervals,
+    uncovered,
     unseen_stretch,
 )
 from inspector.fam import BunchHeat
@@ -39,6 +40,7 @@ def test_aggregate(probs: list[float], how: str, expected: float) -> None:
 )
 def test_coverage(seen: list[tuple[float, float]], inspected: list[tuple[float, float]], ok: bool) -> None:
     assert covered(seen, inspected, tolerance_px=2) is ok
+    assert (not uncovered(seen, inspected, tolerance_px=2)) is ok  # the gaps the evidence names agree
 
 
 def test_merge_intervals() -> None:

@@ -54,6 +54,11 @@ def test_replay_writes_decisions_evidence_report_and_plots(
     assert {bid: r["reason"] for bid, r in by_drawn.items()} == {1: "pass", 2: "spider", 3: "pass", 4: "spider"}
     assert sorted(p.name for p in (out / "evidence").iterdir()) == ["bunch_000002.jpg", "bunch_000004.jpg"]
     assert cv2.imread(str(out / "evidence" / "bunch_000002.jpg")) is not None
+    spiders = [r for r in rows if r["reason"] == "spider"]  # fields added for people: reason in words, frames, picture
+    assert all(r["evidence"] == f"bunch_{r['bunch_id']:06d}.jpg" and r["threshold"] == 0.5 for r in spiders)
+    assert all("at or above the threshold" in r["detail"] and len(r["judged_frames"]) >= 2 for r in spiders)
+    page = (out / "review.html").read_text()  # the review page, data embedded, newest reject first
+    assert page.index('"evidence": "bunch_000004.jpg"') < page.index('"evidence": "bunch_000002.jpg"')
     report = json.loads((out / "report.json").read_text())
     assert (report["tp"], report["fn"], report["fp"], report["tn"]) == (2, 0, 0, 2)
     assert report["recall"] == 1.0 and report["false_reject_rate"] == 0.0 and report["roc_auc"] == 1.0

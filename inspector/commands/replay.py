@@ -80,6 +80,8 @@ def run_replay(args: argparse.Namespace) -> int:
     )
     print(f"replay: {summary.line()}")
     print(f"replay: decisions in {args.out / 'decisions.jsonl'}")
+    if summary.review_html is not None:
+        print(f"replay: rejects to review (open in a browser): {summary.review_html}")
     status = 0
     if summary.error:
         print(f"inspector: error: {summary.error} (decisions up to there are kept)")
