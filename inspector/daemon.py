@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from inspector.capture import CaptureProcess
@@ -47,6 +48,9 @@ class RunSummary:
     decided: int = 0
     uninspected: int = 0
     last_fire_at_s: float = 0.0  # monotonic: when the last reject sent is due at the ejector
+    late_rejects: int = 0  # rejects handed to the link after their fire time (the machine was too slow)
+    # capture of the judged frame -> reject handed to the link, the latest ones (as the latency metric measures it)
+    reject_latency_s: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
 
     def line(self) -> str:
         return (
@@ -97,7 +101,9 @@ class Daemon:
             if link is not None:
                 link.send_reject(d)
             self.summary.last_fire_at_s = max(self.summary.last_fire_at_s, d.fire_at_s)
+            self.summary.reject_latency_s.append(max(0.0, now - d.t_capture_s))
             if d.fire_at_s < now:
+                self.summary.late_rejects += 1
                 log.error("bunch %d: reject sent %.2f s after its fire time", d.bunch_id, now - d.fire_at_s)
         m.unconfirmed_alarms.inc(len(step.unconfirmed))
         for d in step.final:

@@ -51,6 +51,9 @@ class Snapshot:
     bunch_box: Box | None = None  # the bunch's box in this frame (frame pixels)
     spider_px: float = 0.0  # the largest spider's span in px: the scale the heat map is smoothed at for the cross
     frame_score: float = 0.0  # the highest tile probability over the bunch in this frame
+    inspected: bool = True  # False: the frame was only seen (the bunch was never in an inspected frame)
+    unseen_along: tuple[tuple[float, float], ...] = ()  # stretches of the bunch no inspected frame showed (belt coords)
+    travel_axis: int = 0  # the axis `unseen_along` runs along (0: x, 1: y)
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,47 @@ def take_snapshot(
     return Snapshot(
         crop, crop_box, patch, rel, np.asarray(probs)[overlap], frame, travel_xy, None, box, spider_px, frame_score
     )
+
+
+def take_seen_snapshot(
+    frame_bgr: U8Array, box: Box, frame: int, travel_xy: tuple[float, float], spider_px: float = 0.0
+) -> Snapshot:
+    """The bunch as a frame that was not inspected showed it: no heat, no tiles."""
+    h, w = frame_bgr.shape[:2]
+    crop_box = Box(
+        max(0, box.x1 - MARGIN_PX), max(0, box.y1 - MARGIN_PX), min(w, box.x2 + MARGIN_PX), min(h, box.y2 + MARGIN_PX)
+    )
+    x1, y1, x2, y2 = crop_box.xyxy
+    crop = frame_bgr[y1:y2, x1:x2].copy()
+    heat = np.zeros((y2 - y1, x2 - x1), np.float32)
+    none = np.zeros((0, 4), np.int32)
+    return Snapshot(crop, crop_box, heat, none, np.zeros(0), frame, travel_xy, None, box, spider_px, 0.0, False)
+
+
+def hatch_unseen(image: U8Array, snapshot: Snapshot, scale: int) -> bool:
+    """Hatch (orange) the stretches of the bunch that no inspected frame showed; True when any lies in the crop."""
+    axis = snapshot.travel_axis
+    offset = snapshot.travel_xy[axis] - (snapshot.crop_box.x1 if axis == 0 else snapshot.crop_box.y1)
+    b, c = snapshot.bunch_box or snapshot.crop_box, snapshot.crop_box
+    across = (b.y1 - c.y1, b.y2 - c.y1) if axis == 0 else (b.x1 - c.x1, b.x2 - c.x1)
+    length = image.shape[1 - axis]
+    drawn = False
+    for lo_belt, hi_belt in snapshot.unseen_along:
+        lo = max(0, round((lo_belt + offset) * scale))
+        hi = min(length, round((hi_belt + offset) * scale))
+        if hi <= lo:
+            continue
+        a1, a2 = across[0] * scale, across[1] * scale
+        x1, y1, x2, y2 = (lo, a1, hi, a2) if axis == 0 else (a1, lo, a2, hi)
+        region = image[y1:y2, x1:x2]
+        shade = region.copy()
+        shade[:] = (0, 140, 255)
+        region[:] = cv2.addWeighted(region, 0.6, shade, 0.4, 0)
+        for k in range(-(y2 - y1), x2 - x1, 12):
+            cv2.line(region, (k, y2 - y1), (k + (y2 - y1), 0), (0, 140, 255), 2, cv2.LINE_AA)
+        cv2.rectangle(image, (x1, y1), (x2 - 1, y2 - 1), (0, 140, 255), 2)
+        drawn = True
+    return drawn
 
 
 def marker_xy(snapshot: Snapshot) -> tuple[float, float] | None:
@@ -195,9 +239,16 @@ def _frames_line(decision: Decision, picture_frame: int | None) -> str:
     return f"judged on frame(s) {judged}{picture}; at the ejector {eta_s:.2f} s after frame {decision.frame}"
 
 
-def _legend(decision: Decision, width_px: int, picture_frame: int) -> U8Array:
+def _legend(
+    decision: Decision, width_px: int, picture_frame: int, inspected: bool = True, hatched: bool = False
+) -> U8Array:
     threshold = 0.5 if decision.threshold is None else decision.threshold
-    lines = [
+    lines = []
+    if not inspected:
+        lines.append(("no inspected frame showed this bunch: the picture is a frame that was not inspected", _YELLOW))
+    if hatched:
+        lines.append(("[#] hatched orange: the part of the bunch no inspected frame showed", (0, 140, 255)))
+    lines += [
         (_frames_line(decision, picture_frame), _GREY),
         (f"[#] left: the bunch as the camera saw it in frame {picture_frame}; right: the same with the heat map", _GREY),
         ("[#] heat map: blue = little, red = strong evidence of a spider (tile FAMs weighted by probability)", (255, 0, 0)),
@@ -240,9 +291,11 @@ def render(snapshot: Snapshot, decision: Decision, label_top: int = 3) -> U8Arra
         centre = (round((mark[0] + 0.5) * scale), round((mark[1] + 0.5) * scale))
         cv2.drawMarker(over, centre, (0, 0, 0), cv2.MARKER_CROSS, 24, 5)
         cv2.drawMarker(over, centre, _YELLOW, cv2.MARKER_CROSS, 22, 2)
+    hatched = hatch_unseen(over, snapshot, scale)
     pair = np.hstack([crop, over])
     width = pair.shape[1]
-    return np.vstack([_header(decision, width), pair, _legend(decision, width, snapshot.frame)])
+    legend = _legend(decision, width, snapshot.frame, snapshot.inspected, hatched)
+    return np.vstack([_header(decision, width), pair, legend])
 
 
 def _to_travel_right(image: U8Array, axis: int, sign: int) -> U8Array:

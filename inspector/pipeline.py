@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -27,8 +27,15 @@ from inspector.belt import (
     gray_small,
 )
 from inspector.config import Calibration, Config, ModelConfig
-from inspector.decision import BunchRecord, DecisionRule, along_offset_px, merge_intervals, unseen_stretch
-from inspector.evidence import EvidenceItem, GapSnapshot, Snapshot, take_snapshot
+from inspector.decision import (
+    BunchRecord,
+    DecisionRule,
+    along_offset_px,
+    merge_intervals,
+    uncovered,
+    unseen_stretch,
+)
+from inspector.evidence import EvidenceItem, GapSnapshot, Snapshot, take_seen_snapshot, take_snapshot
 from inspector.fam import BunchHeat, stitch, tile_fam
 from inspector.model import Model
 from inspector.tiling import baseline_scales, plan_tiles, tile_scales
@@ -98,6 +105,7 @@ class Pipeline:
         self.keep_evidence = keep_evidence
         self._snapshots: dict[int, tuple[float, Snapshot]] = {}  # bunch id -> (centre offset, most central snapshot)
         self._strongest: dict[int, Snapshot] = {}  # bunch id -> snapshot of its highest-scoring inspected frame
+        self._seen_only: dict[int, tuple[float, Snapshot]] = {}  # never inspected yet: its most central seen frame
         self._prev_small: U8Array | None = None  # the previous frame at 1/EVIDENCE_DOWNSCALE (the unseen-stretch picture)
         self._prev_seq: int | None = None
         self.calibration = calibration
@@ -221,6 +229,8 @@ class Pipeline:
         along = float(np.dot(self.travel_xy, self._direction))
         if self.selector.select(along):  # by belt travel alone: an empty stretch costs no tiles but counts
             self._inspect(frame_bgr, mask, bunches, result)
+        elif self.keep_evidence:
+            self._keep_seen(frame_bgr, bunches, ref.seq)
         for bunch_id in departed:
             record = self.records.pop(bunch_id, None)
             if record is not None:
@@ -254,6 +264,19 @@ class Pipeline:
                 record.reject_sent = True
                 result.rejects.append(self._decide(record, final=False))
 
+    def _keep_seen(self, frame_bgr: U8Array, bunches: list[Bunch], frame: int) -> None:
+        """A bunch no inspected frame has shown yet: keep its most central seen frame (its picture if it never is)."""
+        assert self.frame_wh is not None
+        for bunch in bunches:
+            if bunch.bunch_id in self._snapshots:
+                continue
+            offset = abs(along_offset_px(bunch.box.center_xy, self.frame_wh, self.calibration))
+            kept = self._seen_only.get(bunch.bunch_id)
+            if kept is None or offset < kept[0]:
+                spider_px = self.calibration.px(self.calibration.spider_span_mm[1])
+                snap = take_seen_snapshot(frame_bgr, bunch.box, frame, self.travel_xy, spider_px)
+                self._seen_only[bunch.bunch_id] = (offset, snap)
+
     def _keep_snapshot(
         self,
         frame_bgr: U8Array,
@@ -280,6 +303,7 @@ class Pipeline:
         )
         if take_central:
             self._snapshots[bunch.bunch_id] = (offset, snap)
+            self._seen_only.pop(bunch.bunch_id, None)
         if take_strongest:
             self._strongest[bunch.bunch_id] = snap
 
@@ -303,9 +327,13 @@ class Pipeline:
         decision = self._decide(record, final=True)
         kept = self._snapshots.pop(record.bunch_id, None)
         strongest = self._strongest.pop(record.bunch_id, None)
+        seen = self._seen_only.pop(record.bunch_id, None)
         snap = strongest if decision.reason == "spider" and strongest is not None else None
-        if snap is None and kept is not None:
-            snap = kept[1]
+        if snap is None:
+            snap = kept[1] if kept is not None else (seen[1] if seen is not None else None)
+        if snap is not None and decision.reason == "uninspected":
+            gaps = uncovered(record.seen_along, self.windows, self.rule.tolerance_px)
+            snap = replace(snap, unseen_along=tuple(gaps), travel_axis=self.calibration.travel_axis)
         if snap is not None:
             result.evidence[record.bunch_id] = snap
         if decision.decision == "reject" and not record.reject_sent:

@@ -15,7 +15,7 @@ import pytest
 from inspector.config import BeltConfig, Config, ModelConfig
 from inspector.decision import BunchRecord, decide
 from inspector.decision_log import DecisionLog
-from inspector.evidence import GapSnapshot, Snapshot, marker_xy, render, render_any
+from inspector.evidence import GapSnapshot, Snapshot, hatch_unseen, marker_xy, render, render_any
 from inspector.fam import BunchHeat
 from inspector.model import Model
 from inspector.pipeline import Pipeline
@@ -137,3 +137,21 @@ def test_every_reject_gets_a_picture_and_a_failed_picture_never_loses_the_row(
     row = json.loads((tmp_path / "d.jsonl").read_text())
     assert row["bunch_id"] == 3 and "evidence" not in row and row["detail"] == "model said so"
     assert "evidence picture not written" in caplog.text
+
+
+def test_uninspected_picture_hatches_the_part_no_inspected_frame_showed() -> None:
+    """Bunch box x 220..280 in a crop from x 200; belt travel 50 px: belt stretch [200, 230) is frame x 250..280."""
+    crop = np.full((80, 100, 3), 120, np.uint8)
+    snap = Snapshot(
+        crop, Box(200, 100, 300, 180), np.zeros((80, 100), np.float32), np.zeros((0, 4), np.int32), np.zeros(0), 9,
+        (50.0, 0.0), None, Box(220, 110, 280, 170), 16.0, 0.0, True, ((200.0, 230.0),), 0,
+    )
+    image = crop.copy()
+    assert hatch_unseen(image, snap, scale=1)
+    orange = (image[:, :, 2] > 200) & (image[:, :, 0] < 80)
+    xs, ys = np.nonzero(orange.any(axis=0))[0], np.nonzero(orange.any(axis=1))[0]
+    # frame x 250..280 (crop 50..79) across the bunch's y (crop 10..69), within a pixel of anti-aliasing
+    assert abs(xs.min() - 50) <= 1 and abs(xs.max() - 79) <= 1 and abs(ys.min() - 10) <= 1 and abs(ys.max() - 69) <= 1
+    d = Decision(5, "reject", "uninspected", 0.1, 9, (220, 110, 280, 170), None, 5.0, 1, 0.9, None, "half", (9,), 0.5)
+    assert render(snap, d).shape[1] >= 720  # drawn, with the hatching's line in the legend
+    assert not hatch_unseen(crop.copy(), Snapshot(**{**snap.__dict__, "unseen_along": ((0.0, 100.0),)}), scale=1)
