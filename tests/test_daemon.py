@@ -45,6 +45,7 @@ class Line:
         self.model = write_spot_model(root)
         self.controller = f"tcp://127.0.0.1:{free_port()}"
         self.metrics_port = free_port()
+        self.review_port = free_port()
         self.decisions = root / "decisions.jsonl"
         self.sim_log = root / "sim.jsonl"
         self.config = root / "config.yaml"
@@ -57,7 +58,8 @@ class Line:
                     "belt": {"min_bunch_area_mm2": 200},
                     "link": {"controller": self.controller, "publish": f"tcp://127.0.0.1:{free_port()}"},
                     "metrics": {"port": self.metrics_port},
-                    "output": {"decisions_jsonl": str(self.decisions)},
+                    "review": {"port": self.review_port},
+                    "output": {"decisions_jsonl": str(self.decisions), "evidence_dir": str(root / "evidence")},
                     "supervisor": {"stall_timeout_s": 3.0, "backoff_initial_s": 0.2},
                 }
             )
@@ -111,6 +113,15 @@ class Line:
             e for line in self.sim_log.read_text().splitlines() if line and (e := json.loads(line))["event"] == event
         ]
 
+    def review_rejects(self) -> list[int]:
+        """Bunch ids on the review page's data, newest first ([] while it is not served)."""
+        url = f"http://127.0.0.1:{self.review_port}/review/rejects.json"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return [int(r["bunch_id"]) for r in json.loads(response.read())["rejects"]]
+        except OSError:
+            return []
+
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as response:
             return str(response.read().decode())
@@ -139,7 +150,7 @@ def wait_for(predicate, timeout_s: float) -> bool:  # type: ignore[no-untyped-de
 
 
 def test_spider_bunches_are_fired_at_their_arrival_at_the_ejector(tmp_path: Path) -> None:
-    line = Line(tmp_path)
+    line = Line(tmp_path, n_frames=80)  # the belt runs on 4 s after the last bunch: the review page is seen live
     sim = line.simulator()
     try:
         daemon = line.daemon()
@@ -161,6 +172,8 @@ def test_spider_bunches_are_fired_at_their_arrival_at_the_ejector(tmp_path: Path
             return "inspector_bunches_total{" in text
 
         assert wait_for(scrape, 30), "metrics never showed a decided bunch"
+        # the daemon's review page lists the spider bunches, newest first, while it runs
+        assert wait_for(lambda: line.review_rejects() == [4, 2], 30), line.review_rejects()
         status, err = wait_exit(daemon)
         assert status == 0, err
         assert "Traceback" not in err
@@ -189,6 +202,7 @@ def test_spider_bunches_are_fired_at_their_arrival_at_the_ejector(tmp_path: Path
     assert sorted(e["bunch_id"] for e in fired) == [2, 4]
     assert all(abs(e["error_s"]) <= 1 / FPS for e in fired), fired
     assert not line.sim_events("missed") and not line.sim_events("late")
+    assert sorted(p.name for p in (tmp_path / "evidence").iterdir()) == sorted(rows[b]["evidence"] for b in (2, 4))
 
 
 def test_controller_absent_at_start_gets_every_reject_when_it_comes(tmp_path: Path) -> None:

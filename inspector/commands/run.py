@@ -136,10 +136,10 @@ def demo(args: argparse.Namespace) -> int:
                 f"actuator simulator exited at start (status {sim.returncode}); is {config.link.controller} in use?"
             )
         review = f"http://{config.review.address}:{config.review.port}/review" if config.review.port else "a free port"
+        metrics = f"http://{config.metrics.address}:{config.metrics.port}/metrics" if config.metrics.port else "a free port"
         print(
-            f"demo: daemon starting — rejects to review live at {review}, metrics "
-            f"http://{config.metrics.address}:{config.metrics.port}/metrics, decisions {jsonl}, evidence "
-            f"{out / 'evidence'}, simulator log {sim_log}",
+            f"demo: daemon starting — rejects to review live at {review}, metrics {metrics}, decisions {jsonl}, "
+            f"evidence {out / 'evidence'}, simulator log {sim_log}",
             flush=True,
         )
         status = daemon.run()
@@ -228,7 +228,10 @@ def demo_summary(
     )
     p50, p99 = _percentile(list(s.reject_latency_s), 50), _percentile(list(s.reject_latency_s), 99)
     latency = "n/a (no reject)" if p50 is None or p99 is None else f"p50 {p50:.2f} s, p99 {p99:.2f} s"
-    lines.append(f"decision latency, capture -> reject sent: {latency} over {len(s.reject_latency_s)} rejects")
+    lines.append(
+        f"decision latency, capture of the judged frame -> reject sent: {latency} over {len(s.reject_latency_s)} "
+        "rejects (an uninspected reject is decided only when its bunch leaves the view)"
+    )
     events = _sim_events(sim_log)
     sent = int(m.value("inspector_rejects_sent_total"))
     acked = int(m.value("inspector_rejects_acked_total"))
@@ -243,11 +246,11 @@ def demo_summary(
     if dropped:
         problems.append(f"{dropped} of {captured} frames were dropped")
     if s.late_rejects:
-        problems.append(f"{s.late_rejects} rejects were sent after their fire time")
+        problems.append(f"{s.late_rejects} reject(s) were sent after their fire time")
     if missed or late_at_sim:
-        problems.append(f"{missed + late_at_sim} rejects were not fired in time")
+        problems.append(f"{missed + late_at_sim} reject(s) were not fired in time")
     if uninspected:
-        problems.append(f"{uninspected} bunches were rejected because they could not be inspected whole")
+        problems.append(f"{uninspected} bunch(es) were rejected because they could not be inspected whole")
     if problems and (dropped or s.late_rejects or missed or late_at_sim):
         lines.append(
             "THIS MACHINE DID NOT KEEP UP: " + "; ".join(problems) + ". On a line that means good fruit rejected "

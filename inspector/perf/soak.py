@@ -238,6 +238,7 @@ def write_config(
         "link": {"controller": controller, "publish": None},
         "metrics": {"port": metrics_port},
         "output": {"decisions_jsonl": str(work / "decisions.jsonl")},
+        "review": {"port": 0},  # any free port: a soak beside a running daemon must not collide with its page
     }
     if threshold is not None:
         config["decision"] = {"threshold": threshold}
