@@ -131,3 +131,12 @@ def test_static_page_from_replay_opens_from_files(tmp_path: Path) -> None:
         assert hidden == [True, False]  # bunch 4 (uninspected, newest) hidden, bunch 3 shown
         assert "footage.avi" in browser.evaluate("document.getElementById('status').innerText")
         keep_screenshot(browser.screenshot(tmp_path / "review-static.png"))
+
+
+def test_grafana_dashboard_links_the_review_page() -> None:
+    dash = json.loads((Path(__file__).resolve().parents[1] / "deploy/grafana/inspector-dashboard.json").read_text())
+    variable = next(v for v in dash["templating"]["list"] if v["name"] == "review")
+    assert variable["query"] == "http://127.0.0.1:9109/review"  # the daemon's default review.address:review.port
+    assert any(link["url"] == "${review}" for link in dash["links"])
+    text = [p for p in dash["panels"] if p["type"] == "text"]
+    assert text and "(${review})" in text[0]["options"]["content"]
