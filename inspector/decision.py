@@ -8,7 +8,10 @@ fewer than k inspected frames is judged by the frames it had (``frame_score_rank
 
 Fail-safe: a bunch is rejected with reason ``uninspected`` when it leaves the view (or the footage ends) unless both
 of its ends were seen inside the view and every stretch of it along the belt lay in an inspected frame — whatever
-its score. Frames dropped by capture or skipped because inspection fell behind show up here.
+its score. Frames dropped by capture or skipped because inspection fell behind show up here. Every verdict carries
+its reason in words (`Decision.detail`, `uninspected_detail`: which stretch of the bunch no inspected frame showed,
+and why — frames dropped while it was in view, inspection late, or it left the view before it was inspected whole),
+the inspected frames it was judged on and the threshold in force.
 
 Fire time: the bunch centre is ``d`` px past the image's centre line (along the direction of travel) in the frame
 taken at ``t``; it reaches the ejector ``camera_to_ejector_mm − d·mm_per_px`` later, at belt speed:
