@@ -159,9 +159,12 @@ class BunchRecord:
         travel_xy: tuple[float, float],
         frame_wh: tuple[int, int],
         calibration: Calibration,
+        frames_missed_before: int = 0,
     ) -> None:
         if self.last_frame >= 0 and frame > self.last_frame + 1:
             self.frames_dropped += frame - self.last_frame - 1
+        elif self.last_frame < 0:  # first sighting: it may have ridden in during frames that never arrived
+            self.frames_dropped += frames_missed_before
         self.last_frame = max(self.last_frame, frame)
         axis = calibration.travel_axis
         lo, hi = (box.x1, box.x2) if axis == 0 else (box.y1, box.y2)
@@ -240,7 +243,7 @@ def uninspected_detail(
             what = "part of it was never in an inspected frame"
     if record.frames_dropped:
         why = (
-            f"{record.frames_dropped} frame(s) were dropped while it was in view "
+            f"{record.frames_dropped} frame(s) were dropped while it was (or may have been) in view "
             "(capture or inspection could not keep up)"
         )
     elif record.inspected_frames == 0:

@@ -191,9 +191,10 @@ class Pipeline:
         self.travel_xy = (self.travel_xy[0] + shift[0], self.travel_xy[1] + shift[1])
         mask = self.segmenter.mask(frame_bgr)
         bunches, departed = self.tracker.update(find_bunches(mask, self.min_area_px), shift)
+        missed = 0 if self._prev_seq is None else max(0, ref.seq - self._prev_seq - 1)
         for bunch in bunches:
             self._record(bunch.bunch_id).observe(
-                ref.seq, ref.t_capture_s, bunch.box, self.travel_xy, self.frame_wh, self.calibration
+                ref.seq, ref.t_capture_s, bunch.box, self.travel_xy, self.frame_wh, self.calibration, missed
             )
         result = StepResult(ref, False, bunches, belt_speed_mm_s=self.belt_speed_mm_s)
         along_shift_px = float(np.dot(shift, self._direction))

@@ -97,12 +97,17 @@ def test_uninspected_detail_names_the_unseen_stretch_and_the_dropped_frames() ->
                final=True, windows=windows)
     assert d.reason == "uninspected" and d.judged_frames == (6,)
     assert "the stretch 25–50 mm behind its leading end was never in an inspected frame" in d.detail
-    assert "3 frame(s) were dropped while it was in view" in d.detail
+    assert "3 frame(s) were dropped while it was (or may have been) in view" in d.detail
     rec_late = BunchRecord(2, BunchHeat(4))
     rec_late.observe(0, 0.0, Box(100, 80, 200, 160), (0.0, 0.0), (320, 240), cal)
     d = decide(rec_late, threshold=0.5, how="max", frame_wh=(320, 240), calibration=cal, belt_speed_mm_s=None,
                final=True, windows=[])
     assert d.detail == "no inspected frame showed it: it left the view before an inspection was due (inspection late)"
+    rec_gap = BunchRecord(3, BunchHeat(4))  # first seen right after 4 frames that never arrived
+    rec_gap.observe(9, 0.9, Box(100, 80, 200, 160), (0.0, 0.0), (320, 240), cal, frames_missed_before=4)
+    d = decide(rec_gap, threshold=0.5, how="max", frame_wh=(320, 240), calibration=cal, belt_speed_mm_s=None,
+               final=True, windows=[])
+    assert "no inspected frame showed it: 4 frame(s) were dropped while it was (or may have been) in view" in d.detail
 
 
 def test_unseen_stretch_gets_a_schematic_picture_and_says_which_frames_were_missing(
@@ -155,3 +160,15 @@ def test_uninspected_picture_hatches_the_part_no_inspected_frame_showed() -> Non
     d = Decision(5, "reject", "uninspected", 0.1, 9, (220, 110, 280, 170), None, 5.0, 1, 0.9, None, "half", (9,), 0.5)
     assert render(snap, d).shape[1] >= 720  # drawn, with the hatching's line in the legend
     assert not hatch_unseen(crop.copy(), Snapshot(**{**snap.__dict__, "unseen_along": ((0.0, 100.0),)}), scale=1)
+
+
+@pytest.mark.parametrize(
+    ("moved_px", "axis", "sign"), [(325.0, 0, 1), (330.0, 1, -1), (1e6, 0, -1), (641.0, 1, 1)]
+)
+def test_unseen_stretch_schematic_of_any_length_and_direction(moved_px: float, axis: int, sign: int) -> None:
+    """A stretch of a few mm, one of kilometres (a stalled camera), belts along x or y, either way: always a picture."""
+    small = np.full((60, 80, 3), 150, np.uint8)
+    gap = GapSnapshot(small, small, 40, 12, moved_px, 320 if axis == 0 else 240, 0.5, axis, sign)
+    d = Decision(9, "reject", "uninspected", 0.0, 40, (0, 0, 10, 10), None, 5.0, 0, 4.0, None, "gap")
+    picture = render_any(gap, d)
+    assert picture.shape[1] == 960 and (picture[:, :, 2] > 200).sum() > 100

@@ -250,7 +250,9 @@ def demo_summary(
     if missed or late_at_sim:
         problems.append(f"{missed + late_at_sim} reject(s) were not fired in time")
     if uninspected:
-        problems.append(f"{uninspected} bunch(es) were rejected because they could not be inspected whole")
+        problems.append(
+            f"{uninspected} reject(s) were uninspected (a bunch not inspected whole, or a stretch of belt no frame showed)"
+        )
     if problems and (dropped or s.late_rejects or missed or late_at_sim):
         lines.append(
             "THIS MACHINE DID NOT KEEP UP: " + "; ".join(problems) + ". On a line that means good fruit rejected "
