@@ -74,6 +74,16 @@ class GapSnapshot:
 EvidenceItem = Snapshot | GapSnapshot
 
 
+def _crop_around(frame_bgr: U8Array, box: Box) -> tuple[Box, U8Array]:
+    """The bunch's box grown by MARGIN_PX, clipped to the frame, and a copy of the frame inside it."""
+    h, w = frame_bgr.shape[:2]
+    crop_box = Box(
+        max(0, box.x1 - MARGIN_PX), max(0, box.y1 - MARGIN_PX), min(w, box.x2 + MARGIN_PX), min(h, box.y2 + MARGIN_PX)
+    )
+    x1, y1, x2, y2 = crop_box.xyxy
+    return crop_box, frame_bgr[y1:y2, x1:x2].copy()
+
+
 def take_snapshot(
     frame_bgr: U8Array,
     heat: HeatMap,
@@ -85,12 +95,8 @@ def take_snapshot(
     spider_px: float = 0.0,
     frame_score: float = 0.0,
 ) -> Snapshot:
-    h, w = frame_bgr.shape[:2]
-    crop_box = Box(
-        max(0, box.x1 - MARGIN_PX), max(0, box.y1 - MARGIN_PX), min(w, box.x2 + MARGIN_PX), min(h, box.y2 + MARGIN_PX)
-    )
+    crop_box, crop = _crop_around(frame_bgr, box)
     x1, y1, x2, y2 = crop_box.xyxy
-    crop = frame_bgr[y1:y2, x1:x2].copy()
     gh, gw = heat.values.shape
     sx, sy = gw / heat.box.wh[0], gh / heat.box.wh[1]
     gx1, gy1 = int(x1 * sx), int(y1 * sy)
@@ -117,12 +123,8 @@ def take_seen_snapshot(
     frame_bgr: U8Array, box: Box, frame: int, travel_xy: tuple[float, float], spider_px: float = 0.0
 ) -> Snapshot:
     """The bunch as a frame that was not inspected showed it: no heat, no tiles."""
-    h, w = frame_bgr.shape[:2]
-    crop_box = Box(
-        max(0, box.x1 - MARGIN_PX), max(0, box.y1 - MARGIN_PX), min(w, box.x2 + MARGIN_PX), min(h, box.y2 + MARGIN_PX)
-    )
+    crop_box, crop = _crop_around(frame_bgr, box)
     x1, y1, x2, y2 = crop_box.xyxy
-    crop = frame_bgr[y1:y2, x1:x2].copy()
     heat = np.zeros((y2 - y1, x2 - x1), np.float32)
     none = np.zeros((0, 4), np.int32)
     return Snapshot(crop, crop_box, heat, none, np.zeros(0), frame, travel_xy, None, box, spider_px, 0.0, False)

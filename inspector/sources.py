@@ -134,8 +134,8 @@ class _Base:
         return int((time.monotonic() - self._anchor_s) * (self.fps or DEFAULT_VIDEO_FPS))
 
 
-class VideoFileSource(_Base):
-    """A video file, optionally paced at its frame rate and looped."""
+class _FileBase(_Base):
+    """A video file or an image folder: its path, pacing and looping."""
 
     def __init__(
         self,
@@ -150,6 +150,16 @@ class VideoFileSource(_Base):
         self.path = Path(path)
         self.name = str(self.path)
         self.loop = loop
+        self._init_file(fps)
+
+    def _init_file(self, fps: float | None) -> None:
+        raise NotImplementedError
+
+
+class VideoFileSource(_FileBase):
+    """A video file, optionally paced at its frame rate and looped."""
+
+    def _init_file(self, fps: float | None) -> None:
         self._fps_override = fps
         self._fps: float | None = fps
         self._cap: cv2.VideoCapture | None = None
@@ -235,22 +245,10 @@ class VideoFileSource(_Base):
             self._cap = None
 
 
-class ImageFolderSource(_Base):
+class ImageFolderSource(_FileBase):
     """Image files of a folder in sorted name order, one frame each (unreadable files are skipped, logged)."""
 
-    def __init__(
-        self,
-        path: Path | str,
-        pace: str = "max",
-        loop: bool = False,
-        fps: float | None = None,
-        clock: Clock | None = time.monotonic,
-        seq_start: int = 0,
-    ) -> None:
-        super().__init__(pace, clock, seq_start)
-        self.path = Path(path)
-        self.name = str(self.path)
-        self.loop = loop
+    def _init_file(self, fps: float | None) -> None:
         self._fps = fps or DEFAULT_FOLDER_FPS
         self._files: list[Path] = []
 
