@@ -12,6 +12,11 @@ every set and ``--plots DIR`` draws it (DIR/<set>_sweep.png). ``--baseline MODEL
 tiles (at ``--baseline-threshold``) and prints the paired comparison: the tiles each gets right where the other is
 wrong, and the accuracy difference with its paired standard error.
 
+``--probes`` runs the shortcut probes on every set (:mod:`inspector.training.probes`: a sharp patch in blurred
+spider-free tiles, blurred spiders, pasted non-spiders from ``DIR/seam/`` where the set has one, blur and noise
+levels, recall per species with ``--real`` or a set that records its species) and prints their table; the exit
+status is 2 when a model fails the sharp-patch probe (its false-alarm rate more than 2 points above the normal one).
+
 Runs the daemon's path only (onnxruntime through inspector.model, FAM through inspector.fam; no torch); the logic
 lives in :mod:`inspector.training.assessment`. The FAM is the paper's Eq. 1 (``--fam-mode paper``, default) or the
 per-layer normalised variant. Pointing: the share of spider tiles whose FAM peak lies inside the spider box grown
@@ -39,6 +44,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--plots", type=Path, metavar="DIR", help="draw the threshold sweeps into DIR/<set>_sweep.png")
     p.add_argument("--baseline", type=Path, metavar="MODEL", help="compare with this model on the same tiles")
     p.add_argument("--baseline-threshold", type=float, default=0.5, help="the baseline's threshold (default 0.5)")
+    p.add_argument("--probes", action="store_true", help="run the shortcut probes on every set (exit 2 on a fail)")
+    p.add_argument(
+        "--real",
+        type=Path,
+        metavar="DIR",
+        help="the real photos (../shared/realdata): spider species for the probes' per-species recall",
+    )
+    p.add_argument("--probe-seed", type=int, default=0, help="seed of the probes' random patches and noise")
     add_threads_argument(p)
     p.add_argument("--json", type=Path, help="also write the figures as JSON")
     p.add_argument(

@@ -31,7 +31,9 @@ from inspector.training.evaluation import (
     format_table,
     misclassified,
     missed_by_origin,
+    scorer,
 )
+from inspector.training.probes import ProbeReport, format_probes, run_probes
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
             evaluate_model(model, t, mode=args.fam_mode, threshold=threshold, threads=args.threads) for _, t in sets
         ]
 
+    species = species_index(args.real) if args.probes and args.real else None
     evals = score(args.model, 0.5)
     base = score(args.baseline, args.baseline_threshold) if args.baseline else []
     sweeps = [threshold_sweep(ev.spider_prob, tiles.labels) for ev, (_, tiles) in zip(evals, sets, strict=True)]
@@ -71,13 +74,68 @@ def run(args: argparse.Namespace) -> int:
             _plot_sweep(args, name, tiles, sweeps[i], threshold, base[i] if base else None)
         if args.errors:
             write_errors(args, name, tiles, ev, threshold)
+    failed = [name for name, _ in sets if args.probes and not _probe_set(args, name, sets, evals, threshold, out, species)]
     print()
     against = f"; baseline {args.baseline} at {args.baseline_threshold}" if args.baseline else ""
     print(f"model {args.model} (FAM mode {args.fam_mode}, threshold {threshold}{against})")
     print(format_table(rows))
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
+    if failed:
+        print(f"FAILED the sharp-patch probe: {', '.join(failed)}")
+        return 2
     return 0
+
+
+def _probe_set(
+    args: argparse.Namespace,
+    name: str,
+    sets: list[tuple[str, TileSet]],
+    evals: list[Evaluation],
+    threshold: float,
+    out: dict[str, dict[str, Any]],
+    species: dict[str, str] | None,
+) -> bool:
+    """--probes on one set: print the table, add it to the JSON; True when the model passes."""
+    i = [n for n, _ in sets].index(name)
+    tiles = sets[i][1]
+    seam = load_seam_set(args.tiles, name)
+    with scorer(args.model, threads=args.threads) as score:
+        report: ProbeReport = run_probes(
+            score,
+            tiles,
+            evals[i].spider_prob,
+            threshold=threshold,
+            pointing=evals[i].figures.pointing,
+            seam=seam,
+            species_index=species,
+            seed=args.probe_seed,
+        )
+    print()
+    print(format_probes(name, report))
+    if seam is None:
+        print(f"  no seam probe: {name} has no seam/ companion set (inspector tiles cross-style makes one)")
+    out[name]["probes"] = report.as_dict()
+    return report.passed
+
+
+def load_seam_set(items: list[str], name: str) -> TileSet | None:
+    """The companion sets ``DIR/seam`` of the tile set `name` (``[NAME=]DIR[,DIR...]``), concatenated; None if none."""
+    for set_name, paths in map(named_item, items):
+        if set_name == name:
+            found = [Path(p) / "seam" for p in paths.split(",") if (Path(p) / "seam" / "tiles.npz").is_file()]
+            return concat_tile_sets([load_tile_set(p) for p in found]) if found else None
+    return None
+
+
+def species_index(real: Path) -> dict[str, str]:
+    """Spider photo file -> species, from ``REAL/spiders/photos/index.json`` (both splits)."""
+    path = real / "spiders" / "photos" / "index.json"
+    try:
+        index = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InspectorError(f"--real {real}: cannot read {path} ({getattr(exc, 'strerror', None) or exc})") from None
+    return {str(e["file"]): str(e["species"]) for split in index.values() for e in split}
 
 
 def check_options(args: argparse.Namespace) -> None:

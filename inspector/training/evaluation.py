@@ -7,6 +7,8 @@ paper's Eq. 1 from :func:`inspector.fam.tile_fam` (bilinear upsampling of fam1..
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from inspector.model import Model
 from inspector.progress import progress
 from inspector.synth.tiles import TileSet, mosaic
 from inspector.training.metrics import TileFigures, tile_figures
+from inspector.training.probes import Scorer
 from inspector.types import U8Array
 
 # The seed paper's test accuracies (Menikdiwela et al.), for the side-by-side table.
@@ -66,6 +69,17 @@ def evaluate_model(
     figures = tile_figures(p, tiles.labels, maps, boxes, threshold=threshold)
     tiles_per_s = len(p) / elapsed if elapsed > 0 else float("nan")
     return Evaluation(figures, _per_kind(p, tiles, threshold), tiles_per_s, p, _per_scale(p, tiles, threshold))
+
+
+@contextmanager
+def scorer(model_path: Path, batch: int = 32, threads: int = 2) -> Iterator[Scorer]:
+    """The model as a ``score(images) -> spider probability`` callable (the probes' interface), open while in use."""
+    with Model(model_path, providers=("cpu",), threads=threads, batch_size=batch) as model:
+
+        def score(images: np.ndarray) -> np.ndarray:
+            return model.infer(images).spider_prob
+
+        yield score
 
 
 def at_threshold(ev: Evaluation, tiles: TileSet, threshold: float) -> Evaluation:
