@@ -16,7 +16,14 @@ from inspector.config import DEFAULT_CALIBRATION, DEMO_MODEL, Calibration, load_
 from inspector.errors import InspectorError
 
 # pip extra that installs each optional module
-EXTRA_OF = {"torch": "train", "onnx": "train", "h5py": "train", "matplotlib": "plots"}
+EXTRA_OF = {
+    "torch": "train",
+    "onnx": "train",
+    "h5py": "train",
+    "matplotlib": "plots",
+    "pymodbus": "gateway",
+    "asyncua": "gateway",
+}
 
 
 def require_extra(module: str, purpose: str) -> ModuleType:

@@ -26,6 +26,19 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Sectioned(Strict):
+    """The top level of a config file, made of sections."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, data: object) -> object:
+        """A section whose keys are all commented out (`decision:` alone) means its defaults."""
+        if isinstance(data, dict):
+            sections = {k for k, f in cls.model_fields.items() if isinstance(f.default, BaseModel)}
+            return {k: ({} if v is None and k in sections else v) for k, v in data.items()}
+        return data
+
+
 def _resolve(value: Path | None, info: ValidationInfo) -> Path | None:
     if value is None:
         return None
@@ -224,7 +237,7 @@ class OutputConfig(Strict):
         return _resolve(v, info)
 
 
-class Config(Strict):
+class Config(Sectioned):
     """The daemon config (deploy/config.example.yaml documents every key)."""
 
     calibration: Path | None = Field(None, description="calibration file; the embedded default when absent")
@@ -240,15 +253,6 @@ class Config(Strict):
     recording: RecordingConfig = RecordingConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
     output: OutputConfig = OutputConfig()
-
-    @model_validator(mode="before")
-    @classmethod
-    def _empty_sections(cls, data: object) -> object:
-        """A section whose keys are all commented out (`decision:` alone) means its defaults."""
-        if isinstance(data, dict):
-            sections = {k for k, f in cls.model_fields.items() if isinstance(f.default, BaseModel)}
-            return {k: ({} if v is None and k in sections else v) for k, v in data.items()}
-        return data
 
     @field_validator("decision")
     @classmethod

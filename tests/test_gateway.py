@@ -1,0 +1,245 @@
+"""The ejector gateway against REAL PLC servers on loopback (tests/plc_servers.py: pymodbus and asyncua servers in
+their own processes that record every write with its monotonic time). Nothing of either protocol library is
+mocked: the gateway talks Modbus TCP / OPC UA over a socket to a server, as it does to a PLC."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from inspector.errors import ConfigError, InspectorError
+from inspector.gateway import FireReport, GatewayConfig, GatewayMetrics, PlcOutput, load_gateway_config, open_driver
+from inspector.perf.soak import free_port
+from tests.plc_servers import OPCUA_NS, PlcServer
+
+pytest.importorskip("pymodbus")
+pytest.importorskip("asyncua")
+
+FRAME_S = 1 / 30  # one frame interval at 30 fps: the bound on when an ejector output may be driven
+PULSE_S = 0.05
+LEFT, RIGHT, FAIL_SAFE, WATCHDOG = 2, 5, 9, 3  # Modbus coils (and the watchdog's holding register)
+
+
+def modbus_config(port: int, **over: Any) -> GatewayConfig:
+    raw: dict[str, Any] = {
+        "plc": {"protocol": "modbus", "host": "127.0.0.1", "port": port, "timeout_s": 0.3},
+        "ejectors": [
+            {"name": "left", "output": LEFT, "across_mm": [-300, 0]},
+            {"name": "right", "output": RIGHT, "across_mm": [0, 300]},
+        ],
+        "pulse_s": PULSE_S,
+        "fail_safe": {"output": FAIL_SAFE},
+        "watchdog": {"output": WATCHDOG, "interval_s": 0.1},
+        "reconnect": {"initial_s": 0.05, "max_s": 0.2},
+    }
+    raw.update(over)
+    return GatewayConfig.model_validate(raw)
+
+
+@pytest.fixture()
+def modbus() -> Iterator[PlcServer]:
+    with PlcServer("modbus", free_port()) as server:
+        yield server
+
+
+class Output:
+    """A PlcOutput on a config, with its reports collected."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.metrics = GatewayMetrics()
+        self.reports: list[FireReport] = []
+        self.out = PlcOutput(config, open_driver(config.plc), self.metrics, self.reports.append)
+
+    def __enter__(self) -> PlcOutput:
+        self.out.start()
+        assert self.out.wait_for(lambda o: o.connected, 10.0), "the gateway never connected to the PLC"
+        self.out.fail_safe(False, "startup")
+        assert self.out.wait_for(lambda o: not o.in_fail_safe, 5.0)
+        return self.out
+
+    def __exit__(self, *exc: object) -> None:
+        self.out.stop()
+
+
+def writes_on(writes: list[dict[str, Any]], kind: str, address: Any, value: int | bool) -> list[float]:
+    return [w["t_s"] for w in writes if w["kind"] == kind and w["address"] == address and w["value"] == value]
+
+
+# ------------------------------------------------------------------------------------------------ Modbus TCP
+@pytest.mark.slow
+def test_modbus_each_pulse_drives_its_coil_within_a_frame_and_nothing_else_is_written(modbus: PlcServer) -> None:
+    config = modbus_config(modbus.port)
+    o = Output(config)
+    with o as out:
+        t0 = time.monotonic() + 0.4
+        plan = [(-120.0, t0, (LEFT,)), (150.0, t0 + 0.2, (RIGHT,)), (None, t0 + 0.4, (LEFT, RIGHT))]
+        for i, (across, at_s, _) in enumerate(plan):
+            assert out.fire(across, at_s, key=i)
+        writes = modbus.wait_for(lambda w: len(o.reports) == 3 and time.monotonic() > t0 + 0.6, 10.0)
+    assert [r.outcome for r in o.reports] == ["fired"] * 3
+    for i, (_, at_s, coils) in enumerate(plan):
+        for coil in (LEFT, RIGHT):
+            on = [t for t in writes_on(writes, "coil", coil, 1) if abs(t - at_s) < 0.1]
+            if coil in coils:
+                assert len(on) == 1, (i, coil, on)
+                assert abs(on[0] - at_s) <= FRAME_S, f"pulse {i} on coil {coil} {on[0] - at_s:+.4f} s off its time"
+                off = [t for t in writes_on(writes, "coil", coil, 0) if on[0] < t < on[0] + 0.2]
+                assert off and abs(off[0] - (at_s + PULSE_S)) <= FRAME_S, (i, coil, off)
+            else:
+                assert not on, f"pulse {i} drove coil {coil}, which does not cover its place across the belt"
+    # only the configured addresses were ever written: ejector and fail-safe coils, the watchdog register
+    assert {w["address"] for w in writes if w["kind"] == "coil"} <= {LEFT, RIGHT, FAIL_SAFE}
+    assert {w["address"] for w in writes if w["kind"] == "register"} == {WATCHDOG}
+    counts = [w["value"] for w in writes if w["kind"] == "register"]
+    assert counts == list(range(counts[0], counts[0] + len(counts))), "the watchdog counter must count up"
+    assert o.metrics.value("inspector_gateway_pulses_total", {"ejector": "left"}) == 2
+    assert o.metrics.value("inspector_gateway_fire_error_seconds_count") == 3
+
+
+@pytest.mark.slow
+def test_modbus_a_late_pulse_is_refused_and_never_written(modbus: PlcServer) -> None:
+    o = Output(modbus_config(modbus.port))
+    with o as out:
+        assert not out.fire(-100.0, time.monotonic() - 0.05, key="late")  # already past: refused on the spot
+        assert out.fire(100.0, time.monotonic() + 0.2, key="on time")
+        writes = modbus.wait_for(lambda w: len(o.reports) == 1, 10.0)
+    assert [r.key for r in o.reports] == ["on time"]
+    assert not writes_on(writes, "coil", LEFT, 1), "a late pulse reached the ejector"
+    assert len(writes_on(writes, "coil", RIGHT, 1)) == 1
+    assert o.metrics.value("inspector_gateway_pulses_refused_total", {"reason": "late"}) == 1
+
+
+@pytest.mark.slow
+def test_modbus_a_dead_plc_means_fail_safe_then_reconnect_with_backoff(modbus: PlcServer) -> None:
+    config = modbus_config(modbus.port)
+    o = Output(config)
+    with o as out:
+        modbus.kill()
+        killed_at = time.monotonic()
+        # the next watchdog write finds the PLC gone: fail-safe within a watchdog interval (+ the write timeout)
+        assert out.wait_for(lambda o: "plc_down" in o.fail_safe_reasons, 5.0)
+        noticed_s = time.monotonic() - killed_at
+        assert noticed_s <= config.watchdog.interval_s + 2 * config.plc.timeout_s + 0.2, noticed_s
+        assert o.metrics.value("inspector_gateway_plc_up") == 0
+        # a pulse due while the PLC is away is refused and reported, not kept for later
+        assert out.fire(0.0 - 50, time.monotonic() + 0.1, key="during outage")
+        time.sleep(1.0)
+        failures = o.metrics.value("inspector_gateway_plc_connects_total", {"result": "failed"})
+        # back-off 0.05, 0.1, 0.2, 0.2 ... s: bounded, so a second of outage is several tries, not hundreds
+        assert 3 <= failures <= 1.0 / config.reconnect.initial_s + 2, failures
+        with PlcServer("modbus", modbus.port) as again:
+            assert out.wait_for(lambda o: o.connected and not o.in_fail_safe, 10.0), out.fail_safe_reasons
+            writes = again.wait_for(lambda w: len(w) >= 2, 5.0)
+            assert o.metrics.value("inspector_gateway_fail_safe_entries_total", {"reason": "plc_down"}) == 1
+    assert [r.outcome for r in o.reports] == ["plc_down"]
+    assert o.metrics.value("inspector_gateway_pulses_refused_total", {"reason": "plc_down"}) == 1
+    # after the reconnect the PLC hears the fail-safe state first, then the ejectors off, then fail-safe released
+    first = writes[0]
+    assert (first["kind"], first["address"], first["value"]) == ("coil", FAIL_SAFE, 1), writes[:4]
+    assert writes_on(writes, "coil", FAIL_SAFE, 0), "fail-safe was never released after the reconnect"
+
+
+@pytest.mark.slow
+def test_modbus_stopping_the_gateway_leaves_the_line_in_fail_safe(modbus: PlcServer) -> None:
+    o = Output(modbus_config(modbus.port))
+    with o:
+        pass
+    writes = modbus.wait_for(lambda w: bool(writes_on(w, "coil", FAIL_SAFE, 1)), 5.0)
+    last = [w for w in writes if w["kind"] == "coil" and w["address"] == FAIL_SAFE][-1]
+    assert last["value"] == 1
+
+
+@pytest.mark.slow
+def test_modbus_outputs_the_plc_does_not_have_keep_fail_safe(modbus: PlcServer) -> None:
+    config = modbus_config(modbus.port, fail_safe={"output": 999})  # the server has coils 0..31 only
+    o = Output(config)
+    o.out.start()  # not `with o`: the gateway never gets the PLC to take its outputs
+    try:
+        time.sleep(1.0)
+        assert o.out.in_fail_safe and not o.out.connected
+        assert o.metrics.value("inspector_gateway_plc_write_errors_total", {"kind": "refused"}) >= 1
+        assert o.out.fire(-10.0, time.monotonic() + 0.1, key="x")
+        time.sleep(0.3)
+    finally:
+        o.out.stop()
+    assert [r.outcome for r in o.reports] == ["plc_down"]
+    assert not [w for w in modbus.snapshot() if w["kind"] == "coil" and w["value"] == 1 and w["address"] != 999]
+
+
+# ------------------------------------------------------------------------------------------------ OPC UA
+@pytest.mark.slow
+def test_opcua_pulses_and_fail_safe_reach_their_nodes_on_time() -> None:
+    with PlcServer("opcua", free_port()) as server:
+        left, right, fs, wd = ("ns=2;s=Ejector.1", "ns=2;s=Ejector.2", "ns=2;s=FailSafe", "ns=2;s=Watchdog")
+        config = GatewayConfig.model_validate(
+            {
+                "plc": {"protocol": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{server.port}/plc/", "timeout_s": 1},
+                "ejectors": [
+                    {"name": "left", "output": left, "across_mm": [-300, 0]},
+                    {"name": "right", "output": right, "across_mm": [0, 300]},
+                ],
+                "pulse_s": PULSE_S,
+                "fail_safe": {"output": fs},
+                "watchdog": {"output": wd, "interval_s": 0.1},
+            }
+        )
+        o = Output(config)
+        with o as out:
+            t0 = time.monotonic() + 0.4
+            assert out.fire(-20.0, t0, key="a")
+            assert out.fire(20.0, t0 + 0.2, key="b")
+            writes = server.wait_for(lambda w: len(o.reports) == 2 and time.monotonic() > t0 + 0.4, 10.0)
+            out.fail_safe(True, "inspector")
+            writes = server.wait_for(lambda w: bool(writes_on(w, "node", fs, True)) and len(w) > len(writes), 5.0)
+    assert OPCUA_NS  # the server's namespace is index 2: the node ids above
+    assert [r.outcome for r in o.reports] == ["fired", "fired"]
+    for node, at_s, other in ((left, t0, right), (right, t0 + 0.2, left)):
+        on = [t for t in writes_on(writes, "node", node, True) if abs(t - at_s) < 0.1]
+        assert len(on) == 1 and abs(on[0] - at_s) <= FRAME_S, (node, [t - at_s for t in on])
+        assert not [t for t in writes_on(writes, "node", other, True) if abs(t - at_s) < 0.02]
+    assert {w["address"] for w in writes} <= {left, right, fs, wd}
+    assert all(w["ok"] for w in writes)
+    assert writes_on(writes, "node", fs, True)
+
+
+# ------------------------------------------------------------------------------------------------ config
+def test_config_rejects_addresses_of_the_wrong_kind(tmp_path: Path) -> None:
+    path = tmp_path / "gw.yaml"
+    path.write_text(
+        "plc:\n  protocol: modbus\n  host: 10.0.0.5\n"
+        "ejectors:\n  - {name: a, output: 'ns=2;s=X'}\n  - {name: a, output: 3}\n"
+        "fail_safe:\n  output: 3\n"
+        "reconnect:\n  initial_s: 9\n  max_s: 1\n"
+        "pulse_s: -1\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_gateway_config(path)
+    lines = str(err.value).splitlines()
+    assert len(lines) == 3, lines  # ejectors, reconnect, pulse_s: fail_safe is checked against valid ejectors only
+    assert lines[0].startswith(f"{path}:4: ejectors: ejector names must differ")
+    assert any("pulse_s: must be greater than 0" in line for line in lines)
+    assert any("reconnect: reconnect.initial_s must not exceed" in line for line in lines)
+
+
+def test_config_needs_a_fail_safe_action(tmp_path: Path) -> None:
+    path = tmp_path / "gw.yaml"
+    path.write_text(
+        "plc: {protocol: opcua, endpoint: 'opc.tcp://plc:4840'}\nejectors: [{name: a, output: 'ns=2;s=A'}]\n"
+    )
+    with pytest.raises(ConfigError, match=r"fail_safe: give fail_safe\.output"):
+        load_gateway_config(path)
+
+
+def test_a_missing_protocol_library_is_one_line_naming_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    monkeypatch.setitem(sys.modules, "pymodbus", None)  # as if the gateway extra were not installed
+    driver = open_driver(modbus_config(1).plc)
+    with pytest.raises(InspectorError, match=r"pip install 'grape-spider-inspector\[gateway\]'") as err:
+        asyncio.run(driver.connect())
+    assert "\n" not in str(err.value)
