@@ -9,7 +9,8 @@
 # Lays out:  /opt/inspector/venv                 virtual environment with the package and its extra
 #            /usr/local/bin/inspector            -> /opt/inspector/venv/bin/inspector
 #            /etc/inspector/config.yaml          from deploy/config.example.yaml, NEVER overwritten
-#            /etc/systemd/system/inspector.service (+ inspector.service.d/gpu.conf with --gpu)
+#            /etc/systemd/system/inspector.service (+ inspector.service.d/gpu.conf with --gpu), and the template
+#            inspector@.service for several cameras on one PC (config /etc/inspector/CAMERA.yaml each)
 #            /var/lib/inspector                  state, recordings, decisions (owned by user `inspector`)
 #            user and group `inspector` (system account, member of `video`)
 #
@@ -75,8 +76,10 @@ do_uninstall() {
   if have_systemd; then
     run systemctl disable --now inspector.service || true
   fi
-  run rm -f "$UNIT_DIR/inspector.service" "$UNIT_DIR/inspector.service.d/gpu.conf"
-  [ -d "$UNIT_DIR/inspector.service.d" ] && run rmdir --ignore-fail-on-non-empty "$UNIT_DIR/inspector.service.d"
+  for unit in inspector.service inspector@.service; do
+    run rm -f "$UNIT_DIR/$unit" "$UNIT_DIR/$unit.d/gpu.conf"
+    [ -d "$UNIT_DIR/$unit.d" ] && run rmdir --ignore-fail-on-non-empty "$UNIT_DIR/$unit.d"
+  done
   have_systemd && run systemctl daemon-reload
   run rm -f "$BIN_LINK"
   run rm -rf "$OPT"
@@ -141,15 +144,17 @@ do_install() {
     run chmod 0750 "$STATE"
   fi
 
-  # 5. systemd unit (+ GPU drop-in)
+  # 5. systemd units: one camera (inspector.service) and the per-camera template (+ GPU drop-ins)
   run mkdir -p "$UNIT_DIR"
-  run install -m 0644 "$SOURCE/deploy/inspector.service" "$UNIT_DIR/inspector.service"
-  if [ "$EXTRA" = "gpu" ]; then
-    run mkdir -p "$UNIT_DIR/inspector.service.d"
-    run install -m 0644 "$SOURCE/deploy/gpu.conf" "$UNIT_DIR/inspector.service.d/gpu.conf"
-  else
-    run rm -f "$UNIT_DIR/inspector.service.d/gpu.conf"
-  fi
+  for unit in inspector.service inspector@.service; do
+    run install -m 0644 "$SOURCE/deploy/$unit" "$UNIT_DIR/$unit"
+    if [ "$EXTRA" = "gpu" ]; then
+      run mkdir -p "$UNIT_DIR/$unit.d"
+      run install -m 0644 "$SOURCE/deploy/gpu.conf" "$UNIT_DIR/$unit.d/gpu.conf"
+    else
+      run rm -f "$UNIT_DIR/$unit.d/gpu.conf"
+    fi
+  done
   if have_systemd; then
     run systemctl daemon-reload
     say "installed; calibrate, then: sudo systemctl enable --now inspector"

@@ -23,6 +23,8 @@ EXTRA_OF = {
     "matplotlib": "plots",
     "pymodbus": "gateway",
     "asyncua": "gateway",
+    "tritonclient.http": "triton",
+    "tritonclient.grpc": "triton",
 }
 
 

@@ -115,8 +115,40 @@ class Calibration(Strict):
 
 
 # --------------------------------------------------------------------------------------------- daemon config
+class TritonConfig(Strict):
+    """Where `model.backend: triton` sends its tiles (a Triton Inference Server serving the contract model)."""
+
+    url: str = Field(min_length=1, description="host:port of the server (HTTP port 8000 or gRPC port 8001 by default)")
+    model_name: str = Field(min_length=1, description="the model's name in the server's repository")
+    model_version: str = Field("", description="a version number; empty: the server's choice (its version policy)")
+    protocol: Literal["http", "grpc"] = "grpc"
+    timeout_s: float = Field(2.0, gt=0, le=60, description="one request; past it the frame's bunches are rejected")
+
+    @field_validator("url")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        scheme, sep, rest = v.strip().partition("://")
+        if sep and scheme not in ("http", "grpc"):
+            raise ValueError(f"url {v!r}: give host:port (TLS to the server is not supported)")
+        host, colon, port = (rest if sep else scheme).rstrip("/").rpartition(":")
+        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"url {v!r}: give host:port, e.g. 10.0.0.5:8001")
+        return f"{host}:{port}"
+
+    @field_validator("model_version")
+    @classmethod
+    def _version(cls, v: str) -> str:
+        if v and not v.isdigit():
+            raise ValueError(f"model_version {v!r}: a whole number like 1, or empty for the server's choice")
+        return v
+
+
 class ModelConfig(Strict):
-    path: Path = DEMO_MODEL
+    path: Path = Field(
+        DEMO_MODEL, description="contract model; with backend triton only its manifest is read (the .yaml will do)"
+    )
+    backend: Literal["local", "triton"] = Field("local", description="local: onnxruntime here; triton: a server")
+    triton: TritonConfig | None = None
     providers: list[Literal["auto", "tensorrt", "cuda", "cpu"]] = ["auto"]
     batch_size: int = Field(16, ge=1, le=1024)
     threads: int = Field(0, ge=0, le=256, description="0: onnxruntime's default")
@@ -131,6 +163,12 @@ class ModelConfig(Strict):
         if not path.is_file():
             raise ValueError(f"model file {path} not found; give the path of an existing .onnx file")
         return path
+
+    @model_validator(mode="after")
+    def _triton_section(self) -> ModelConfig:
+        if self.backend == "triton" and self.triton is None:
+            raise ValueError("backend triton needs a triton section (url, model_name)")
+        return self
 
 
 class SourceConfig(Strict):

@@ -17,3 +17,14 @@ class ModelError(InspectorError):
 
 class SourceError(InspectorError):
     """Footage or a camera that cannot be opened or read."""
+
+
+class BackendError(ModelError):
+    """An inference request that failed at run time (a remote server timed out, went away or answered an error).
+
+    The pipeline rejects the bunches of the frame it was for: a failed inference never passes a bunch.
+    """
+
+    def __init__(self, message: str, kind: str = "server") -> None:
+        super().__init__(message)
+        self.kind = kind  # timeout | unavailable | server | shape (the label of inspector_triton_errors_total)

@@ -123,6 +123,18 @@ class Metrics:
         )
         # ---- inference
         self.tiles_inferred = Counter("inspector_tiles_inferred_total", "Tiles run through the model", registry=r)
+        self.triton_request_seconds = Histogram(
+            "inspector_triton_request_seconds",
+            "Wall time of one inference request to the Triton server (model.backend: triton), answered or not",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.triton_errors = Counter(
+            "inspector_triton_errors_total",
+            "Failed Triton requests by kind: timeout, unavailable (server gone), server (error answer), shape",
+            ["kind"],
+            registry=r,
+        )
         self.inference_batch_seconds = Histogram(
             "inspector_inference_batch_seconds",
             "Wall time of one model batch",

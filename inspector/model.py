@@ -11,8 +11,8 @@ Needs numpy and onnxruntime only (never torch, never the `onnx` package).
 - `Model.infer(tiles_bgr) -> Inference`: logits (N, C), spider probability (N,), fam1..fam5 (N, H_l, W_l),
   in batches of `batch_size`.
 
-A `Backend` is anything with ``run(batch) -> (logits, fam1, ..., fam5)``; `OrtBackend` is the onnxruntime one.
-A Triton client can stand in later by implementing the same three members.
+A `Backend` is anything with ``provider``, ``run(batch) -> (logits, fam1, ..., fam5)`` and ``close()``;
+`OrtBackend` is the onnxruntime one, `inspector.model_triton.TritonBackend` a Triton Inference Server client.
 """
 
 from __future__ import annotations
@@ -184,7 +184,7 @@ def preprocess(tiles_bgr: np.ndarray, spec: ManifestInput) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------- backends
 class Backend(Protocol):
-    """What the Model needs from an inference engine (onnxruntime here; a Triton client could stand in)."""
+    """What the Model needs from an inference engine (onnxruntime here, Triton in `inspector.model_triton`)."""
 
     provider: str
 
@@ -392,13 +392,17 @@ class Model:
         threads: int = 0,
         batch_size: int = 16,
         backend: Backend | None = None,
+        manifest: Manifest | None = None,
     ) -> None:
+        """`manifest` (with a `backend`): the contract of a model that lives elsewhere; `onnx_path` then only names it."""
         self.path = Path(onnx_path)
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
-        if not self.path.is_file():
+        if manifest is not None and backend is None:
+            raise ValueError("a manifest is given only with the backend that serves it")
+        if manifest is None and not self.path.is_file():
             raise ModelError(f"{self.path}: model file not found; give the path of an existing .onnx file")
-        self.manifest = load_manifest(self.path)
+        self.manifest = manifest if manifest is not None else load_manifest(self.path)
         self.batch_size = batch_size
         self.pad_batches = False
         self._ort: OrtBackend | None = None

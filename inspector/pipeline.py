@@ -35,6 +35,7 @@ from inspector.decision import (
     uncovered,
     unseen_stretch,
 )
+from inspector.errors import BackendError
 from inspector.evidence import EvidenceItem, GapSnapshot, Snapshot, take_seen_snapshot, take_snapshot
 from inspector.fam import BunchHeat, stitch, tile_fam
 from inspector.model import Model
@@ -50,7 +51,13 @@ FAM_SIZE = 56  # Eq. 1 evaluated on a 56x56 grid per tile: enough for 1/4-resolu
 
 
 def open_model(config: ModelConfig) -> Model:
-    """The model session as configured (providers, threads, batch size); use as a context manager."""
+    """The model as configured: onnxruntime here (providers, threads, batch size) or a Triton server (`model.triton`,
+    the manifest from `model.path`); use as a context manager."""
+    if config.backend == "triton":
+        from inspector.model_triton import TritonModel
+
+        assert config.triton is not None  # ModelConfig requires the section with this backend
+        return TritonModel(config.triton, config.path, config.batch_size)
     return Model(config.path, tuple(config.providers), config.threads, config.batch_size)
 
 
@@ -106,7 +113,10 @@ class Pipeline:
         self._snapshots: dict[int, tuple[float, Snapshot]] = {}  # bunch id -> (centre offset, most central snapshot)
         self._strongest: dict[int, Snapshot] = {}  # bunch id -> snapshot of its highest-scoring inspected frame
         self._seen_only: dict[int, tuple[float, Snapshot]] = {}  # never inspected yet: its most central seen frame
-        self._prev_small: U8Array | None = None  # the previous frame at 1/EVIDENCE_DOWNSCALE (the unseen-stretch picture)
+        self._failed: dict[int, Decision] = {}  # bunch id -> the reject sent when inference failed on its frame
+        self._prev_small: U8Array | None = (
+            None  # the previous frame at 1/EVIDENCE_DOWNSCALE (the unseen-stretch picture)
+        )
         self._prev_seq: int | None = None
         self.calibration = calibration
         self.model = model
@@ -244,7 +254,12 @@ class Pipeline:
         manifest = self.model.manifest
         tiles = crop_tiles(frame_bgr, plan, manifest.input.size)
         start = time.perf_counter()
-        inference = self.model.infer(tiles)
+        try:
+            inference = self.model.infer(tiles)
+        except BackendError as exc:
+            result.infer_s = time.perf_counter() - start
+            self._inference_failed(bunches, result, exc)
+            return
         result.infer_s = time.perf_counter() - start
         probs = inference.spider_prob
         maps = tile_fam(
@@ -264,6 +279,22 @@ class Pipeline:
             if self.rule.rejects_now(record):
                 record.reject_sent = True
                 result.rejects.append(self._decide(record, final=False))
+
+    def _inference_failed(self, bunches: list[Bunch], result: StepResult, exc: BackendError) -> None:
+        """The backend failed on this frame (a remote server timed out or is gone): the frame is not inspected and
+        every bunch in it not yet rejected is rejected `uninspected` at once, and stays rejected when it leaves."""
+        log.error("frame %d not inspected, its bunches are rejected: %s", result.ref.seq, exc)
+        for bunch in bunches:
+            record = self._record(bunch.bunch_id)
+            if record.reject_sent:
+                continue
+            detail = f"inference failed on frame {result.ref.seq} ({exc.kind}): {exc}"
+            decision = replace(
+                self._decide(record, final=False), decision="reject", reason="uninspected", detail=detail
+            )
+            record.reject_sent = True
+            self._failed[bunch.bunch_id] = decision
+            result.rejects.append(decision)
 
     def _keep_seen(self, frame_bgr: U8Array, bunches: list[Bunch], frame: int) -> None:
         """A bunch no inspected frame has shown yet: keep its most central seen frame (its picture if it never is)."""
@@ -326,6 +357,10 @@ class Pipeline:
 
     def _finalize(self, record: BunchRecord, result: StepResult) -> None:
         decision = self._decide(record, final=True)
+        failed = self._failed.pop(record.bunch_id, None)
+        if failed is not None and decision.reason != "spider":
+            detail = failed.detail + (f"; {decision.detail}" if decision.reason == "uninspected" else "")
+            decision = replace(decision, decision="reject", reason="uninspected", detail=detail)
         kept = self._snapshots.pop(record.bunch_id, None)
         strongest = self._strongest.pop(record.bunch_id, None)
         seen = self._seen_only.pop(record.bunch_id, None)

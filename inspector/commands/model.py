@@ -1,7 +1,9 @@
-"""`inspector model info|expose|export|quantize|fp16`: look at, make and convert contract models.
+"""`inspector model info|expose|export|quantize|fp16|triton-repo`: look at, make, convert and serve contract models.
 
 info: the manifest, the graph's inputs and outputs with shapes, the provider actually used; with --run, one
-batch of random tiles (output shapes, spider probabilities, time per batch).
+batch of random tiles (output shapes, spider probabilities, time per batch). With --triton URL --model-name NAME the
+same for a model served by a Triton Inference Server (the manifest from MODEL, or from the server's model config).
+triton-repo: a Triton model repository for the onnxruntime backend (config.pbtxt, dynamic batching, the manifest).
 expose: make any VGG16 ONNX honour the model contract (inspector/expose.py; needs the `onnx` package).
 export: our VGG16 (torchvision layer names, width divisor, 2-class head) as ONNX + manifest, with a PyTorch vs
 onnxruntime parity check (inspector/training/export.py; needs the `train` extra).
@@ -17,10 +19,14 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from inspector.errors import InspectorError, ModelError
+
+if TYPE_CHECKING:
+    from inspector.model import Model
 
 TRAIN_EXTRA = "pip install 'grape-spider-inspector[train]'"
 
@@ -29,7 +35,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("model", help="inspect a model or make a VGG16 ONNX honour the model contract")
     msub = p.add_subparsers(dest="model_command", required=True, metavar="ACTION")
     info = msub.add_parser("info", help="print manifest, inputs/outputs with shapes and the provider used")
-    info.add_argument("model", type=Path, help="MODEL.onnx (manifest MODEL.yaml beside it)")
+    info.add_argument(
+        "model", type=Path, nargs="?", help="MODEL.onnx (manifest MODEL.yaml beside it); with --triton: optional"
+    )
+    info.add_argument("--triton", metavar="HOST:PORT", help="ask a Triton Inference Server instead of loading MODEL")
+    info.add_argument("--model-name", help="the model's name on the Triton server")
+    info.add_argument("--model-version", default="", help="its version (default: the server's choice)")
+    info.add_argument("--protocol", choices=("grpc", "http"), default="grpc", help="grpc (port 8001) or http (8000)")
+    info.add_argument("--timeout", type=float, default=5.0, help="seconds per request to the server (default 5)")
     info.add_argument("--providers", default="auto", help="comma-separated: auto, tensorrt, cuda, cpu (default: auto)")
     info.add_argument("--batch-size", type=int, default=16)
     info.add_argument("--threads", type=int, default=0, help="intra-op threads; 0 = onnxruntime's default")
@@ -52,14 +65,51 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     fp16.add_argument("model", type=Path, help="contract model (.onnx with its manifest beside it)")
     fp16.add_argument("out", type=Path, help="output .onnx (its manifest goes beside it)")
     fp16.set_defaults(func=run_fp16)
+    repo = msub.add_parser(
+        "triton-repo", help="write a Triton model repository (onnxruntime backend, dynamic batching) for a model"
+    )
+    repo.add_argument("--model", type=Path, required=True, help="contract model (.onnx with its manifest beside it)")
+    repo.add_argument("--out", type=Path, required=True, help="the model repository folder (created or added to)")
+    repo.add_argument("--name", default="demo_vgg16", help="model name on the server (model.triton.model_name)")
+    repo.add_argument("--max-batch-size", type=int, default=64, help="largest batch the server forms (default 64)")
+    repo.add_argument("--kind", choices=("gpu", "cpu"), default="gpu", help="instance kind (default gpu)")
+    repo.add_argument("--instances", type=int, default=1, help="model instances (default 1)")
+    repo.set_defaults(func=run_triton_repo)
+
+
+def _open_for_info(args: argparse.Namespace) -> Model:
+    from inspector.model import Model
+
+    if args.triton is None:
+        if args.model is None:
+            raise InspectorError("inspector model info: give MODEL.onnx, or --triton HOST:PORT --model-name NAME")
+        providers = [p.strip() for p in args.providers.split(",") if p.strip()]
+        return Model(args.model, providers=providers, threads=args.threads, batch_size=args.batch_size)
+    from pydantic import ValidationError
+
+    from inspector.config import TritonConfig
+    from inspector.model_triton import TritonModel
+
+    if not args.model_name:
+        raise InspectorError("inspector model info --triton: give --model-name, the model's name on the server")
+    try:
+        config = TritonConfig(
+            url=args.triton,
+            model_name=args.model_name,
+            model_version=args.model_version,
+            protocol=args.protocol,
+            timeout_s=args.timeout,
+        )
+    except ValidationError as exc:
+        raise InspectorError(
+            f"inspector model info --triton: {exc.errors()[0]['msg'].removeprefix('Value error, ')}"
+        ) from None
+    return TritonModel(config, args.model, args.batch_size)
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from inspector.model import Model
-
-    providers = [p.strip() for p in args.providers.split(",") if p.strip()]
-    with Model(args.model, providers=providers, threads=args.threads, batch_size=args.batch_size) as model:
-        print(f"# {args.model}")
+    with _open_for_info(args) as model:
+        print(f"# {args.model or model.provider}")
         print(model.manifest.to_yaml().rstrip())
         print("# graph")
         ort = getattr(model.backend, "session", None)
@@ -68,6 +118,15 @@ def run_info(args: argparse.Namespace) -> int:
                 print(f"input   {i.name:<24} {i.type:<16} {list(i.shape)}")
             for o in ort.get_outputs():
                 print(f"output  {o.name:<24} {o.type:<16} {list(o.shape)}")
+        served = getattr(model.backend, "served", None)
+        if served is not None:
+            print(
+                f"server: {served.platform} model {served.name}, versions {served.versions}, "
+                f"max_batch_size {served.max_batch_size}"
+            )
+            for kind, tensors in (("input", served.inputs), ("output", served.outputs)):
+                for name, (dtype, shape) in tensors.items():
+                    print(f"{kind:<7} {name:<24} {dtype:<16} {shape}")
         print(f"provider: {model.provider}")
         print(f"classes: {model.num_classes}  spider_index: {model.manifest.spider_index}")
         print(f"batch_size: {model.batch_size}")
@@ -261,4 +320,16 @@ def run_fp16(args: argparse.Namespace) -> int:
 
     for line in write_fp16_copy(args.model, args.out).lines():
         print(line)
+    return 0
+
+
+def run_triton_repo(args: argparse.Namespace) -> int:
+    from inspector.model_triton import write_model_repository
+
+    config, weights = write_model_repository(
+        args.model, args.out, args.name, args.max_batch_size, args.kind, args.instances
+    )
+    print(f"wrote {config}")
+    print(f"wrote {weights}")
+    print(f"serve it: tritonserver --model-repository {args.out}  (model.triton.model_name: {args.name})")
     return 0

@@ -1,0 +1,319 @@
+"""model.backend triton against a real Triton Inference Server (PyTriton, tests/triton_server.py), the model
+repository writer, the config, and the per-camera systemd template.
+
+The server tests skip where the server's venv cannot be had (tools/triton-venv.sh builds it); under CI=true they
+fail instead, since .ci/run builds it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from inspector.cli import main
+from inspector.config import DEMO_MODEL, Config, TritonConfig, load_config
+from inspector.errors import ConfigError, InspectorError, ModelError
+from inspector.metrics import METRICS
+from inspector.model import Model, load_manifest
+from inspector.model_triton import (
+    MANIFEST_PARAMETER,
+    TritonModel,
+    error_kind,
+    model_config_pbtxt,
+    write_model_repository,
+)
+from inspector.pipeline import Pipeline, open_model
+from inspector.types import Decision, FrameRef
+from tests.drawn import write_footage
+from tests.spot_model import write_spot_model
+from tests.test_deploy import DEPLOY, _verify, need_tool
+from tests.triton_server import TritonServer, unavailable_reason
+
+TEMPLATE = DEPLOY / "inspector@.service"
+SHIPPED_REPO = DEPLOY / "triton" / "demo_vgg16" / "config.pbtxt"
+
+
+# ------------------------------------------------------------------------------------------------ no server needed
+def test_config_needs_the_triton_section_and_a_host_port(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ok = tmp_path / "ok.yaml"
+    ok.write_text(
+        "model:\n  backend: triton\n  triton: {url: 'http://10.0.0.5:8000/', model_name: m, protocol: http}\n"
+    )
+    model = load_config(ok).model
+    assert model.triton is not None and model.triton.url == "10.0.0.5:8000" and model.triton.timeout_s == 2.0
+    for text, words in (
+        ("model:\n  backend: triton\n", "backend triton needs a triton section"),
+        ("model:\n  backend: triton\n  triton: {url: 10.0.0.5, model_name: m}\n", "give host:port"),
+        ("model:\n  backend: triton\n  triton: {url: 'https://h:8000', model_name: m}\n", "TLS"),
+        ("model:\n  backend: triton\n  triton: {url: h:8001, model_name: m, model_version: latest}\n", "whole number"),
+        ("model:\n  backend: triton\n  triton: {url: h:8001, model_name: m, timeout_s: 0}\n", "timeout_s"),
+        ("model:\n  backend: remote\n", "backend"),
+    ):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(text)
+        with pytest.raises(ConfigError) as err:
+            load_config(bad)
+        assert words in str(err.value), str(err.value)
+        assert main(["check-config", str(bad)]) == 1
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_missing_triton_extra_is_one_line_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "tritonclient.grpc", None)  # what an environment without the extra has
+    with pytest.raises(InspectorError, match=r"pip install 'grape-spider-inspector\[triton\]'"):
+        TritonModel(TritonConfig(url="127.0.0.1:1", model_name="m"), DEMO_MODEL)
+
+
+def test_error_kinds_of_both_clients() -> None:
+    from tritonclient.utils import InferenceServerException
+
+    assert error_kind(InferenceServerException("Deadline Exceeded", status="StatusCode.DEADLINE_EXCEEDED")) == "timeout"
+    assert error_kind(InferenceServerException("failed to connect", status="StatusCode.UNAVAILABLE")) == "unavailable"
+    assert error_kind(ConnectionRefusedError(111, "Connection refused")) == "unavailable"
+    assert error_kind(TimeoutError("timed out")) == "timeout"
+    assert error_kind(InferenceServerException("unexpected shape for input", status="400")) == "server"
+
+
+def test_model_repository_is_a_valid_triton_config_carrying_the_manifest(tmp_path: Path) -> None:
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    assert (
+        main(["model", "triton-repo", "--model", str(DEMO_MODEL), "--out", str(tmp_path), "--name", "demo_vgg16"]) == 0
+    )
+    written = (tmp_path / "demo_vgg16" / "config.pbtxt").read_text()
+    assert (tmp_path / "demo_vgg16" / "1" / "model.onnx").read_bytes() == DEMO_MODEL.read_bytes()
+    config = text_format.Parse(written, model_config_pb2.ModelConfig())
+    assert (config.name, config.backend, config.max_batch_size) == ("demo_vgg16", "onnxruntime", 64)
+    assert [(i.name, list(i.dims)) for i in config.input] == [("input", [3, 224, 224])]
+    assert [(o.name, list(o.dims)) for o in config.output] == [
+        ("logits", [2]),
+        ("fam1", [112, 112]),
+        ("fam2", [56, 56]),
+        ("fam3", [28, 28]),
+        ("fam4", [14, 14]),
+        ("fam5", [7, 7]),
+    ]
+    assert list(config.dynamic_batching.preferred_batch_size) == [8, 16, 32]
+    assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+    served = json.loads(config.parameters[MANIFEST_PARAMETER].string_value)
+    assert served == load_manifest(DEMO_MODEL).model_dump(mode="json", exclude_none=True)
+    # the shipped layout for the demo model is what the command writes
+    assert SHIPPED_REPO.read_text() == written
+    # a spot model with another size and class count gets its own dims
+    spot = write_spot_model(tmp_path)
+    text = model_config_pbtxt(load_manifest(spot), 2, "spot", max_batch_size=4, kind="cpu")
+    parsed = text_format.Parse(text, model_config_pb2.ModelConfig())
+    assert list(parsed.input[0].dims) == [3, 64, 64] and list(parsed.output[5].dims) == [2, 2]
+    assert list(parsed.dynamic_batching.preferred_batch_size) == [4]
+    with pytest.raises(ModelError, match="max batch size"):
+        write_model_repository(DEMO_MODEL, tmp_path, "x", max_batch_size=0)
+
+
+def test_systemd_template_verifies_per_camera(tmp_path: Path) -> None:
+    need_tool("systemd-analyze", "systemd")
+    text = TEMPLATE.read_text()
+    assert "--config /etc/inspector/%i.yaml --instance %i" in text
+    assert "check-config /etc/inspector/%i.yaml" in text and "StateDirectory=inspector/%i" in text
+    for name in ("inspector@line1-left.service", "inspector@.service"):
+        assert _verify(text, tmp_path, name) == "", name
+        merged = text + "\n" + (DEPLOY / "gpu.conf").read_text()
+        assert _verify(merged, tmp_path, name) == "", name
+    assert "Unknown key" in _verify(text.replace("PrivateTmp=", "PrivateTemp="), tmp_path, "inspector@x.service")
+
+
+def test_install_lays_out_the_template_beside_the_unit(tmp_path: Path) -> None:
+    import subprocess
+
+    root = tmp_path / "root"
+    run = ["bash", str(DEPLOY / "install.sh"), "--prefix", str(root), "--no-venv"]
+    assert subprocess.run([*run, "--gpu"], capture_output=True, text=True, check=False).returncode == 0
+    units = root / "etc/systemd/system"
+    assert (units / "inspector@.service").read_text() == TEMPLATE.read_text()
+    assert (units / "inspector@.service.d/gpu.conf").is_file()
+    assert subprocess.run([*run, "--cpu"], capture_output=True, text=True, check=False).returncode == 0
+    assert not (units / "inspector@.service.d/gpu.conf").exists()
+    assert subprocess.run([*run, "--uninstall"], capture_output=True, text=True, check=False).returncode == 0
+    assert not (units / "inspector@.service").exists()
+
+
+# ------------------------------------------------------------------------------------------------ a real server
+def _server_or_skip() -> None:
+    reason = unavailable_reason()
+    if reason is None:
+        return
+    if os.environ.get("CI", "").lower() in ("true", "1"):
+        pytest.fail(reason + "; under CI=true .ci/run builds it")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return {"demo_vgg16": DEMO_MODEL, "spot": write_spot_model(tmp_path_factory.mktemp("spot"))}
+
+
+@pytest.fixture(scope="module")
+def server(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    _server_or_skip()
+    with TritonServer.start(models, tmp_path_factory.mktemp("triton") / "server.log") as srv:
+        yield srv
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_triton_gives_what_the_local_backend_gives(server: TritonServer, protocol: str) -> None:
+    tiles = np.random.default_rng(1).integers(0, 256, (37, 224, 224, 3), dtype=np.uint8)
+    with Model(DEMO_MODEL, providers=["cpu"], threads=1) as local:
+        want = local.infer(tiles)
+    requests = METRICS.triton_request_seconds.collect()[0]
+    before = next(s.value for s in requests.samples if s.name.endswith("_count"))
+    with TritonModel(server.config("demo_vgg16", protocol), DEMO_MODEL, batch_size=16) as remote:
+        assert remote.provider == f"triton:{protocol}://{server.url(protocol)}/demo_vgg16"
+        got = remote.infer(tiles)
+    np.testing.assert_array_equal(got.logits, want.logits)
+    np.testing.assert_array_equal(got.spider_prob, want.spider_prob)
+    for g, w in zip(got.fams, want.fams, strict=True):
+        np.testing.assert_array_equal(g, w)
+    requests = METRICS.triton_request_seconds.collect()[0]
+    after = next(s.value for s in requests.samples if s.name.endswith("_count"))
+    assert after - before == 1 + 3  # the probe at start, then 16 + 16 + 5 tiles
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_model_info_against_the_server(server: TritonServer, protocol: str, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["model", "info", "--triton", server.url(protocol), "--protocol", protocol, "--model-name", "demo_vgg16"]
+    assert main([*args, str(DEMO_MODEL), "--run"]) == 0
+    out = capsys.readouterr().out
+    assert "name: demo-vgg16-w8d4" in out and "max_batch_size 64" in out
+    assert "output  fam5                     FP32             [-1, 7, 7]" in out
+    assert f"provider: triton:{protocol}://{server.url(protocol)}/demo_vgg16" in out
+    assert "run: 16 random tiles" in out
+    # PyTriton's model config has no inspector_manifest: without MODEL that is said in one line
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and MANIFEST_PARAMETER in err and "MODEL.onnx" in err
+
+
+@pytest.mark.slow
+def test_missing_server_or_model_is_one_line(server: TritonServer, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.triton_server import free_port
+
+    nobody = f"127.0.0.1:{free_port()}"
+    for protocol in ("grpc", "http"):
+        assert (
+            main(["model", "info", str(DEMO_MODEL), "--triton", nobody, "--protocol", protocol, "--model-name", "m"])
+            == 1
+        )
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "is not reachable" in err and "model.triton.url" in err, err
+        args = ["model", "info", str(DEMO_MODEL), "--triton", server.url(protocol), "--protocol", protocol]
+        assert main([*args, "--model-name", "nope"]) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "'nope' is not ready" in err and "model_name" in err, err
+    # a served model whose outputs do not fit the manifest: the spot model (64 px) under the demo manifest
+    with pytest.raises(ModelError, match=r"input 'input' is FP32 \[-1, 3, 64, 64\]"):
+        TritonModel(server.config("spot"), DEMO_MODEL)
+
+
+def _replay_config(tmp_path: Path, name: str, model: Path, triton: dict[str, object] | None) -> Path:
+    data: dict[str, object] = {"model": {"path": str(model)}}
+    if triton is not None:
+        data["model"] = {"path": str(model), "backend": "triton", "triton": triton}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _decisions(out: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in (out / "decisions.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def footage(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    video, cal, _ = write_footage(tmp_path_factory.mktemp("footage"), n_frames=40, n_bunches=4)
+    return video, cal
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_replay_through_triton_decides_as_the_local_backend(
+    server: TritonServer, models: dict[str, Path], footage: tuple[Path, Path], tmp_path: Path, protocol: str
+) -> None:
+    video, cal = footage
+    spot = models["spot"]
+    triton = {"url": server.url(protocol), "model_name": "spot", "protocol": protocol}
+    rows = {}
+    for name, section in (("local", None), ("triton", triton)):
+        config = _replay_config(tmp_path, name, spot, section)
+        args = ["replay", str(video), "--calibration", str(cal), "--config", str(config), "--no-evidence"]
+        assert main([*args, "--out", str(tmp_path / name)]) == 0
+        rows[name] = _decisions(tmp_path / name)
+    assert rows["triton"] == rows["local"]
+    reasons = {(r["decision"], r["reason"]) for r in rows["local"]}
+    assert ("reject", "spider") in reasons and ("pass", "pass") in reasons  # the comparison covers both verdicts
+
+
+def _errors(kind: str) -> float:
+    return METRICS.triton_errors.labels(kind=kind)._value.get()
+
+
+def _run_until_failure(
+    model: Model, video: Path, cal: Path, after_frames: int, fail: Callable[[], None]
+) -> list[Decision]:
+    """Replay `video` frame by frame through `model`, calling `fail()` before frame `after_frames`; every decision."""
+    import cv2
+
+    from inspector.config import load_calibration
+
+    pipeline = Pipeline(Config(), load_calibration(cal), model, 10.0)
+    decided: list[Decision] = []
+    capture = cv2.VideoCapture(str(video))
+    seq = 0
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        if seq == after_frames:
+            fail()
+        decided += pipeline.process(frame, FrameRef(0, seq, seq / 10.0)).final
+        seq += 1
+    capture.release()
+    return decided + pipeline.finish().final
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["killed", "frozen"])
+def test_a_server_lost_mid_run_rejects_the_bunches_never_passes(
+    models: dict[str, Path], footage: tuple[Path, Path], tmp_path: Path, how: str
+) -> None:
+    """The server is killed (or hangs) while bunches are in view: no bunch inspected after that passes."""
+    _server_or_skip()
+    video, cal = footage
+    lost_at = 12
+    kind = "unavailable" if how == "killed" else "timeout"
+    before = _errors(kind)
+    with TritonServer.start({"spot": models["spot"]}, tmp_path / "server.log") as server:
+        section = server.config("spot", timeout_s=1.0)
+        model_config = Config().model.model_copy(
+            update={"path": models["spot"], "backend": "triton", "triton": section}
+        )
+        with open_model(model_config) as model:
+            decisions = _run_until_failure(
+                model, video, cal, lost_at, server.kill if how == "killed" else server.freeze
+            )
+        server.kill()
+    assert _errors(kind) > before
+    assert len(decisions) == 4  # every drawn bunch was decided
+    for d in decisions:
+        if d.decision == "pass":  # only on frames inspected before the server was lost
+            assert d.judged_frames and max(d.judged_frames) < lost_at, d
+    failed = [d for d in decisions if "inference failed" in d.detail]
+    assert failed and all(d.decision == "reject" and d.reason in ("uninspected", "model_error") for d in failed)
