@@ -6,10 +6,10 @@ for a line whose ejectors hang off a PLC. This module holds what is PLC-specific
 - ``GatewayConfig``: the gateway's YAML (``deploy/gateway.example.yaml`` documents every key), validated like the
   daemon's config (one line per mistake, file:line, ``inspector gateway --check FILE``).
 - ``PlcOutput``: a thread running an asyncio loop on the monotonic clock that owns the PLC connection (a driver
-  from ``inspector/plc.py``). ``fire(across_mm, at_s, duration_s)`` schedules a pulse on the ejector(s) covering
-  ``across_mm`` at the absolute monotonic time ``at_s``; a pulse whose time has passed by more than
-  ``late_tolerance_s`` when it is due is refused and reported, never fired late. ``fail_safe(on, reason)`` drives
-  the fail-safe output (held while any reason holds it). A watchdog counter is written every
+  from ``inspector/plc.py``). ``fire(across_mm, at_s, stretch_s)`` switches the ejector(s) covering ``across_mm``
+  on for a pulse (or the stretch); a pulse whose time ``at_s`` has passed by more than ``late_tolerance_s`` is
+  refused (``PulseRefused``), never fired late. ``fail_safe(on, reason)`` drives the fail-safe output (held while
+  any reason holds it). A watchdog counter is written every
   ``watchdog.interval_s``; a failed write or connect means the PLC is gone: fail-safe, and reconnect with a
   bounded exponential back-off, every attempt counted. After a reconnect the outputs are written afresh (fail-safe
   first) before anything else.
@@ -21,6 +21,7 @@ docs/PLC.md is the register/node map for the PLC programmer.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import math
@@ -28,7 +29,6 @@ import re
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Literal
@@ -37,6 +37,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from inspector.config import MetricsConfig, Sectioned, Strict
+from inspector.errors import InspectorError
 from inspector.plc import Address, ModbusDriver, OpcUaDriver, PlcConnectionError, PlcDriver, PlcWriteRefused
 from inspector.yamlload import validate
 
@@ -245,19 +246,12 @@ class GatewayMetrics:
 
 
 # ------------------------------------------------------------------------------------------------ the output
-@dataclass(frozen=True)
-class FireReport:
-    """What became of one ``fire`` call: ``outcome`` fired | late | plc_down | plc_refused."""
+class PulseRefused(InspectorError):
+    """A pulse that was not fired: ``outcome`` late | plc_down | plc_refused (never fired late or elsewhere)."""
 
-    key: object
-    ejectors: tuple[str, ...]
-    at_s: float
-    outcome: str
-    written_at_s: float | None = None
-
-    @property
-    def error_s(self) -> float | None:
-        return None if self.written_at_s is None else self.written_at_s - self.at_s
+    def __init__(self, outcome: str, detail: str) -> None:
+        super().__init__(f"pulse not fired ({outcome}): {detail}")
+        self.outcome = outcome
 
 
 FAIL_SAFE_STARTUP = "startup"
@@ -267,9 +261,10 @@ FAIL_SAFE_PLC = "plc_down"
 class PlcOutput:
     """The PLC side of the gateway: a thread with an asyncio loop (monotonic clock) that owns the connection.
 
-    Thread-safe entry points for the protocol end: ``fire`` and ``fail_safe``. Outcomes of pulses come back
-    through ``on_report`` (called on the output thread; keep it short). Starts in fail-safe (reasons
-    ``startup``, cleared by the protocol end, and ``plc_down``, cleared once the PLC has taken every output).
+    It is the ``Output`` of the controller core (``inspector/controller.py``): ``fire`` (switch now, called by
+    the core when a reject is due; blocks for the write) and ``fail_safe``, both thread-safe. Starts in fail-safe
+    (reasons ``startup``, cleared by the protocol end, and ``plc_down``, cleared once the PLC has taken every
+    output).
     """
 
     def __init__(
@@ -277,12 +272,10 @@ class PlcOutput:
         config: GatewayConfig,
         driver: PlcDriver,
         metrics: GatewayMetrics,
-        on_report: Callable[[FireReport], None] | None = None,
     ) -> None:
         self.config = config
         self.driver = driver
         self.metrics = metrics
-        self.on_report = on_report
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="plc-output", daemon=True)
         self._lock: asyncio.Lock | None = None
@@ -351,17 +344,23 @@ class PlcOutput:
         )
         return hit or every
 
-    def fire(self, across_mm: float | None, at_s: float, duration_s: float = 0.0, key: object = None) -> bool:
-        """Schedule a pulse at monotonic ``at_s`` lasting ``max(pulse_s, duration_s)`` on the ejectors covering
-        ``across_mm``. False (and a ``late`` report) when it can no longer be fired on time; the outcome of an
-        accepted pulse comes through ``on_report``."""
+    def fire(self, across_mm: float | None, at_s: float, stretch_s: float = 0.0) -> float:
+        """Switch the ejector(s) covering ``across_mm`` on now, for ``max(pulse_s, stretch_s)``; ``at_s`` is the
+        monotonic time it was due. Returns the monotonic time the write went out. Raises ``PulseRefused`` when it
+        was not fired: due longer ago than ``late_tolerance_s`` (never fired late), PLC down or refusing."""
         ejectors = self.ejectors_for(across_mm)
-        if time.monotonic() - at_s > self.config.late_tolerance_s:
-            self._refuse(FireReport(key, ejectors, at_s, "late"), report_back=False)
-            return False
-        length_s = max(self.config.pulse_s, duration_s)
-        self._loop.call_soon_threadsafe(self._schedule, key, ejectors, at_s, length_s)
-        return True
+        length_s = max(self.config.pulse_s, stretch_s)
+        fut = asyncio.run_coroutine_threadsafe(self._pulse(ejectors, at_s, length_s), self._loop)
+        try:
+            return fut.result(4 * self.config.plc.timeout_s + 1.0)
+        except PulseRefused as exc:
+            self.metrics.refused.labels(reason=exc.outcome).inc()
+            log.error("pulse on %s due at %.3f: %s", ",".join(ejectors), at_s, exc)
+            raise
+        except concurrent.futures.TimeoutError:
+            fut.cancel()
+            self.metrics.refused.labels(reason="plc_down").inc()
+            raise PulseRefused("plc_down", f"the write to {self.driver.peer} did not finish") from None
 
     def fail_safe(self, on: bool, reason: str) -> None:
         """Hold (``on``) or release fail-safe for ``reason``; the output is on while any reason holds it."""
@@ -403,48 +402,29 @@ class PlcOutput:
         with self.state_changed:
             self.state_changed.notify_all()
 
-    def _refuse(self, report: FireReport, report_back: bool = True) -> None:
-        self.metrics.refused.labels(reason=report.outcome).inc()
-        log.error(
-            "pulse %s on %s due at %.3f not fired: %s",
-            report.key,
-            ",".join(report.ejectors),
-            report.at_s,
-            report.outcome,
-        )
-        if report_back and self.on_report is not None:
-            self.on_report(report)
-
-    def _schedule(self, key: object, ejectors: tuple[str, ...], at_s: float, length_s: float) -> None:
-        self._loop.call_at(at_s, lambda: self._loop.create_task(self._pulse(key, ejectors, at_s, length_s)))
-
-    async def _pulse(self, key: object, ejectors: tuple[str, ...], at_s: float, length_s: float) -> None:
-        if time.monotonic() - at_s > self.config.late_tolerance_s:
-            self._refuse(FireReport(key, ejectors, at_s, "late"))
-            return
+    async def _pulse(self, ejectors: tuple[str, ...], at_s: float, length_s: float) -> float:
+        late_s = time.monotonic() - at_s
+        if late_s > self.config.late_tolerance_s:
+            raise PulseRefused("late", f"due {late_s:.3f} s ago (tolerance {self.config.late_tolerance_s} s)")
         if not self._connected:
-            self._refuse(FireReport(key, ejectors, at_s, "plc_down"))
-            return
+            raise PulseRefused("plc_down", f"no connection to {self.driver.peer}")
         outputs = {e.name: e.output for e in self.config.ejectors}
         written_at = time.monotonic()
         for name in ejectors:
-            self._on_until[name] = max(self._on_until[name], at_s + length_s)
+            self._on_until[name] = max(self._on_until[name], written_at + length_s)
         try:
             for name in ejectors:
                 await self._write_bool(outputs[name], True)
                 self.metrics.pulses.labels(ejector=name).inc()
-        except PlcWriteRefused:
-            self._refuse(FireReport(key, ejectors, at_s, "plc_refused"))
-            return
-        except PlcConnectionError:
-            self._refuse(FireReport(key, ejectors, at_s, "plc_down"))
-            return
+        except PlcWriteRefused as exc:
+            raise PulseRefused("plc_refused", str(exc)) from None
+        except PlcConnectionError as exc:
+            raise PulseRefused("plc_down", str(exc)) from None
         finally:
             for name in ejectors:
                 self._loop.call_at(self._on_until[name], self._start_release, name)
         self.metrics.fire_error.observe(written_at - at_s)
-        if self.on_report is not None:
-            self.on_report(FireReport(key, ejectors, at_s, "fired", written_at))
+        return written_at
 
     def _start_release(self, name: str) -> None:
         self._loop.create_task(self._release(name))

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from inspector.errors import ConfigError, InspectorError
-from inspector.gateway import FireReport, GatewayConfig, GatewayMetrics, PlcOutput, load_gateway_config, open_driver
+from inspector.gateway import GatewayConfig, GatewayMetrics, PlcOutput, PulseRefused, load_gateway_config, open_driver
 from inspector.perf.soak import free_port
 from tests.plc_servers import OPCUA_NS, PlcServer
 
@@ -48,12 +48,20 @@ def modbus() -> Iterator[PlcServer]:
 
 
 class Output:
-    """A PlcOutput on a config, with its reports collected."""
+    """A PlcOutput on a config; ``fire_at`` fires as the controller core does: at the due time, and notes what came
+    of it (the write time, or the refusal's outcome)."""
 
     def __init__(self, config: GatewayConfig) -> None:
         self.metrics = GatewayMetrics()
-        self.reports: list[FireReport] = []
-        self.out = PlcOutput(config, open_driver(config.plc), self.metrics, self.reports.append)
+        self.out = PlcOutput(config, open_driver(config.plc), self.metrics)
+        self.outcomes: list[float | str] = []
+
+    def fire_at(self, across_mm: float | None, at_s: float) -> None:
+        time.sleep(max(0.0, at_s - time.monotonic()))
+        try:
+            self.outcomes.append(self.out.fire(across_mm, at_s))
+        except PulseRefused as exc:
+            self.outcomes.append(exc.outcome)
 
     def __enter__(self) -> PlcOutput:
         self.out.start()
@@ -76,12 +84,13 @@ def test_modbus_each_pulse_drives_its_coil_within_a_frame_and_nothing_else_is_wr
     config = modbus_config(modbus.port)
     o = Output(config)
     with o as out:
-        t0 = time.monotonic() + 0.4
+        t0 = time.monotonic() + 0.2
         plan = [(-120.0, t0, (LEFT,)), (150.0, t0 + 0.2, (RIGHT,)), (None, t0 + 0.4, (LEFT, RIGHT))]
-        for i, (across, at_s, _) in enumerate(plan):
-            assert out.fire(across, at_s, key=i)
-        writes = modbus.wait_for(lambda w: len(o.reports) == 3 and time.monotonic() > t0 + 0.6, 10.0)
-    assert [r.outcome for r in o.reports] == ["fired"] * 3
+        for across, at_s, _ in plan:
+            o.fire_at(across, at_s)
+        writes = modbus.wait_for(lambda w: time.monotonic() > t0 + 0.6, 10.0)
+        assert out.in_fail_safe is False
+    assert all(isinstance(t, float) for t in o.outcomes), o.outcomes
     for i, (_, at_s, coils) in enumerate(plan):
         for coil in (LEFT, RIGHT):
             on = [t for t in writes_on(writes, "coil", coil, 1) if abs(t - at_s) < 0.1]
@@ -104,11 +113,11 @@ def test_modbus_each_pulse_drives_its_coil_within_a_frame_and_nothing_else_is_wr
 @pytest.mark.slow
 def test_modbus_a_late_pulse_is_refused_and_never_written(modbus: PlcServer) -> None:
     o = Output(modbus_config(modbus.port))
-    with o as out:
-        assert not out.fire(-100.0, time.monotonic() - 0.05, key="late")  # already past: refused on the spot
-        assert out.fire(100.0, time.monotonic() + 0.2, key="on time")
-        writes = modbus.wait_for(lambda w: len(o.reports) == 1, 10.0)
-    assert [r.key for r in o.reports] == ["on time"]
+    with o:
+        o.fire_at(-100.0, time.monotonic() - 0.05)  # due 50 ms ago: past the 10 ms tolerance
+        o.fire_at(100.0, time.monotonic() + 0.1)
+        writes = modbus.wait_for(lambda w: bool(writes_on(w, "coil", RIGHT, 0)), 10.0)
+    assert o.outcomes[0] == "late" and isinstance(o.outcomes[1], float)
     assert not writes_on(writes, "coil", LEFT, 1), "a late pulse reached the ejector"
     assert len(writes_on(writes, "coil", RIGHT, 1)) == 1
     assert o.metrics.value("inspector_gateway_pulses_refused_total", {"reason": "late"}) == 1
@@ -127,16 +136,16 @@ def test_modbus_a_dead_plc_means_fail_safe_then_reconnect_with_backoff(modbus: P
         assert noticed_s <= config.watchdog.interval_s + 2 * config.plc.timeout_s + 0.2, noticed_s
         assert o.metrics.value("inspector_gateway_plc_up") == 0
         # a pulse due while the PLC is away is refused and reported, not kept for later
-        assert out.fire(0.0 - 50, time.monotonic() + 0.1, key="during outage")
-        time.sleep(1.0)
+        o.fire_at(-50.0, time.monotonic() + 0.1)
+        time.sleep(0.9)
         failures = o.metrics.value("inspector_gateway_plc_connects_total", {"result": "failed"})
         # back-off 0.05, 0.1, 0.2, 0.2 ... s: bounded, so a second of outage is several tries, not hundreds
         assert 3 <= failures <= 1.0 / config.reconnect.initial_s + 2, failures
         with PlcServer("modbus", modbus.port) as again:
             assert out.wait_for(lambda o: o.connected and not o.in_fail_safe, 10.0), out.fail_safe_reasons
-            writes = again.wait_for(lambda w: len(w) >= 2, 5.0)
+            writes = again.wait_for(lambda w: bool(writes_on(w, "coil", FAIL_SAFE, 0)), 5.0)
             assert o.metrics.value("inspector_gateway_fail_safe_entries_total", {"reason": "plc_down"}) == 1
-    assert [r.outcome for r in o.reports] == ["plc_down"]
+    assert o.outcomes == ["plc_down"]
     assert o.metrics.value("inspector_gateway_pulses_refused_total", {"reason": "plc_down"}) == 1
     # after the reconnect the PLC hears the fail-safe state first, then the ejectors off, then fail-safe released
     first = writes[0]
@@ -163,11 +172,10 @@ def test_modbus_outputs_the_plc_does_not_have_keep_fail_safe(modbus: PlcServer) 
         time.sleep(1.0)
         assert o.out.in_fail_safe and not o.out.connected
         assert o.metrics.value("inspector_gateway_plc_write_errors_total", {"kind": "refused"}) >= 1
-        assert o.out.fire(-10.0, time.monotonic() + 0.1, key="x")
-        time.sleep(0.3)
+        o.fire_at(-10.0, time.monotonic())
     finally:
         o.out.stop()
-    assert [r.outcome for r in o.reports] == ["plc_down"]
+    assert o.outcomes == ["plc_down"]
     assert not [w for w in modbus.snapshot() if w["kind"] == "coil" and w["value"] == 1 and w["address"] != 999]
 
 
@@ -190,14 +198,14 @@ def test_opcua_pulses_and_fail_safe_reach_their_nodes_on_time() -> None:
         )
         o = Output(config)
         with o as out:
-            t0 = time.monotonic() + 0.4
-            assert out.fire(-20.0, t0, key="a")
-            assert out.fire(20.0, t0 + 0.2, key="b")
-            writes = server.wait_for(lambda w: len(o.reports) == 2 and time.monotonic() > t0 + 0.4, 10.0)
+            t0 = time.monotonic() + 0.2
+            o.fire_at(-20.0, t0)
+            o.fire_at(20.0, t0 + 0.2)
+            writes = server.wait_for(lambda w: time.monotonic() > t0 + 0.4, 10.0)
             out.fail_safe(True, "inspector")
             writes = server.wait_for(lambda w: bool(writes_on(w, "node", fs, True)) and len(w) > len(writes), 5.0)
     assert OPCUA_NS  # the server's namespace is index 2: the node ids above
-    assert [r.outcome for r in o.reports] == ["fired", "fired"]
+    assert all(isinstance(t, float) for t in o.outcomes), o.outcomes
     for node, at_s, other in ((left, t0, right), (right, t0 + 0.2, left)):
         on = [t for t in writes_on(writes, "node", node, True) if abs(t - at_s) < 0.1]
         assert len(on) == 1 and abs(on[0] - at_s) <= FRAME_S, (node, [t - at_s for t in on])
