@@ -16,7 +16,8 @@ Coordinates: frame pixels (x, y). "Belt coordinates" are frame pixels minus the 
   `MAX_MISSES` frames inside the view is departed as well (lost).
 - Frame selection: a frame is inspected when the belt has advanced `step` pixels since the last inspected frame,
   with step = (view length along the belt − largest spider − one frame's advance) / inspections_per_point, so every stretch of
-  belt is inspected at least `inspections_per_point` times while in view.
+  belt is inspected at least `inspections_per_point` times while in view. A selected frame that was not inspected
+  (skipped: too late for its deadlines) is undone with `retry()`, so the next frame is selected in its place.
 """
 
 from __future__ import annotations
@@ -216,12 +217,17 @@ class FrameSelector:
         self.every_frame = config.mode == "whole_frame"
         self.step_px = max(0.0, (view_px - spider_px - per_frame_px) / config.inspections_per_point)
         self._last_travel: float | None = None
+        self._before: float | None = None  # `_last_travel` before the last selection (for `retry`)
 
     def select(self, travel_along_px: float) -> bool:
         if self.every_frame or self._last_travel is None or travel_along_px - self._last_travel >= self.step_px:
-            self._last_travel = travel_along_px
+            self._before, self._last_travel = self._last_travel, travel_along_px
             return True
         return False
+
+    def retry(self) -> None:
+        """The frame just selected was not inspected (skipped): select the next frame instead, as if it never was."""
+        self._last_travel = self._before
 
 
 def gray_small(frame_bgr: U8Array) -> np.ndarray:

@@ -216,6 +216,12 @@ class DecisionConfig(Strict):
         1, ge=1, le=20, description="inspected frames that must each score a bunch >= threshold to reject it"
     )
     reject_uninspected: Literal[True] = True
+    deadline_margin_s: float = Field(
+        0.05, ge=0, le=10, description="a reject must be decided this long before its fire time, else the frame is late"
+    )
+    latency_budget_s: float = Field(
+        0.5, gt=0, le=60, description="capture to decision, declared (or measured with inspector bench)"
+    )
 
 
 class LinkConfig(Strict):

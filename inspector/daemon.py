@@ -111,6 +111,8 @@ class Daemon:
             if link is not None:
                 link.publish(d)
         decisions.write(step.final, step.evidence)
+        if step.skipped is not None:
+            m.frames_skipped.labels(reason=step.skipped).inc()
         if step.inspected:
             m.frames_inspected.inc()
             self.summary.inspected += 1
@@ -120,6 +122,7 @@ class Daemon:
         m.belt_speed.set(step.belt_speed_mm_s)
         if self.pipeline is not None:
             m.frames_needed.set(self.pipeline.frames_needed_per_s())
+            m.inspection_healthy.set(self.pipeline.health()[0])
 
     def _count(self, d: Decision) -> None:
         self.metrics.bunches.labels(decision=d.decision, reason=d.reason).inc()
@@ -148,7 +151,12 @@ class Daemon:
             info = model.describe()
             self.metrics.set_model(info["name"], info.get("width") or "", model.provider)
             self.pipeline = Pipeline(
-                cfg, self.calibration, model, fps, keep_evidence=cfg.output.evidence_dir is not None
+                cfg,
+                self.calibration,
+                model,
+                fps,
+                keep_evidence=cfg.output.evidence_dir is not None,
+                clock=time.monotonic,
             )
             ring = stack.enter_context(FrameRing.create(self.instance, cfg.ring.slots, frame_wh))
             capture = stack.enter_context(CaptureProcess(source, ring))
@@ -201,6 +209,7 @@ class Daemon:
                         )
                         continue
                     frame = ring.frame(ref)
+                    self.pipeline.note_queue(ring.depth, ring.slots)
                     recorder.add(frame, ref.seq, ref.t_capture_s)
                     step = self.pipeline.process(frame, ref)
                     for d in step.rejects:

@@ -148,6 +148,7 @@ class BunchRecord:
     judged_frames: list[int] = field(default_factory=list)  # the inspected frames, in order
     last_frame: int = -1  # the last frame that showed the bunch
     frames_dropped: int = 0  # frames missing (dropped, skipped) between two frames that showed the bunch
+    frames_skipped: int = 0  # frames that showed it, chosen for inspection and skipped: too late for its deadline
     entry_side_seen: bool = False  # seen once with its trailing edge inside the view (not cut by the entry edge)
     exit_side_seen: bool = False  # seen once with its leading edge inside the view (not cut by the exit edge)
 
@@ -241,7 +242,12 @@ def uninspected_detail(
             what = f"the stretch {stretches} behind its leading end was never in an inspected frame"
         else:
             what = "part of it was never in an inspected frame"
-    if record.frames_dropped:
+    if record.frames_skipped:
+        why = (
+            f"{record.frames_skipped} frame(s) showing it were skipped, too late to be decided before its fire time "
+            "(inspection late)"
+        )
+    elif record.frames_dropped:
         why = (
             f"{record.frames_dropped} frame(s) were dropped while it was (or may have been) in view "
             "(capture or inspection could not keep up)"

@@ -104,6 +104,19 @@ class Metrics:
             "Frames never inspected: dropped when the consumer was behind, or skipped after a capture stall/restart",
             registry=r,
         )
+        self.frames_skipped = Counter(
+            "inspector_frames_skipped_total",
+            "Frames chosen for inspection and not inspected, by reason (late: no bunch in them could still be decided "
+            "before its fire time)",
+            ["reason"],
+            registry=r,
+        )
+        self.inspection_healthy = Gauge(
+            "inspector_inspection_healthy",
+            "1 while inspection keeps its deadlines (Pipeline.health): not late, not skipping, queue not full, model "
+            "answering, frames arriving",
+            registry=r,
+        )
         self.capture_reconnects = Counter(
             "inspector_capture_reconnects_total", "Times the capture process reopened its source", registry=r
         )

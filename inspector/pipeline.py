@@ -6,12 +6,21 @@
 
 `Pipeline.process(frame_bgr, ref)` returns a `StepResult`; the caller (daemon or replay) sends `rejects` to the
 ejector at once and logs/publishes `final`. `finish()` decides every bunch still in view at the end of footage.
+
+Deadlines (only with a `clock` on the capture time base: the daemon's; replay has none and stays deterministic): a
+frame chosen for inspection is skipped, not inspected, when no undecided bunch in it could still be decided before
+its fire time − `decision.deadline_margin_s` (now + the measured inspection time, `inspect_s_estimate`); the frame
+selector retries on the next frame, and a bunch that never got its inspection is rejected `uninspected`.
+
+Progress, for heartbeats and the watchdog: `decided_until_s` (capture time up to which every bunch that entered the
+view is decided) and `health()` (healthy, reason).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import cv2
@@ -31,6 +40,7 @@ from inspector.decision import (
     BunchRecord,
     DecisionRule,
     along_offset_px,
+    fire_time_s,
     merge_intervals,
     uncovered,
     unseen_stretch,
@@ -48,6 +58,8 @@ HEAT_DOWNSCALE = 4  # frame heat maps at 1/4 of frame resolution
 COVERAGE_TOLERANCE_PX = 2 * SEG_DOWNSCALE  # bunch boxes come from a 1/4-resolution mask: +-4 px each side
 EVIDENCE_DOWNSCALE = 4  # frames on either side of a gap are kept this much smaller for its evidence picture
 FAM_SIZE = 56  # Eq. 1 evaluated on a 56x56 grid per tile: enough for 1/4-resolution frame maps
+HEALTH_HOLD_S = 2.0  # a skipped frame or a model error keeps `health()` unhealthy this long
+GAP_FRAMES = 5  # frame intervals beyond the latency budget without a fresh frame: frames stopped (or far behind)
 
 
 def open_model(config: ModelConfig) -> Model:
@@ -73,6 +85,7 @@ class StepResult:
     final: list[Decision] = field(default_factory=list)  # bunches that left the view, decided
     unconfirmed: list[int] = field(default_factory=list)  # passed: one frame alone scored >= threshold, too few agreed
     infer_s: float = 0.0
+    skipped: str | None = None  # chosen for inspection but not inspected, and why ("late": past every deadline)
     belt_speed_mm_s: float = 0.0
     evidence: dict[int, EvidenceItem] = field(default_factory=dict)  # for decided bunches, when keep_evidence
 
@@ -106,9 +119,24 @@ class Pipeline:
     """Belt → tiles → model → FAM → decisions, for one camera."""
 
     def __init__(
-        self, config: Config, calibration: Calibration, model: Model, fps: float, keep_evidence: bool = False
+        self,
+        config: Config,
+        calibration: Calibration,
+        model: Model,
+        fps: float,
+        keep_evidence: bool = False,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.config = config
+        self.clock = clock  # "now" on the capture time base (the daemon: time.monotonic); None: no deadlines
+        self.margin_s = config.decision.deadline_margin_s
+        self.inspect_s_estimate = config.decision.latency_budget_s  # then the measured inspection time (EWMA)
+        self.slack_s: float | None = None  # fire time − expected decision time of the most urgent undecided bunch
+        self._last_t_s: float | None = None  # capture time of the last frame processed
+        self._last_skip_s: float | None = None  # clock time of the last skipped frame
+        self._last_model_error_s: float | None = None
+        self._queue: tuple[int, int] = (0, 1)  # frames waiting, capacity (`note_queue`)
+        self._hold_unknown: dict[int, float | None] = {}  # bunch first seen cut by the exit edge -> watermark then
         self.keep_evidence = keep_evidence
         self._snapshots: dict[int, tuple[float, Snapshot]] = {}  # bunch id -> (centre offset, most central snapshot)
         self._strongest: dict[int, Snapshot] = {}  # bunch id -> snapshot of its highest-scoring inspected frame
@@ -197,15 +225,19 @@ class Pipeline:
         elif self.frame_wh != (w, h):
             raise ValueError(f"frame size changed from {self.frame_wh} to {(w, h)}")
         assert self.tracker is not None and self.selector is not None and self.frame_wh is not None
+        started_s = self.clock() if self.clock is not None else None
+        prior_watermark = self.decided_until_s
         shift = self._belt_shift(frame_bgr, ref.t_capture_s)
         self.travel_xy = (self.travel_xy[0] + shift[0], self.travel_xy[1] + shift[1])
         mask = self.segmenter.mask(frame_bgr)
         bunches, departed = self.tracker.update(find_bunches(mask, self.min_area_px), shift)
         missed = 0 if self._prev_seq is None else max(0, ref.seq - self._prev_seq - 1)
         for bunch in bunches:
-            self._record(bunch.bunch_id).observe(
-                ref.seq, ref.t_capture_s, bunch.box, self.travel_xy, self.frame_wh, self.calibration, missed
-            )
+            seen = self._record(bunch.bunch_id)
+            seen.observe(ref.seq, ref.t_capture_s, bunch.box, self.travel_xy, self.frame_wh, self.calibration, missed)
+            if not seen.exit_side_seen and bunch.bunch_id not in self._hold_unknown:
+                self._hold_unknown[bunch.bunch_id] = prior_watermark
+        self._last_t_s = ref.t_capture_s
         result = StepResult(ref, False, bunches, belt_speed_mm_s=self.belt_speed_mm_s)
         along_shift_px = float(np.dot(shift, self._direction))
         unseen = unseen_stretch(
@@ -238,8 +270,22 @@ class Pipeline:
                 )
         self._prev_small, self._prev_seq = small, ref.seq
         along = float(np.dot(self.travel_xy, self._direction))
+        late = self._deadlines(bunches, ref, started_s)
         if self.selector.select(along):  # by belt travel alone: an empty stretch costs no tiles but counts
-            self._inspect(frame_bgr, mask, bunches, result)
+            if late:
+                self.selector.retry()  # the next frame is chosen instead: coverage is not lost, only delayed
+                result.skipped = "late"
+                self._last_skip_s = started_s
+                for bunch in bunches:
+                    self.records[bunch.bunch_id].frames_skipped += 1
+                log.warning("frame %d skipped: no bunch in it can still be decided before its fire time", ref.seq)
+                if self.keep_evidence:
+                    self._keep_seen(frame_bgr, bunches, ref.seq)
+            else:
+                self._inspect(frame_bgr, mask, bunches, result)
+                if started_s is not None and self.clock is not None:
+                    spent = max(0.0, self.clock() - started_s)
+                    self.inspect_s_estimate = 0.8 * self.inspect_s_estimate + 0.2 * spent
         elif self.keep_evidence:
             self._keep_seen(frame_bgr, bunches, ref.seq)
         for bunch_id in departed:
@@ -247,6 +293,81 @@ class Pipeline:
             if record is not None:
                 self._finalize(record, result)
         return result
+
+    def _deadlines(self, bunches: list[Bunch], ref: FrameRef, now_s: float | None) -> bool:
+        """Update `slack_s`; True when the frame is too late for every undecided bunch in it (skip it)."""
+        if now_s is None:
+            return False
+        assert self.frame_wh is not None
+        done_s = max(now_s, ref.t_capture_s) + self.inspect_s_estimate
+        fire = [
+            fire_time_s(ref.t_capture_s, b.box.center_xy, self.frame_wh, self.calibration, self.belt_speed_mm_s)
+            for b in bunches
+            if not self.records[b.bunch_id].reject_sent
+        ]
+        if not fire:
+            self.slack_s = None
+            return False
+        self.slack_s = min(fire) - done_s
+        return all(f - self.margin_s < done_s for f in fire)
+
+    # ------------------------------------------------------------------------------------------------ progress
+    @property
+    def decided_until_s(self) -> float | None:
+        """Capture time (FrameRef's time base) up to which every bunch that entered the view is decided.
+
+        Read as: every stretch of belt that crossed the image centre line at or before this time belongs to a
+        decided bunch (or none); it reaches the ejector `camera_to_ejector_mm / belt speed` later. It is the capture
+        time of the last frame processed, held back to the time the leading end of any bunch in view that is not
+        decided yet (no reject sent, no verdict) crossed (or will cross) the centre line; a bunch whose leading end
+        was never seen (cut by the exit edge since its first sighting) holds it where it was when that bunch
+        appeared. None before the first frame, or while such a bunch holds it from the start."""
+        if self._last_t_s is None or self.frame_wh is None:
+            return None
+        axis, sign = self.calibration.travel_axis, self.calibration.travel_sign
+        length = self.frame_wh[axis]
+        speed = self.belt_speed_mm_s if self.belt_speed_mm_s > 0 else self.calibration.belt_speed_mm_s
+        until = self._last_t_s
+        for bunch_id, record in self.records.items():
+            if record.reject_sent or not record.seen_along:
+                continue
+            if bunch_id in self._hold_unknown:
+                held = self._hold_unknown[bunch_id]
+                if held is None:
+                    return None
+                until = min(until, held)
+                continue
+            merged = merge_intervals(record.seen_along)
+            lead_belt = merged[-1][1] if sign > 0 else merged[0][0]
+            past_centre_px = (lead_belt + self.travel_xy[axis] - length / 2.0) * sign
+            until = min(until, self._last_t_s - self.calibration.mm(past_centre_px) / speed)
+        return until
+
+    def note_queue(self, waiting: int, capacity: int) -> None:
+        """The caller's frame queue (the ring): frames waiting and its capacity, for `health()`."""
+        self._queue = (waiting, max(1, capacity))
+
+    def health(self) -> tuple[bool, str]:
+        """(healthy, reason): unhealthy while inspection is late (slack below the margin), frames were skipped or
+        the model failed in the last HEALTH_HOLD_S, the frame queue is full, or no fresh frame came for the latency
+        budget plus GAP_FRAMES frame intervals (frames stopped, or inspection far behind capture)."""
+        if self._last_t_s is None:
+            return False, "no frame inspected yet"
+        now_s = self.clock() if self.clock is not None else self._last_t_s
+        gap_limit_s = self.config.decision.latency_budget_s + GAP_FRAMES / self.fps
+        age_s = now_s - self._last_t_s
+        if age_s > gap_limit_s:
+            return False, f"no fresh frame for {age_s:.2f} s (limit {gap_limit_s:.2f} s): frames stopped or behind"
+        if self._last_model_error_s is not None and now_s - self._last_model_error_s < HEALTH_HOLD_S:
+            return False, "the model failed on a frame (model_error rejects)"
+        if self._last_skip_s is not None and now_s - self._last_skip_s < HEALTH_HOLD_S:
+            return False, "frames skipped: inspection too late for their deadlines"
+        waiting, capacity = self._queue
+        if waiting >= capacity:
+            return False, f"frame queue full ({waiting} of {capacity}): inspection cannot keep up"
+        if self.slack_s is not None and self.slack_s < self.margin_s:
+            return False, f"inspection late: slack {self.slack_s:.3f} s below the margin {self.margin_s:.3f} s"
+        return True, "ok"
 
     def _inspect(self, frame_bgr: U8Array, mask: np.ndarray, bunches: list[Bunch], result: StepResult) -> None:
         assert self.frame_wh is not None
@@ -356,6 +477,7 @@ class Pipeline:
         return None if roi is None else Box(*roi)
 
     def _finalize(self, record: BunchRecord, result: StepResult) -> None:
+        self._hold_unknown.pop(record.bunch_id, None)
         decision = self._decide(record, final=True)
         failed = self._failed.pop(record.bunch_id, None)
         if failed is not None and decision.reason != "spider":
