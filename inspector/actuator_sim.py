@@ -1,28 +1,32 @@
-"""Reference ejector controller: speaks the reject protocol of ``inspector/messages.py`` and logs what it does.
+"""Reference ejector controller: the shared controller logic (``inspector/controller.py``) on a ROUTER socket.
 
     inspector actuator-sim --bind tcp://127.0.0.1:5560 --log fired.jsonl
 
-Binds a ROUTER, acks every reject (every copy), "fires" each reject at its fire time (arrival on its own
-monotonic clock + ``fire_in_s``), sends heartbeats to every inspector heard within ``--timeout-s`` and
-goes fail-safe (logs it) when it hears nothing for that long. One JSON object per line, ``event`` one of:
+Speaks the reject protocol of ``inspector/messages.py`` (v2): acks every reject (every copy), "fires" each at its
+absolute ``fire_at_s`` on its own monotonic clock, refuses (nack) one it can no longer start by its ``deadline_s``,
+reports ``fired`` with the actual time, answers every heartbeat, and keeps the fail-safe on while any expected
+inspector is silent, unhealthy or behind its watermark. One JSON object per line, ``event`` one of:
 
   start, stop, summary                 lifecycle (summary: counts of everything below)
-  reject                               a new reject arrived (seq, bunch_id, fire_in_s, attempt, …)
+  peer                                 an inspector (allow-list name, or session without CURVE) heard first
+  reject                               a new reject arrived (seq, bunch_id, fire_at_s, stretch_s, deadline_s, …)
   duplicate                            the same (session, seq) again — acked again, not fired again
   ack / ack_dropped                    ack sent / deliberately not sent (``--drop-acks``, ``--drop-ack-probability``)
-  fired                                the ejector fired: ``error_s`` = actual − target fire time
-  late                                 a reject that arrived after its fire time (fire_in_s <= 0): not fired
+  fired                                the ejector fired: ``at_s`` actual, ``error_s`` = actual − ``fire_at_s``
+  refused                              nacked (``why`` late or invalid): it could not be started by its deadline
   missed                               a seq never received although later seqs of that session were
-  malformed                            a frame that is not a valid v1 message (ignored)
-  failsafe                             ``state`` on / off: nothing heard from any inspector for ``--timeout-s``
-  die / back                           ``--die-after-s`` / ``--down-s`` simulate a controller outage
+  malformed                            a frame that is not a valid v2 message, or a peer not on the allow-list
+  denied                               a CURVE client key not on the allow-list (ZAP)
+  failsafe                             ``state`` on / off and why; ``off`` also gives the stretch it covered
+  die / back                           ``--die-after-s`` / ``--down-s`` simulate a controller restart (state lost)
 
+Times ``*_s`` are this process's ``time.monotonic()``, the controller clock of the protocol.
 Fault injection: ``--drop-acks N`` drops the first N acks of each reject, ``--drop-ack-probability P``,
-``--ack-delay-s D``, ``--die-after-s T --down-s D`` (closes its socket for D seconds, then binds again;
-a real SIGKILL works as well), ``--garbage-every-s S`` sends junk frames to the inspectors.
+``--ack-delay-s D``, ``--die-after-s T --down-s D`` (closes its socket for D seconds, then binds again as a new
+instance; a real SIGKILL works as well), ``--garbage-every-s S`` sends junk frames to the inspectors.
 CURVE: ``--make-keys DIR`` writes ``DIR/controller.key`` (public) and ``DIR/controller.key_secret`` and prints
-the public key for ``link.curve_server_public_key``; ``--curve-secret-key-file DIR/controller.key_secret``
-serves with it.
+the public key for ``link.curve_server_public_key``; ``--curve-secret-key-file DIR/controller.key_secret`` serves
+with it, and ``--allow KEYFILE`` admits only the client keys listed there (each an expected peer).
 """
 
 from __future__ import annotations
@@ -34,22 +38,62 @@ import random
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import zmq
 import zmq.auth
+import zmq.utils.z85
 
 from inspector import messages
+from inspector.controller import ControllerCore, Send
 from inspector.errors import InspectorError
 
+ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 
-@dataclass
-class SessionState:
-    seen: set[int] = field(default_factory=set)
-    max_seq: int = 0
-    ack_counts: dict[int, int] = field(default_factory=dict)
+
+def read_allow_list(path: Path) -> dict[bytes, str]:
+    """{raw 32-byte public key: name} from KEYFILE: one Z85 public key per line, optionally followed by a name
+    (default: the key's first 8 characters); a line starting with ``#`` is a comment (Z85 itself uses ``#``); zmq certificate lines ``public-key = "…"``
+    work too."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InspectorError(f"{path}: cannot read the allow-list ({exc.strerror})") from None
+    keys: dict[bytes, str] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        s = line.strip()
+        if s.startswith("#"):
+            continue
+        if s.startswith("public-key") and "=" in s:
+            s = s.split("=", 1)[1].strip().strip('"')
+        if not s:
+            continue
+        parts = s.split()
+        z85 = parts[0].encode()
+        try:
+            raw = zmq.utils.z85.decode(z85) if len(z85) == 40 else b""
+        except (ValueError, KeyError):
+            raw = b""
+        if len(raw) != 32:
+            raise InspectorError(f"{path}:{n}: not a 40-character Z85 public key: {parts[0][:50]!r}")
+        keys[raw] = parts[1] if len(parts) > 1 else parts[0][:8]
+    if not keys:
+        raise InspectorError(f"{path}: no public key in the allow-list")
+    return keys
+
+
+class SimOutput:
+    """The simulated ejector: switching is instantaneous; the core logs every fire and fail-safe change."""
+
+    def __init__(self) -> None:
+        self.failsafe = True
+
+    def fire(self, across_mm: float | None, at_s: float, stretch_s: float) -> float:
+        return time.monotonic()
+
+    def fail_safe(self, on: bool, reason: str) -> None:
+        self.failsafe = on
 
 
 class Simulator:
@@ -59,20 +103,37 @@ class Simulator:
         self.rng = random.Random(args.seed)
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self.sock: zmq.Socket[bytes] | None = None
-        self.sessions: dict[str, SessionState] = {}
-        self.peers: dict[bytes, float] = {}  # identity -> monotonic time last heard
-        self.fires: list[tuple[float, int, dict[str, Any]]] = []  # (target monotonic, tiebreak, info)
-        self.acks: list[tuple[float, int, bytes, bytes]] = []  # (due monotonic, tiebreak, identity, frame)
-        self.tiebreak = 0
+        self.zap: zmq.Socket[bytes] | None = None
+        self.allow = read_allow_list(Path(args.allow)) if args.allow else {}
+        if self.allow and not args.curve_secret_key_file:
+            raise InspectorError("--allow needs --curve-secret-key-file: the allow-list is checked by CURVE")
         self.counts: dict[str, int] = {}
-        self.last_heard_s: float | None = None
-        self.failsafe = True
+        self.acks: list[tuple[float, int, bytes, bytes]] = []  # (due monotonic, tiebreak, identity, frame)
+        self.ack_counts: dict[tuple[str, int], int] = {}
+        self.tiebreak = 0
+        self.max_seq: dict[str, int] = {}
+        self.seen: dict[str, set[int]] = {}
         self.stop = False
+        self.core = self._new_core()
+
+    def _new_core(self) -> ControllerCore:
+        core = ControllerCore(
+            SimOutput(),
+            timeout_s=self.args.timeout_s,
+            margin_s=self.args.margin_s,
+            expected_keys=sorted(set(self.allow.values())),
+            expect_peers=self.args.expect_peers,
+            on_event=self.emit,
+        )
+        return core
 
     # ------------------------------------------------------------------ output
     def emit(self, event: str, **info: Any) -> None:
         self.counts[event] = self.counts.get(event, 0) + 1
-        line = {"event": event, "t_unix_s": round(time.time(), 6), **info}
+        if event == "reject":
+            self.seen.setdefault(info["session"], set()).add(info["seq"])
+            self.max_seq[info["session"]] = max(self.max_seq.get(info["session"], 0), info["seq"])
+        line = {"event": event, "t_unix_s": round(time.time(), 6), "t_s": round(time.monotonic(), 6), **info}
         self.out.write(json.dumps(line) + "\n")
         self.out.flush()
 
@@ -81,10 +142,16 @@ class Simulator:
         sock = self.ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, messages.MAX_FRAME_BYTES + 1024)
         if self.args.curve_secret_key_file:
             public, secret = zmq.auth.load_certificate(self.args.curve_secret_key_file)
             if secret is None:
                 raise InspectorError(f"{self.args.curve_secret_key_file}: no secret key in this file")
+            if self.allow and self.zap is None:
+                self.zap = self.ctx.socket(zmq.REP)
+                self.zap.setsockopt(zmq.LINGER, 0)
+                self.zap.bind(ZAP_ENDPOINT)
+            sock.setsockopt(zmq.ZAP_DOMAIN, b"inspector")
             sock.curve_server = True
             sock.curve_publickey = public
             sock.curve_secretkey = secret
@@ -98,58 +165,46 @@ class Simulator:
                     raise InspectorError(f"actuator simulator: cannot bind {self.args.bind}: {exc}") from None
                 time.sleep(0.1)
         self.sock = sock
-        self.peers.clear()
 
     def unbind(self) -> None:
         if self.sock is not None:
             self.sock.close(0)
             self.sock = None
 
-    # ------------------------------------------------------------------ protocol
-    def handle(self, identity: bytes, frame: bytes, now: float) -> None:
-        try:
-            msg = messages.decode(frame)
-            if isinstance(msg, messages.Ack):
-                raise messages.MalformedMessage("an inspector does not send acks")
-        except messages.MalformedMessage as exc:
-            self.emit("malformed", error=str(exc)[:200])
-            return
-        self.peers[identity] = now
-        self.last_heard_s = now
-        if isinstance(msg, messages.Heartbeat):
-            return
-        assert isinstance(msg, messages.Reject)
-        st = self.sessions.setdefault(msg.session, SessionState())
-        if msg.seq in st.seen:
-            self.emit("duplicate", session=msg.session, seq=msg.seq, attempt=msg.attempt)
+    def answer_zap(self) -> None:
+        """One ZAP request: admit a CURVE client whose public key is on the allow-list, as its name."""
+        assert self.zap is not None
+        req = self.zap.recv_multipart()
+        version, request_id = req[0], req[1]
+        mechanism = req[5] if len(req) > 5 else b""
+        key = req[6] if len(req) > 6 else b""
+        name = self.allow.get(key) if mechanism == b"CURVE" else None
+        if name is None:
+            z85 = zmq.utils.z85.encode(key).decode() if len(key) == 32 else "?"
+            self.emit("denied", mechanism=mechanism.decode(errors="replace"), key=z85, address=req[3].decode())
+            self.zap.send_multipart([version, request_id, b"400", b"key not on the allow-list", b"", b""])
         else:
-            st.seen.add(msg.seq)
-            st.max_seq = max(st.max_seq, msg.seq)
-            info = {
-                "session": msg.session,
-                "seq": msg.seq,
-                "bunch_id": msg.bunch_id,
-                "score": msg.score,
-                "reason": msg.reason,
-                "across_mm": msg.across_mm,
-                "fire_at_unix_s": msg.fire_at_unix_s,
-                "model": msg.model,
-            }
-            self.emit("reject", fire_in_s=msg.fire_in_s, attempt=msg.attempt, **info)
-            if msg.fire_in_s <= 0:
-                self.emit("late", late_by_s=round(-msg.fire_in_s, 6), **info)
+            self.zap.send_multipart([version, request_id, b"200", b"OK", name.encode(), b""])
+
+    # ------------------------------------------------------------------ protocol
+    def send_all(self, sends: list[Send], now: float) -> None:
+        for identity, msg in sends:
+            frame = messages.encode(msg)
+            if isinstance(msg, messages.Ack):
+                key = (msg.session, msg.seq)
+                n = self.ack_counts.get(key, 0)
+                self.ack_counts[key] = n + 1
+                if n < self.args.drop_acks or self.rng.random() < self.args.drop_ack_probability:
+                    self.emit("ack_dropped", session=msg.session, seq=msg.seq)
+                    continue
+                if self.args.ack_delay_s > 0:
+                    self.tiebreak += 1
+                    heapq.heappush(self.acks, (now + self.args.ack_delay_s, self.tiebreak, identity, frame))
+                    continue
+                if self.send(identity, frame):
+                    self.emit("ack", session=msg.session, seq=msg.seq)
             else:
-                self.tiebreak += 1
-                heapq.heappush(self.fires, (now + msg.fire_in_s, self.tiebreak, info))
-        # ack (every copy), unless told to drop it
-        n = st.ack_counts.get(msg.seq, 0)
-        st.ack_counts[msg.seq] = n + 1
-        if n < self.args.drop_acks or self.rng.random() < self.args.drop_ack_probability:
-            self.emit("ack_dropped", session=msg.session, seq=msg.seq)
-            return
-        ack = messages.encode(messages.Ack(session=msg.session, seq=msg.seq))
-        self.tiebreak += 1
-        heapq.heappush(self.acks, (now + self.args.ack_delay_s, self.tiebreak, identity, ack))
+                self.send(identity, frame)
 
     def send(self, identity: bytes, frame: bytes) -> bool:
         if self.sock is None:
@@ -160,109 +215,113 @@ class Simulator:
         except zmq.ZMQError:
             return False
 
-    def due_work(self, now: float) -> None:
+    def due_acks(self, now: float) -> None:
         while self.acks and self.acks[0][0] <= now:
             _, _, identity, frame = heapq.heappop(self.acks)
             if self.send(identity, frame):
                 ack = json.loads(frame)
                 self.emit("ack", session=ack["session"], seq=ack["seq"])
-        while self.fires and self.fires[0][0] <= now:
-            target, _, info = heapq.heappop(self.fires)
-            fired = time.monotonic()
-            self.emit("fired", error_s=round(fired - target, 6), **info)
-
-    def heartbeat(self, now: float) -> None:
-        hb = messages.encode(messages.Heartbeat(sent_unix_s=time.time()))
-        for identity, heard in list(self.peers.items()):
-            if now - heard > self.args.timeout_s:
-                del self.peers[identity]
-            else:
-                self.send(identity, hb)
-        silent = self.last_heard_s is None or now - self.last_heard_s > self.args.timeout_s
-        if silent != self.failsafe:
-            self.failsafe = silent
-            self.emit("failsafe", state="on" if silent else "off")
 
     def garbage(self) -> None:
         junk = [
             b"\xff\xfe not json",
             b'{"v": 99, "type": "ack", "session": "x", "seq": 1}',
             b"[1,2,3]",
-            b'{"v":1,"type":"ack","seq":"one","session":"x"}',
+            b'{"v":2,"type":"ack","seq":"one","session":"x"}',
             bytes(self.rng.randrange(256) for _ in range(64)),
         ]
-        for identity in list(self.peers):
-            self.send(identity, self.rng.choice(junk))
+        for peer in list(self.core.peers.values()):
+            self.send(peer.route, self.rng.choice(junk))
+
+    def receive(self, sock: zmq.Socket[bytes]) -> None:
+        for _ in range(1000):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            if len(frames) != 2:
+                self.emit("malformed", error=f"{len(frames) - 1} frames, expected 1")
+                continue
+            user_id = str(frames[1].get("User-Id")) if self.allow else None
+            now = time.monotonic()
+            self.send_all(self.core.receive(frames[0].bytes, frames[1].bytes, user_id or None, now), now)
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> int:
         a = self.args
         self.bind()
-        self.emit("start", bind=a.bind, curve=bool(a.curve_secret_key_file))
-        self.emit("failsafe", state="on")
+        self.emit(
+            "start",
+            bind=a.bind,
+            curve=bool(a.curve_secret_key_file),
+            allow=sorted(self.allow.values()),
+            instance=self.core.instance,
+        )
         t0 = time.monotonic()
-        next_hb = t0
         next_garbage = t0 + a.garbage_every_s if a.garbage_every_s > 0 else float("inf")
         die_at = t0 + a.die_after_s if a.die_after_s > 0 else float("inf")
         back_at = float("inf")
         end_at = t0 + a.run_s if a.run_s > 0 else float("inf")
-        poller = zmq.Poller()
-        assert self.sock is not None
-        poller.register(self.sock, zmq.POLLIN)
         while not self.stop:
             now = time.monotonic()
             if now >= end_at:
                 break
             if now >= die_at:
-                poller.unregister(self.sock)
                 self.unbind()
                 self.acks.clear()
-                self.emit("die", down_s=a.down_s)
+                self.emit("die", down_s=a.down_s, unfired=len(self.core.pending()))
                 die_at, back_at = float("inf"), now + a.down_s
             if now >= back_at:
+                self.core = self._new_core()  # a restarted controller remembers nothing
                 self.bind()
-                poller.register(self.sock, zmq.POLLIN)
-                self.emit("back")
+                self.emit("back", instance=self.core.instance)
                 back_at = float("inf")
-            self.due_work(now)
-            if now >= next_hb:
-                self.heartbeat(now)
-                next_hb = now + a.heartbeat_interval_s
+            if self.sock is not None:
+                self.send_all(self.core.tick(now), now)
+            self.due_acks(now)
             if now >= next_garbage:
                 self.garbage()
                 next_garbage = now + a.garbage_every_s
-            deadlines = [next_hb, end_at, die_at, back_at, next_garbage]
-            if self.fires:
-                deadlines.append(self.fires[0][0])
+            deadlines = [end_at, die_at, back_at, next_garbage, now + 0.02]
+            wake = self.core.next_wake_s()
+            if wake is not None:
+                deadlines.append(wake)
             if self.acks:
                 deadlines.append(self.acks[0][0])
-            timeout_ms = max(0.0, min(min(deadlines) - time.monotonic(), 0.05)) * 1000
+            timeout_ms = max(0.0, min(deadlines) - time.monotonic()) * 1000
             if self.sock is None:
                 time.sleep(timeout_ms / 1000)
                 continue
-            for sock, _ in poller.poll(int(timeout_ms)):
-                for _ in range(1000):
-                    try:
-                        frames = sock.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    if len(frames) != 2:
-                        self.emit("malformed", error=f"{len(frames) - 1} frames, expected 1")
-                        continue
-                    self.handle(frames[0], frames[1], time.monotonic())
-            self.due_work(time.monotonic())
+            poller = zmq.Poller()
+            poller.register(self.sock, zmq.POLLIN)
+            if self.zap is not None:
+                poller.register(self.zap, zmq.POLLIN)
+            ready = dict(poller.poll(max(0, int(timeout_ms + 0.999))))
+            if self.zap is not None and ready.get(self.zap):
+                self.answer_zap()
+            if ready.get(self.sock):
+                self.receive(self.sock)
         return self.finish()
 
     def finish(self) -> int:
-        for session, st in self.sessions.items():
-            for seq in range(1, st.max_seq + 1):
-                if seq not in st.seen:
+        for session, top in self.max_seq.items():
+            seen = self.seen.get(session, set())
+            for seq in range(1, top + 1):
+                if seq not in seen:
                     self.emit("missed", session=session, seq=seq)
-        for target, _, info in self.fires:
-            self.emit("unfired_at_exit", due_in_s=round(target - time.monotonic(), 6), **info)
+        for r in self.core.pending():
+            self.emit(
+                "unfired_at_exit",
+                session=r.session,
+                seq=r.seq,
+                bunch_id=r.bunch_id,
+                due_in_s=round(r.fire_at_s - time.monotonic(), 6),
+            )
         self.emit("stop")
         self.emit("summary", counts=dict(sorted(self.counts.items())))
         self.unbind()
+        if self.zap is not None:
+            self.zap.close(0)
         self.ctx.term()
         return 0
 
@@ -279,8 +338,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The simulator's options (``inspector actuator-sim``)."""
     p.add_argument("--bind", default="tcp://127.0.0.1:5560", help="ROUTER endpoint (default %(default)s)")
     p.add_argument("--log", default="-", help="JSON-lines log file, - for stdout (default)")
-    p.add_argument("--heartbeat-interval-s", type=float, default=0.5)
     p.add_argument("--timeout-s", type=float, default=2.0, help="fail safe after this long without a message")
+    p.add_argument(
+        "--margin-s",
+        type=float,
+        default=0.0,
+        help="fail safe this long before an inspector's watermark runs out (the ejector's reaction time)",
+    )
+    p.add_argument("--expect-peers", type=int, default=1, help="inspectors that must be live (without --allow)")
+    p.add_argument("--allow", default=None, metavar="KEYFILE", help="CURVE client public keys admitted (ZAP)")
     p.add_argument("--drop-acks", type=int, default=0, help="drop the first N acks of each reject")
     p.add_argument("--drop-ack-probability", type=float, default=0.0)
     p.add_argument("--ack-delay-s", type=float, default=0.0)

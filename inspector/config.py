@@ -231,6 +231,9 @@ class LinkConfig(Strict):
     heartbeat_interval_s: float = Field(0.5, gt=0, le=60)
     controller_timeout_s: float = Field(2.0, gt=0, le=600)
     retransmit_interval_s: float = Field(0.1, gt=0, le=10)
+    fire_tolerance_s: float = Field(
+        0.03, gt=0, le=1, description="a reject may start this late and no later (keep it within one frame interval)"
+    )
     curve_server_public_key: str | None = None
     curve_client_secret_key_file: Path | None = None
 

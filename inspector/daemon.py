@@ -12,6 +12,10 @@ One main loop, one thread for the inspection (the link has its own socket thread
 
 Times are monotonic seconds (the capture process stamps frames with the same system-wide clock); `fire_at_s` in the
 decision log is on that clock too, next to a wall-clock `t_unix_s` for people.
+
+A reject whose reason is not `spider` (the bunch was not judged: `uninspected`, a model error) covers the whole
+bunch: the ejector stays on for the time its length takes to pass. When the link thread dies the loop stops and
+`run()` returns EXIT_LINK_FAILED (the controller has gone fail-safe on the missing heartbeats; systemd restarts us).
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from inspector.supervisor import Supervisor
 from inspector.types import Decision
 
 log = logging.getLogger(__name__)
+
+EXIT_LINK_FAILED = 3  # the reject link thread died: exit so the service manager restarts the daemon
 
 
 @dataclass
@@ -99,7 +105,7 @@ class Daemon:
         now = time.monotonic()
         for d in step.rejects:
             if link is not None:
-                link.send_reject(d)
+                link.send_reject(d, 0.0 if d.reason == "spider" else self._stretch_s(d))
             self.summary.last_fire_at_s = max(self.summary.last_fire_at_s, d.fire_at_s)
             self.summary.reject_latency_s.append(max(0.0, now - d.t_capture_s))
             if d.fire_at_s < now:
@@ -123,6 +129,16 @@ class Daemon:
         if self.pipeline is not None:
             m.frames_needed.set(self.pipeline.frames_needed_per_s())
             m.inspection_healthy.set(self.pipeline.health()[0])
+
+    def _belt_speed_mm_s(self) -> float:
+        speed = self.pipeline.belt_speed_mm_s if self.pipeline is not None else 0.0
+        return speed if speed > 0 else self.calibration.belt_speed_mm_s
+
+    def _stretch_s(self, d: Decision) -> float:
+        """How long the bunch of ``d`` takes to pass the ejector (its box along the belt)."""
+        axis = self.calibration.travel_axis
+        length_px = d.bbox_xyxy[axis + 2] - d.bbox_xyxy[axis]
+        return self.calibration.mm(max(0, length_px)) / self._belt_speed_mm_s()
 
     def _count(self, d: Decision) -> None:
         self.metrics.bunches.labels(decision=d.decision, reason=d.reason).inc()
@@ -190,8 +206,13 @@ class Daemon:
                 [s.tile_px for s in self.pipeline.scales],
             )
             processed = 0
+            status = 0
             try:
                 while not sup.should_stop:
+                    if link is not None and not link.alive:
+                        log.critical("the reject link is dead: stopping (exit status %d)", EXIT_LINK_FAILED)
+                        status = EXIT_LINK_FAILED
+                        break
                     sup.check_capture()
                     ref = capture.get(timeout_s=0.2)
                     self.metrics.sync_capture(*ring.counts())
@@ -229,4 +250,4 @@ class Daemon:
                 end = self.pipeline.finish()
                 self._handle(end, link, decisions)
                 log.info("stopping: %s", self.summary.line())
-        return 0
+        return status

@@ -1,20 +1,30 @@
-"""ZeroMQ actuator link: rejects with sequence numbers and fire deadlines, acks, retransmits, heartbeats, PUB.
+"""ZeroMQ actuator link: rejects at absolute fire times with deadlines, acks, fired reports, heartbeats, PUB.
 
-The wire protocol is documented in ``inspector/messages.py``. This module is the inspector side::
+The wire protocol (v2) is documented in ``inspector/messages.py``. This module is the inspector side::
 
     with RejectLink(config.link, model="demo-vgg16-w4") as link:
         ...
-        link.submit(decision)          # publishes every decision; sends rejects reliably; never blocks
+        link.set_progress(decided_until_s, healthy, reason)   # every loop: watermark and health for heartbeats
+        link.submit(decision, stretch_s)  # publishes every decision; sends rejects reliably; never blocks
 
-One background thread owns all sockets (ZeroMQ sockets are not thread-safe); ``submit``/``send_reject``/
-``publish`` only put work on a queue and wake it through a pipe, so the inspection loop never blocks on
-the controller. Times given to the link (``Decision.fire_at_s``, ``Decision.t_capture_s``) are on the
-``clock`` passed in (default ``time.monotonic``, the daemon's clock); on the wire they become
-``fire_in_s`` (relative, recomputed per transmission) plus wall-clock fields for logs.
+One background thread owns all sockets (ZeroMQ sockets are not thread-safe); ``submit``/``send_reject``/``publish``/
+``set_progress`` only put work on a queue or a field and wake it through a pipe, so the inspection loop never
+blocks on the controller. Times given to the link (``Decision.fire_at_s``, ``decided_until_s``) are on the
+``clock`` passed in (default ``time.monotonic``, the daemon's clock); on the wire they are converted to the
+controller's clock with the offset estimated from heartbeat round trips (minimum-round-trip filter). Until there is
+an estimate nothing schedulable is sent; a reject waits (and is counted missed if its deadline passes).
 
-``close()`` (or leaving the ``with``) stops taking new work and keeps retransmitting pending rejects until
-each is acked or its fire time has passed, at most ``close_timeout_s``; what is still unacked then is
-counted missed.
+Reject states: pending (sent, not acked: retransmitted every ``retransmit_interval_s``) → due (acked, waiting for
+``fired``: ``inspector_rejects_due``) → fired. Missed (``inspector_rejects_missed_total``, logged at ERROR): no ack
+by the deadline, a ``nack``, or no ``fired`` report by the deadline plus the controller timeout. When the
+controller's instance id changes (it restarted and forgot its schedule) every due reject still before its deadline
+is sent again (``inspector_rejects_resent_total``).
+
+``alive`` is False once the link thread has died (counted in ``inspector_link_failures_total``); the controller sees
+its heartbeats stop and goes fail-safe, and the daemon exits non-zero so systemd restarts it.
+
+``close()`` (or leaving the ``with``) stops taking new work and keeps retransmitting pending rejects until each is
+acked or its deadline has passed, at most ``close_timeout_s``; what is still unacked then is counted missed.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import os
 import secrets
 import threading
@@ -43,18 +54,55 @@ from inspector.types import Decision
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
-
-
-class LinkError(InspectorError):
-    """The link cannot start (bad address, address in use, bad CURVE key)."""
+CLOCK_SAMPLES = 16  # heartbeat round trips the offset is chosen from (the shortest wins)
+STALL_HEARTBEATS = 4  # progress not refreshed for this many heartbeat intervals: the inspection loop stalled
 
 
 @dataclass
 class _Pending:
     seq: int
     decision: Decision
+    stretch_s: float = 0.0
     sends: int = 0  # successful hand-overs to a connected controller
     next_send_s: float = 0.0
+    acked: bool = False
+
+    @property
+    def start_s(self) -> float:
+        """When the ejector must start (inspector clock): a stretch is centred on the bunch's fire time."""
+        return self.decision.fire_at_s - self.stretch_s / 2.0
+
+    def deadline_s(self, tolerance_s: float) -> float:
+        return self.start_s + tolerance_s
+
+
+@dataclass(frozen=True)
+class ClockEstimate:
+    offset_s: float  # controller clock − inspector clock
+    rtt_s: float
+
+
+class OffsetFilter:
+    """NTP-style offset from heartbeat round trips: of the last CLOCK_SAMPLES, the one with the shortest trip."""
+
+    def __init__(self) -> None:
+        self.samples: deque[ClockEstimate] = deque(maxlen=CLOCK_SAMPLES)
+
+    def add(self, t1: float, t2: float, t3: float, t4: float) -> None:
+        rtt = (t4 - t1) - (t3 - t2)
+        if rtt < 0 or not all(math.isfinite(t) for t in (t1, t2, t3, t4)):
+            return  # impossible (a forged or corrupted echo): ignore
+        self.samples.append(ClockEstimate(((t2 - t1) + (t3 - t4)) / 2.0, rtt))
+
+    def best(self) -> ClockEstimate | None:
+        return min(self.samples, key=lambda s: s.rtt_s) if self.samples else None
+
+    def reset(self) -> None:
+        self.samples.clear()
+
+
+class LinkError(InspectorError):
+    """The link cannot start (bad address, address in use, bad CURVE key)."""
 
 
 def load_curve_keys(cfg: LinkConfig) -> tuple[bytes, bytes, bytes] | None:
@@ -143,13 +191,25 @@ class RejectLink:
         self._t_start_s = clock()
         self._controller_up = False
         self._state = "unknown"  # unknown -> up / down
+        self._progress: tuple[float | None, bool, str, float] = (None, False, "starting", clock())
+        self._sent_health: bool | None = None
+        self.offsets = OffsetFilter()
+        self.instance: str | None = None  # the controller's, from its heartbeats
+        self.controller_failsafe: bool | None = None
+        self.failed = False  # the link thread died
         self.pub_endpoint: str | None = None
+        self._subscribed: set[bytes] = set()  # XPUB pipes given the decision topic (by subscription frame)
         # counters readable from any thread (ints: atomic enough under the GIL)
         self.acked = 0
         self.missed = 0
+        self.fired = 0
+        self.refused = 0
+        self.resent = 0
         self.retransmits = 0
         self.malformed = 0
         self.pending_count = 0
+        self.due_count = 0
+        self.fire_errors_s: deque[float] = deque(maxlen=10_000)  # controller's actual − requested start
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> RejectLink:
@@ -169,7 +229,7 @@ class RejectLink:
             raise self._start_error
 
     def close(self) -> None:
-        """Stop taking work; flush pending rejects (bounded by fire times and close_timeout_s)."""
+        """Stop taking work; flush pending rejects (bounded by their deadlines and close_timeout_s)."""
         if self._thread is None:
             return
         self._closing.set()
@@ -183,26 +243,40 @@ class RejectLink:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
+    @property
+    def alive(self) -> bool:
+        """False once the link thread has died (or was never started)."""
+        return self._thread is not None and self._thread.is_alive() and not self.failed
+
     # ------------------------------------------------------------------ API (any thread, never blocks)
-    def submit(self, decision: Decision) -> int:
+    def submit(self, decision: Decision, stretch_s: float = 0.0) -> int:
         """Publish the decision; if it is a reject, also send it reliably. Returns its seq (0 for a pass)."""
-        seq = self.send_reject(decision) if decision.decision == "reject" else 0
+        seq = self.send_reject(decision, stretch_s) if decision.decision == "reject" else 0
         self.publish(decision, seq)
         return seq
 
-    def send_reject(self, decision: Decision) -> int:
+    def send_reject(self, decision: Decision, stretch_s: float = 0.0) -> int:
+        """Queue a reject; ``stretch_s``: how long the ejector stays on, centred on the fire time (0: one pulse)."""
         with self._seq_lock:
             seq = next(self._seq)
         self.metrics.rejects_sent.inc()
-        self._inbox.append(("reject", _Pending(seq, decision)))
+        stretch = float(stretch_s) if math.isfinite(stretch_s) else messages.MAX_STRETCH_S
+        self._inbox.append(("reject", _Pending(seq, decision, min(max(0.0, stretch), messages.MAX_STRETCH_S))))
         self._wake()
         return seq
 
     def publish(self, decision: Decision, seq: int = 0) -> None:
         if self.cfg.publish is None:
             return
-        self._inbox.append(("pub", messages.encode_decision(decision.to_json_dict(), self.session, seq, self.model)))
+        self._inbox.append(("pub", (decision, seq)))
         self._wake()
+
+    def set_progress(self, decided_until_s: float | None, healthy: bool, reason: str) -> None:
+        """Watermark (inspector clock: every bunch reaching the ejector up to then is decided) and health, for the
+        next heartbeat; a change of health is sent at once."""
+        self._progress = (decided_until_s, healthy, reason, self.clock())
+        if healthy != self._sent_health:
+            self._wake()
 
     @property
     def controller_up(self) -> bool:
@@ -223,6 +297,7 @@ class RejectLink:
         dealer.setsockopt(zmq.IMMEDIATE, 1)  # hand frames only to a connected controller: nothing goes stale
         dealer.setsockopt(zmq.LINGER, 0)
         dealer.setsockopt(zmq.SNDHWM, 10_000)
+        dealer.setsockopt(zmq.MAXMSGSIZE, messages.MAX_FRAME_BYTES + 1024)
         dealer.setsockopt(zmq.RECONNECT_IVL, 100)
         dealer.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
         hb_ms = max(1, int(cfg.heartbeat_interval_s * 1000))
@@ -240,9 +315,12 @@ class RejectLink:
             raise LinkError(f"link.controller {cfg.controller!r}: {exc}; write e.g. tcp://10.0.0.5:5560") from None
         pub = None
         if cfg.publish is not None:
-            pub = ctx.socket(zmq.PUB)
+            pub = ctx.socket(zmq.XPUB)
             pub.setsockopt(zmq.LINGER, 0)
             pub.setsockopt(zmq.SNDHWM, 1000)
+            pub.setsockopt(zmq.RCVHWM, 1000)
+            pub.setsockopt(zmq.MAXMSGSIZE, 256)  # a subscription is a topic: nothing longer comes in
+            pub.setsockopt(zmq.XPUB_MANUAL, 1)  # we decide what a subscriber gets: floods cannot grow a trie
             try:
                 pub.bind(cfg.publish)
             except zmq.ZMQError as exc:
@@ -266,8 +344,11 @@ class RejectLink:
         self._started.set()
         try:
             self._loop(dealer, pub)
-        except Exception:  # the link must never die silently
-            log.exception("reject link thread failed")
+        except BaseException:  # the link must never die silently
+            self.failed = True
+            self.metrics.link_failures.inc()
+            self.metrics.controller_up.set(0)
+            log.critical("FAULT: the reject link thread died; the controller will fail safe", exc_info=True)
         finally:
             dealer.close(0)
             if pub is not None:
@@ -275,13 +356,16 @@ class RejectLink:
             ctx.term()
 
     def _loop(self, dealer: zmq.Socket[bytes], pub: zmq.Socket[bytes] | None) -> None:
-        cfg = self.cfg
         poller = zmq.Poller()
         poller.register(dealer, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
-        pending: dict[int, _Pending] = {}
+        if pub is not None:
+            poller.register(pub, zmq.POLLIN)
+        pending: dict[int, _Pending] = {}  # not acked yet
+        due: dict[int, _Pending] = {}  # acked, not reported fired yet
         next_hb_s = self.clock()
         close_deadline_s: float | None = None
+        tol = self.cfg.fire_tolerance_s
         while True:
             now = self.clock()
             if self._closing.is_set() and close_deadline_s is None:
@@ -295,26 +379,28 @@ class RejectLink:
                     item.next_send_s = now
                     pending[item.seq] = item
                 elif pub is not None:
-                    assert isinstance(item, list)
-                    with contextlib.suppress(zmq.Again):
-                        pub.send_multipart(item, zmq.NOBLOCK)
+                    self._publish(pub, item)
             # ---- misses and (re)transmissions
             for seq in sorted(pending):
                 p = pending[seq]
-                if now >= p.decision.fire_at_s:
+                if now > p.deadline_s(tol):
                     del pending[seq]
-                    self._count_missed(p, now, "fire time passed without an ack")
-                elif now >= p.next_send_s:
-                    self._transmit(dealer, p, now)
+                    self._count_missed(p, now, "its deadline passed without an ack")
+                elif now >= p.next_send_s and not self._transmit(dealer, p, now):
+                    del pending[seq]
+            for seq in sorted(due):
+                p = due[seq]
+                if now > p.deadline_s(tol) + self.cfg.controller_timeout_s:
+                    del due[seq]
+                    self._count_missed(p, now, "acked, but the controller never reported it fired")
             # ---- heartbeat
-            if now >= next_hb_s:
-                hb = messages.Heartbeat(sent_unix_s=self.wall(), session=self.session)
-                with contextlib.suppress(zmq.Again):
-                    dealer.send(messages.encode(hb), zmq.NOBLOCK)
-                next_hb_s = now + cfg.heartbeat_interval_s
+            if now >= next_hb_s or self._progress[1] != self._sent_health:
+                self._heartbeat(dealer, now)
+                next_hb_s = now + self.cfg.heartbeat_interval_s
             self._update_health(now)
-            self.pending_count = len(pending)
+            self.pending_count, self.due_count = len(pending), len(due)
             self.metrics.rejects_pending.set(len(pending))
+            self.metrics.rejects_due.set(len(due))
             # ---- closing
             if close_deadline_s is not None and not self._inbox:
                 if not pending:
@@ -325,7 +411,7 @@ class RejectLink:
                     self.metrics.rejects_pending.set(0)
                     return
             # ---- wait for input or the next deadline
-            wake_at = min([next_hb_s, *(min(p.next_send_s, p.decision.fire_at_s) for p in pending.values())])
+            wake_at = min([next_hb_s, *(min(p.next_send_s, p.deadline_s(tol)) for p in pending.values())])
             if close_deadline_s is not None:
                 wake_at = min(wake_at, close_deadline_s)
             timeout_ms = max(0.0, min(0.1, wake_at - self.clock())) * 1000
@@ -334,15 +420,71 @@ class RejectLink:
                 with contextlib.suppress(BlockingIOError, OSError):
                     os.read(self._wake_r, 4096)
             if events.get(dealer):
-                self._receive(dealer, pending)
+                self._receive(dealer, pending, due)
+            if pub is not None and events.get(pub):
+                self._drain_subscriptions(pub)
 
     def _inbox_rejects(self) -> int:
         return sum(1 for kind, _ in list(self._inbox) if kind == "reject")
 
-    def _transmit(self, dealer: zmq.Socket[bytes], p: _Pending, now: float) -> None:
+    # ------------------------------------------------------------------ sending
+    def _heartbeat(self, dealer: zmq.Socket[bytes], now: float) -> None:
+        until_s, healthy, reason, at_s = self._progress
+        est = self.offsets.best()
+        stall_s = STALL_HEARTBEATS * self.cfg.heartbeat_interval_s
+        if now - at_s > stall_s:
+            healthy, reason = False, f"inspection loop stalled: no progress for {now - at_s:.1f} s"
+        if est is None:
+            healthy, reason = False, "no controller clock estimate yet"
+        hb = messages.Heartbeat(
+            session=self.session,
+            t_send_s=now,
+            decided_until_s=None if until_s is None or est is None else until_s + est.offset_s,
+            healthy=healthy,
+            reason=reason,
+            sent_unix_s=self.wall(),
+        )
+        with contextlib.suppress(zmq.Again):
+            dealer.send(messages.encode(hb), zmq.NOBLOCK)
+        self._sent_health = self._progress[1]
+
+    def _publish(self, pub: zmq.Socket[bytes], item: object) -> None:
+        assert isinstance(item, tuple)
+        decision, seq = item
+        assert isinstance(decision, Decision) and isinstance(seq, int)
+        try:
+            frames = messages.encode_decision(decision.to_json_dict(), self.session, seq, self.model)
+        except (ValueError, TypeError) as exc:  # never let one decision stop the link
+            self.metrics.link_errors.labels(kind="publish").inc()
+            log.error("decision of bunch %d not published: %s", decision.bunch_id, exc)
+            return
+        with contextlib.suppress(zmq.Again):
+            pub.send_multipart(frames, zmq.NOBLOCK)
+
+    def _drain_subscriptions(self, pub: zmq.Socket[bytes]) -> None:
+        """XPUB manual mode: give a subscriber the decision topic when it asks for it (or for everything); drop
+        and count every other subscription, so nothing a peer sends can grow the socket's subscription state."""
+        for _ in range(10_000):
+            try:
+                frame = pub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            topic = frame[1:]
+            if frame[:1] == b"\x01" and messages.PUB_TOPIC_DECISION.startswith(topic):
+                pub.setsockopt(zmq.SUBSCRIBE, messages.PUB_TOPIC_DECISION)  # for the pipe this came from
+            else:
+                self.metrics.subscriptions_dropped.inc()
+
+    def _transmit(self, dealer: zmq.Socket[bytes], p: _Pending, now: float) -> bool:
+        """Send (again) if the controller clock is known; False when the reject cannot be encoded (counted)."""
+        est = self.offsets.best()
+        p.next_send_s = now + self.cfg.retransmit_interval_s
+        if est is None:
+            return True  # no clock yet: wait (the deadline check counts it missed if none comes)
         d = p.decision
         wall_now = self.wall()
-        offset = wall_now - now
+        to_wall = wall_now - now
+        start_s = p.start_s
         msg = messages.Reject(
             session=self.session,
             seq=p.seq,
@@ -350,25 +492,33 @@ class RejectLink:
             bunch_id=d.bunch_id,
             score=d.score,
             reason=d.reason,
-            fire_in_s=d.fire_at_s - now,
-            fire_at_unix_s=d.fire_at_s + offset,
-            t_capture_unix_s=d.t_capture_s + offset,
-            sent_unix_s=wall_now,
+            fire_at_s=start_s + est.offset_s,
+            stretch_s=p.stretch_s,
+            deadline_s=p.deadline_s(self.cfg.fire_tolerance_s) + est.offset_s,
             across_mm=d.across_mm,
+            fire_at_unix_s=start_s + to_wall,
+            t_capture_unix_s=d.t_capture_s + to_wall,
+            sent_unix_s=wall_now,
             model=self.model,
         )
-        p.next_send_s = now + self.cfg.retransmit_interval_s
         try:
-            dealer.send(messages.encode(msg), zmq.NOBLOCK)
+            frame = messages.encode(msg)
+        except ValueError as exc:
+            self.metrics.link_errors.labels(kind="reject").inc()
+            self._count_missed(p, now, f"cannot be encoded ({exc})")
+            return False
+        try:
+            dealer.send(frame, zmq.NOBLOCK)
         except zmq.Again:  # no controller connected: try again at the next interval
-            return
+            return True
         if p.sends == 0:
             self.metrics.decision_latency_seconds.observe(max(0.0, now - d.t_capture_s))
-            self.metrics.decision_slack_seconds.observe(d.fire_at_s - now)
+            self.metrics.decision_slack_seconds.observe(start_s - now)
         else:
             self.retransmits += 1
             self.metrics.reject_retransmits.inc()
         p.sends += 1
+        return True
 
     def _count_missed(self, p: _Pending, now: float, why: str) -> None:
         self.missed += 1
@@ -381,36 +531,95 @@ class RejectLink:
             p.decision.score,
             why,
             p.sends,
-            p.decision.fire_at_s - now,
+            p.start_s - now,
         )
 
-    def _receive(self, dealer: zmq.Socket[bytes], pending: dict[int, _Pending]) -> None:
+    # ------------------------------------------------------------------ receiving
+    def _receive(self, dealer: zmq.Socket[bytes], pending: dict[int, _Pending], due: dict[int, _Pending]) -> None:
         for _ in range(1000):
             try:
                 frames = dealer.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
+            t4 = self.clock()
             try:
                 if len(frames) != 1:
                     raise messages.MalformedMessage(f"{len(frames)} frames, expected 1")
-                msg = messages.decode(frames[0])
-                if isinstance(msg, messages.Reject):
-                    raise messages.MalformedMessage("a controller does not send rejects")
+                msg = messages.decode_from_controller(frames[0])
             except messages.MalformedMessage as exc:
                 self.malformed += 1
                 self.metrics.controller_messages_malformed.inc()
                 if self.malformed <= 10 or self.malformed % 1000 == 0:
                     log.warning("ignored malformed controller message #%d: %s", self.malformed, exc)
                 continue
-            self._last_heard_s = self.clock()
+            self._last_heard_s = t4
+            if isinstance(msg, messages.ControllerHeartbeat):
+                self._controller_heartbeat(msg, t4, pending, due)
+                continue
+            if msg.session != self.session:
+                log.debug("%s for another session %s ignored", type(msg).__name__, msg.session)
+                continue
             if isinstance(msg, messages.Ack):
-                if msg.session != self.session:
-                    log.debug("ack for another session %s ignored", msg.session)
-                    continue
                 p = pending.pop(msg.seq, None)
                 if p is not None:
+                    p.acked = True
+                    due[msg.seq] = p
                     self.acked += 1
                     self.metrics.rejects_acked.inc()
+            elif isinstance(msg, messages.Nack):
+                p = pending.pop(msg.seq, None) or due.pop(msg.seq, None)
+                if p is not None:
+                    self.refused += 1
+                    self.metrics.rejects_refused.labels(reason=msg.reason).inc()
+                    self._count_missed(p, t4, f"the controller refused it ({msg.reason})")
+            else:
+                p = due.pop(msg.seq, None) or pending.pop(msg.seq, None)
+                if p is not None:
+                    self._fired(p, msg)
+
+    def _fired(self, p: _Pending, msg: messages.Fired) -> None:
+        self.fired += 1
+        self.metrics.rejects_fired.inc()
+        est = self.offsets.best()
+        if est is not None:
+            error_s = msg.at_s - (p.start_s + est.offset_s)
+            self.fire_errors_s.append(error_s)
+            if abs(error_s) > self.cfg.fire_tolerance_s:
+                log.error(
+                    "bunch %d: fired %+.3f s off its time (tolerance %.3f s)",
+                    p.decision.bunch_id,
+                    error_s,
+                    self.cfg.fire_tolerance_s,
+                )
+
+    def _controller_heartbeat(
+        self, msg: messages.ControllerHeartbeat, t4: float, pending: dict[int, _Pending], due: dict[int, _Pending]
+    ) -> None:
+        if msg.instance != self.instance:
+            if self.instance is not None:
+                self.metrics.controller_restarts.inc()
+                log.error(
+                    "controller restarted (instance %s -> %s): resending %d acked reject(s) not reported fired",
+                    self.instance,
+                    msg.instance,
+                    len(due),
+                )
+                for seq, p in due.items():
+                    p.next_send_s = t4
+                    pending[seq] = p
+                    self.resent += 1
+                    self.metrics.rejects_resent.inc()
+                due.clear()
+            self.instance = msg.instance
+            self.offsets.reset()  # a new controller run may have a new clock
+        if msg.echo_t_send_s is not None and msg.echo_rx_s is not None:
+            self.offsets.add(msg.echo_t_send_s, msg.echo_rx_s, msg.t_s, t4)
+            est = self.offsets.best()
+            if est is not None:
+                self.metrics.clock_offset.set(est.offset_s)
+                self.metrics.clock_rtt.set(est.rtt_s)
+        self.controller_failsafe = msg.failsafe
+        self.metrics.controller_failsafe.set(1 if msg.failsafe else 0)
 
     def _update_health(self, now: float) -> None:
         age = self.heartbeat_age_s()

@@ -207,6 +207,47 @@ class Metrics:
             "Messages from the controller ignored (garbage, wrong version, unknown type)",
             registry=r,
         )
+        self.rejects_due = Gauge(
+            "inspector_rejects_due", "Rejects acked by the controller and not yet reported fired", registry=r
+        )
+        self.rejects_fired = Counter(
+            "inspector_rejects_fired_total", "Rejects the controller reported fired", registry=r
+        )
+        self.rejects_refused = Counter(
+            "inspector_rejects_refused_total",
+            "Rejects the controller refused (nack), by reason (late: it could not fire in time)",
+            ["reason"],
+            registry=r,
+        )
+        self.rejects_resent = Counter(
+            "inspector_rejects_resent_total", "Acked rejects sent again because the controller restarted", registry=r
+        )
+        self.controller_restarts = Counter(
+            "inspector_controller_restarts_total", "New controller instance ids seen after the first", registry=r
+        )
+        self.controller_failsafe = Gauge(
+            "inspector_controller_failsafe", "1 while the controller reports it is in fail-safe", registry=r
+        )
+        self.clock_offset = Gauge(
+            "inspector_controller_clock_offset_seconds", "Controller clock minus the inspector's (estimate)", registry=r
+        )
+        self.clock_rtt = Gauge(
+            "inspector_controller_round_trip_seconds", "Round trip of the heartbeat the offset is taken from", registry=r
+        )
+        self.link_failures = Counter(
+            "inspector_link_failures_total", "The link thread died (the daemon exits non-zero)", registry=r
+        )
+        self.link_errors = Counter(
+            "inspector_link_errors_total",
+            "Work items the link could not send (e.g. a non-finite time), by kind",
+            ["kind"],
+            registry=r,
+        )
+        self.subscriptions_dropped = Counter(
+            "inspector_pub_subscriptions_dropped_total",
+            "Subscriptions to the decision PUB socket ignored (other topics, repeats)",
+            registry=r,
+        )
         # ---- supervision
         self.restarts = Counter(
             "inspector_restarts_total", "Processes restarted by the supervisor", ["process"], registry=r

@@ -1,179 +1,246 @@
-"""The reference controller as a real process on loopback, driven by a raw DEALER socket from the test."""
+"""The reference controller: the shared core in-process, and the simulator as a real process on loopback driven by a
+raw DEALER (``tests/sim.py``)."""
 
 from __future__ import annotations
 
-import json
-import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import zmq
 
 from inspector import messages
-
-SIM = (sys.executable, "-m", "inspector", "actuator-sim")  # the reference controller, as users run it
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from inspector.actuator_sim import SimOutput, read_allow_list
+from inspector.controller import ControllerCore
+from inspector.errors import InspectorError
+from tests.sim import SIM, RawInspector, events, free_port, reject_frame, start_sim, stop_sim, wait_for
 
 
-def events(log: Path) -> list[dict[str, Any]]:
-    if not log.exists():
-        return []
-    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+# ------------------------------------------------------------------------------------------------ the core
+def core_with_log(**kw: object) -> tuple[ControllerCore, list[tuple[str, dict[str, object]]]]:
+    log: list[tuple[str, dict[str, object]]] = []
+    core = ControllerCore(SimOutput(), on_event=lambda ev, **info: log.append((ev, info)), **kw)  # type: ignore[arg-type]
+    return core, log
 
 
-def wait_for(pred: object, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():  # type: ignore[operator]
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not reached in time")
+def heartbeat(session: str, until_s: float | None, healthy: bool = True, reason: str = "ok") -> bytes:
+    return messages.encode(messages.Heartbeat(session, 1.0, until_s, healthy, reason, 0.0))
 
 
-def start_sim(log: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([*SIM, "--bind", f"tcp://127.0.0.1:{port}", "--log", str(log), *extra])
-    wait_for(lambda: any(e["event"] == "start" for e in events(log)))
-    return proc
+def test_core_schedules_at_absolute_time_refuses_late_and_dedups() -> None:
+    core, log = core_with_log()
+    now = time.monotonic()
+    sends = core.receive(b"r", reject_frame("s", 1, now + 0.2), None, now)
+    assert [m for _, m in sends] == [messages.Ack("s", 1)]
+    sends = core.receive(b"r", reject_frame("s", 1, now + 0.2), None, now + 0.01)  # a retransmission
+    assert [m for _, m in sends] == [messages.Ack("s", 1)]
+    sends = core.receive(b"r", reject_frame("s", 2, now - 0.5, tolerance_s=0.03), None, now)  # stale on arrival
+    assert [m for _, m in sends] == [messages.Nack("s", 2, "late")]
+    sends = core.receive(b"r", reject_frame("s", 2, now - 0.5), None, now)  # again: still refused, not fired
+    assert [m for _, m in sends] == [messages.Nack("s", 2, "late")]
+    assert core.tick(now + 0.1) == []  # not due yet
+    while not (out := core.tick(time.monotonic())):
+        time.sleep(0.005)
+    ((route, fired),) = out
+    assert route == b"r" and isinstance(fired, messages.Fired) and fired.seq == 1
+    assert now + 0.2 <= fired.at_s <= now + 0.2 + 0.5
+    assert [e for e, _ in log].count("fired") == 1 and [e for e, _ in log].count("duplicate") == 2
 
 
-def stop_sim(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(10)
+def test_core_refuses_when_its_own_tick_comes_after_the_deadline() -> None:
+    """A controller that stalled past a reject's deadline must not fire it late at the wrong bunch."""
+    core, log = core_with_log()
+    now = time.monotonic()
+    core.receive(b"r", reject_frame("s", 1, now + 0.05, tolerance_s=0.01), None, now)
+    time.sleep(0.2)  # the controller was busy
+    ((_, msg),) = core.tick(time.monotonic())
+    assert msg == messages.Nack("s", 1, "late")
+    assert "fired" not in [e for e, _ in log]
 
 
-def reject(seq: int, fire_in_s: float, session: str = "t1") -> bytes:
-    now = time.time()
-    return messages.encode(
-        messages.Reject(
-            session=session,
-            seq=seq,
-            bunch_id=100 + seq,
-            score=0.9,
-            reason="spider",
-            fire_in_s=fire_in_s,
-            fire_at_unix_s=now + fire_in_s,
-            t_capture_unix_s=now - 0.1,
-            sent_unix_s=now,
-            across_mm=1.5,
-            model="demo",
-        )
-    )
+def test_core_failsafe_follows_watermark_health_and_silence() -> None:
+    core, _ = core_with_log(timeout_s=2.0, margin_s=0.05)
+    t = 100.0
+    assert core.failsafe  # starts on
+    core.receive(b"r", heartbeat("s", t + 1.0), None, t)
+    assert not core.failsafe
+    core.tick(t + 0.94)
+    assert not core.failsafe
+    core.tick(t + 0.96)  # now + margin is past the watermark: the belt now reaching the ejector is undecided
+    assert core.failsafe and "undecided" in core.failsafe_reason
+    core.receive(b"r", heartbeat("s", t + 5.0), None, t + 0.97)
+    assert not core.failsafe
+    core.receive(b"r", heartbeat("s", t + 5.0, healthy=False, reason="inspection late"), None, t + 1.0)
+    assert core.failsafe and "inspection late" in core.failsafe_reason
+    core.receive(b"r", heartbeat("s", t + 5.0), None, t + 1.1)
+    assert not core.failsafe
+    core.tick(t + 3.2)  # silent longer than the timeout
+    assert core.failsafe and "silent" in core.failsafe_reason
+    core.receive(b"r", heartbeat("s", None), None, t + 3.3)  # no watermark: nothing decided
+    assert core.failsafe
 
 
-@pytest.fixture
-def dealer() -> Iterator[zmq.Socket[bytes]]:
-    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.RCVTIMEO, 5000)
-    yield sock
-    sock.close(0)
-    ctx.term()
+def test_core_one_live_inspector_cannot_hide_a_dead_one() -> None:
+    core, _ = core_with_log(timeout_s=0.5, expect_peers=2)
+    t = 50.0
+    core.receive(b"a", heartbeat("a", t + 10), None, t)
+    assert core.failsafe and "1 of 2" in core.failsafe_reason
+    core.receive(b"b", heartbeat("b", t + 10), None, t)
+    assert not core.failsafe
+    core.receive(b"a", heartbeat("a", t + 10), None, t + 0.6)
+    core.tick(t + 0.6)  # b silent
+    assert core.failsafe
+    keyed, _ = core_with_log(timeout_s=0.5, expected_keys=["line1", "line2"])
+    keyed.receive(b"a", heartbeat("a", t + 10), "line1", t)
+    assert keyed.failsafe and "line2: never heard" in keyed.failsafe_reason
+    keyed.receive(b"b", heartbeat("b", t + 10), "line2", t)
+    assert not keyed.failsafe
+    keyed.receive(b"c", heartbeat("c", t + 10), "rogue", t)  # not on the allow-list: ignored
+    assert "rogue" not in keyed.peers
 
 
-def recv_type(sock: zmq.Socket[bytes], kind: type) -> messages.Message:
-    while True:
-        msg = messages.decode(sock.recv())
-        if isinstance(msg, kind):
-            return msg
+def test_core_heartbeat_reply_echoes_for_the_clock_estimate() -> None:
+    core, _ = core_with_log()
+    hb = messages.Heartbeat("s", 12.5, None, False, "starting", 0.0)
+    ((_route, reply),) = core.receive(b"r", messages.encode(hb), None, 77.0)
+    assert isinstance(reply, messages.ControllerHeartbeat)
+    assert (reply.echo_t_send_s, reply.echo_rx_s, reply.instance, reply.failsafe) == (12.5, 77.0, core.instance, True)
 
 
-def test_acks_fires_dedups_and_reports_late_and_missed(tmp_path: Path, dealer: zmq.Socket[bytes]) -> None:
+def test_allow_list_file(tmp_path: Path) -> None:
+    public, _ = zmq.curve_keypair()
+    f = tmp_path / "allow"
+    f.write_text(f"# inspectors\n{public.decode()} line1\n")
+    assert list(read_allow_list(f).values()) == ["line1"]
+    f.write_text("not-a-key line1\n")
+    with pytest.raises(InspectorError, match=r"allow:1: not a 40-character Z85"):
+        read_allow_list(f)
+
+
+# ------------------------------------------------------------------------------------------------ the process
+def test_acks_fires_on_time_dedups_refuses_late_and_reports_missed(tmp_path: Path) -> None:
     port, log = free_port(), tmp_path / "sim.jsonl"
     proc = start_sim(log, port)
+    peer = RawInspector(port)
     try:
-        dealer.connect(f"tcp://127.0.0.1:{port}")
-        dealer.send(reject(1, 0.3))
-        assert recv_type(dealer, messages.Ack) == messages.Ack("t1", 1)
-        dealer.send(reject(1, 0.25))  # retransmission of the same reject
-        assert recv_type(dealer, messages.Ack) == messages.Ack("t1", 1)
-        dealer.send(reject(2, -0.05))  # already past the ejector
-        assert recv_type(dealer, messages.Ack) == messages.Ack("t1", 2)
-        dealer.send(reject(4, 0.1))  # seq 3 never sent
-        assert recv_type(dealer, messages.Ack) == messages.Ack("t1", 4)
-        wait_for(lambda: sum(e["event"] == "fired" for e in events(log)) == 2)
+        peer.reject(1, 0.6)
+        assert peer.recv(messages.Ack) == messages.Ack("t1", 1)
+        peer.reject(1, 0.55)  # retransmission of the same reject
+        assert peer.recv(messages.Ack) == messages.Ack("t1", 1)
+        peer.reject(2, -0.05)  # already past the ejector
+        assert peer.recv(messages.Nack) == messages.Nack("t1", 2, "late")
+        peer.reject(4, 0.3)  # seq 3 never sent
+        assert peer.recv(messages.Ack) == messages.Ack("t1", 4)
+        fired = [peer.recv(messages.Fired), peer.recv(messages.Fired)]
     finally:
+        peer.close()
         stop_sim(proc)
+    assert [f.seq for f in fired if isinstance(f, messages.Fired)] == [4, 1]  # in fire-time order, each once
     ev = events(log)
-    fired = [e["seq"] for e in ev if e["event"] == "fired"]
-    assert sorted(fired) == [1, 4] and fired == [4, 1]  # fired in fire-time order, each once
+    for e in (e for e in ev if e["event"] == "fired"):
+        assert 0 <= e["error_s"] < 0.03  # never early, within the tolerance
     assert [e["seq"] for e in ev if e["event"] == "duplicate"] == [1]
-    assert [e["seq"] for e in ev if e["event"] == "late"] == [2]
+    assert [e["seq"] for e in ev if e["event"] == "refused"] == [2]
     assert [e["seq"] for e in ev if e["event"] == "missed"] == [3]
-    assert ev[-1]["event"] == "summary"
-    assert ev[-1]["counts"]["fired"] == 2
+    assert ev[-1]["event"] == "summary" and ev[-1]["counts"]["fired"] == 2
 
 
-def test_heartbeats_and_failsafe(tmp_path: Path, dealer: zmq.Socket[bytes]) -> None:
+def test_heartbeat_answer_and_failsafe_transitions(tmp_path: Path) -> None:
     port, log = free_port(), tmp_path / "sim.jsonl"
-    proc = start_sim(log, port, "--heartbeat-interval-s", "0.1", "--timeout-s", "0.5")
+    proc = start_sim(log, port, "--timeout-s", "0.5")
+    peer = RawInspector(port)
     try:
-        dealer.connect(f"tcp://127.0.0.1:{port}")
-        dealer.send(messages.encode(messages.Heartbeat(time.time(), "t1")))
-        assert isinstance(recv_type(dealer, messages.Heartbeat), messages.Heartbeat)  # the controller's own
-        wait_for(lambda: [e.get("state") for e in events(log) if e["event"] == "failsafe"] == ["on", "off", "on"])
+        peer.heartbeat(time.monotonic() + 30.0)
+        reply = peer.recv(messages.ControllerHeartbeat)
+        assert isinstance(reply, messages.ControllerHeartbeat) and reply.echo_t_send_s is not None
+        wait_for(lambda: [e["state"] for e in events(log, "failsafe")] == ["on", "off", "on"], what="fail-safe on")
     finally:
+        peer.close()
         stop_sim(proc)
+    off, on = events(log, "failsafe")[1:]
+    assert "silent" in on["why"] and off["stretch_s"] > 0
 
 
-def test_malformed_frames_are_logged_and_ignored(tmp_path: Path, dealer: zmq.Socket[bytes]) -> None:
+def test_malformed_frames_are_logged_and_ignored(tmp_path: Path) -> None:
     port, log = free_port(), tmp_path / "sim.jsonl"
     proc = start_sim(log, port)
+    peer = RawInspector(port)
     try:
-        dealer.connect(f"tcp://127.0.0.1:{port}")
-        for junk in (b"\x00\xff", b'{"v": 9, "type": "reject"}', b"{}"):
-            dealer.send(junk)
-        dealer.send_multipart([b"a", b"b"])
-        dealer.send(reject(1, 0.05))
-        assert recv_type(dealer, messages.Ack) == messages.Ack("t1", 1)
+        for junk in (b"\x00\xff", b'{"v": 9, "type": "reject"}', b"{}", b'{"v": 1, "type": "heartbeat"}'):
+            peer.sock.send(junk)
+        peer.sock.send_multipart([b"a", b"b"])
+        peer.reject(1, 0.05)
+        assert peer.recv(messages.Ack) == messages.Ack("t1", 1)
     finally:
+        peer.close()
         stop_sim(proc)
-    assert sum(e["event"] == "malformed" for e in events(log)) == 4
+    assert len(events(log, "malformed")) == 5
     assert proc.returncode == 0
 
 
-def ack_within(sock: zmq.Socket[bytes], timeout_s: float) -> messages.Message | None:
-    """The next ack within timeout_s (heartbeats skipped), or None."""
-    deadline = time.monotonic() + timeout_s
-    while (left := deadline - time.monotonic()) > 0:
-        if not sock.poll(int(left * 1000) + 1):
-            return None
-        msg = messages.decode(sock.recv())
-        if isinstance(msg, messages.Ack):
-            return msg
-    return None
-
-
-def test_drop_acks_and_die_and_come_back(tmp_path: Path, dealer: zmq.Socket[bytes]) -> None:
+def test_drop_acks_and_die_and_come_back_as_a_new_instance(tmp_path: Path) -> None:
     port, log = free_port(), tmp_path / "sim.jsonl"
-    proc = start_sim(log, port, "--drop-acks", "1", "--die-after-s", "1.0", "--down-s", "0.5")
+    proc = start_sim(log, port, "--drop-acks", "1", "--die-after-s", "1.5", "--down-s", "0.5")
+    peer = RawInspector(port)
     try:
-        dealer.connect(f"tcp://127.0.0.1:{port}")
-        dealer.send(reject(1, 5.0))
-        assert ack_within(dealer, 0.3) is None  # first ack dropped
-        dealer.send(reject(1, 5.0))
-        assert recv_type(dealer, messages.Ack) == messages.Ack("t1", 1)
-        wait_for(lambda: any(e["event"] == "back" for e in events(log)))
-        dealer.send(reject(2, 5.0))
-        assert ack_within(dealer, 0.3) is None  # first ack of seq 2 dropped by the new incarnation too
-        dealer.send(reject(2, 5.0))
-        assert recv_type(dealer, messages.Ack) == messages.Ack("t1", 2)
+        peer.heartbeat(None)
+        first = peer.recv(messages.ControllerHeartbeat)
+        peer.reject(1, 5.0)
+        assert peer.recv(messages.Ack, 0.3) is None  # first ack dropped
+        peer.reject(1, 5.0)
+        assert peer.recv(messages.Ack) == messages.Ack("t1", 1)
+        wait_for(lambda: events(log, "back"), what="controller back")
+        peer.heartbeat(None)
+        second = peer.recv(messages.ControllerHeartbeat)
+        peer.reject(2, 5.0)
+        assert peer.recv(messages.Ack, 0.3) is None  # first ack of seq 2 dropped by the new incarnation too
+        peer.reject(2, 5.0)
+        assert peer.recv(messages.Ack) == messages.Ack("t1", 2)
     finally:
+        peer.close()
         stop_sim(proc)
+    assert isinstance(first, messages.ControllerHeartbeat) and isinstance(second, messages.ControllerHeartbeat)
+    assert first.instance != second.instance  # a restart is visible to the inspector
     kinds = [e["event"] for e in events(log)]
     assert kinds.count("ack_dropped") == 2 and "die" in kinds
+
+
+def test_allow_list_admits_listed_keys_only(tmp_path: Path) -> None:
+    subprocess.run([*SIM, "--make-keys", str(tmp_path / "keys")], check=True, capture_output=True)
+    server_public = (tmp_path / "keys" / "controller.key").read_text().split('public-key = "')[1].split('"')[0]
+    good_pub, good_sec = zmq.curve_keypair()
+    rogue_pub, rogue_sec = zmq.curve_keypair()
+    (tmp_path / "allow").write_text(f"{good_pub.decode()} line1\n")
+    port, log = free_port(), tmp_path / "sim.jsonl"
+    proc = start_sim(
+        log,
+        port,
+        "--curve-secret-key-file",
+        str(tmp_path / "keys" / "controller.key_secret"),
+        "--allow",
+        str(tmp_path / "allow"),
+        "--timeout-s",
+        "0.5",
+    )
+    good = RawInspector(port, "good", (server_public.encode(), good_pub, good_sec))
+    rogue = RawInspector(port, "rogue", (server_public.encode(), rogue_pub, rogue_sec))
+    try:
+        rogue.heartbeat(time.monotonic() + 60)  # a rogue cannot hold off the fail-safe …
+        rogue.reject(1, 0.2)  # … nor fire
+        assert rogue.recv(messages.Ack, 1.0) is None
+        wait_for(lambda: events(log, "denied"), what="rogue denied")
+        assert events(log, "failsafe")[-1]["state"] == "on"
+        good.heartbeat(time.monotonic() + 60)
+        assert isinstance(good.recv(messages.ControllerHeartbeat), messages.ControllerHeartbeat)
+        wait_for(lambda: events(log, "failsafe")[-1]["state"] == "off", what="fail-safe off for the listed peer")
+    finally:
+        good.close()
+        rogue.close()
+        stop_sim(proc)
+    assert not events(log, "reject") and not events(log, "fired")
+    assert [e["key"] for e in events(log, "peer")] == ["line1"]
 
 
 def test_make_keys(tmp_path: Path) -> None:

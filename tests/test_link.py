@@ -1,144 +1,119 @@
-"""RejectLink against the reference controller (a real process) and raw sockets, all on loopback."""
+"""RejectLink against the reference controller (a real process) and raw controllers, all on loopback."""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import zmq
-from prometheus_client import CollectorRegistry
 
 from inspector import messages
-from inspector.config import LinkConfig
-from inspector.link import LinkError, RejectLink
-from inspector.metrics import Metrics
-from inspector.types import Decision
-
-SIM = (sys.executable, "-m", "inspector", "actuator-sim")  # the reference controller, as users run it
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def events(log: Path, kind: str | None = None) -> list[dict[str, Any]]:
-    if not log.exists():
-        return []
-    ev = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    return [e for e in ev if kind is None or e["event"] == kind]
+from inspector.link import LinkError, OffsetFilter, RejectLink
+from tests.sim import (
+    SIM,
+    decision,
+    events,
+    free_port,
+    fresh_metrics,
+    link_cfg,
+    link_to_raw_controller,
+    start_sim,
+    stop_sim,
+    wait_for,
+)
 
 
-def wait_for(pred: object, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():  # type: ignore[operator]
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not reached in time")
-
-
-def start_sim(log: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
-    n = len(events(log, "start"))
-    proc = subprocess.Popen(
-        [
-            *SIM,
-            "--bind",
-            f"tcp://127.0.0.1:{port}",
-            "--log",
-            str(log),
-            "--heartbeat-interval-s",
-            "0.1",
-            *extra,
-        ]
-    )
-    wait_for(lambda: len(events(log, "start")) > n)
-    return proc
-
-
-def stop_sim(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(10)
-
-
-def link_cfg(port: int, **kw: object) -> LinkConfig:
-    base: dict[str, object] = dict(
-        controller=f"tcp://127.0.0.1:{port}",
-        publish=None,
-        heartbeat_interval_s=0.1,
-        controller_timeout_s=0.5,
-        retransmit_interval_s=0.05,
-    )
-    base.update(kw)
-    return LinkConfig(**base)
-
-
-def decision(bunch_id: int, fire_in_s: float, kind: str = "reject") -> Decision:
-    now = time.monotonic()
-    return Decision(
-        bunch_id=bunch_id,
-        decision=kind,
-        reason="spider" if kind == "reject" else "pass",
-        score=0.9,
-        frame=bunch_id,
-        bbox_xyxy=(0, 0, 10, 10),
-        spider_xy=(5.0, 5.0),
-        fire_at_s=now + fire_in_s,
-        inspected_frames=2,
-        t_capture_s=now - 0.05,
-        across_mm=12.0,
-    )
-
-
-def fresh_metrics() -> Metrics:
-    return Metrics(CollectorRegistry())
-
-
-def test_controller_present_acks_fires_and_metrics(tmp_path: Path) -> None:
+def test_controller_present_acks_fires_on_time_and_metrics(tmp_path: Path) -> None:
     port, log, m = free_port(), tmp_path / "sim.jsonl", fresh_metrics()
     proc = start_sim(log, port)
     try:
         with RejectLink(link_cfg(port), metrics=m, model="demo") as link:
-            seqs = [link.submit(decision(i, 0.4)) for i in range(1, 4)]
-            assert link.submit(decision(9, 0.4, "pass")) == 0
-            wait_for(lambda: link.acked == 3)
-            wait_for(lambda: link.controller_up)
-        wait_for(lambda: len(events(log, "fired")) == 3)
+            seqs = [link.submit(decision(i, 0.6)) for i in range(1, 4)]
+            assert link.submit(decision(9, 0.6, "pass")) == 0
+            wait_for(lambda: link.fired == 3, what="three fired reports")
+            assert link.controller_up
     finally:
         stop_sim(proc)
     assert seqs == [1, 2, 3]
     fired = events(log, "fired")
     assert sorted(e["bunch_id"] for e in fired) == [1, 2, 3]
     assert all(e["model"] == "demo" and e["across_mm"] == 12.0 for e in fired)
+    assert all(abs(err) <= link.cfg.fire_tolerance_s for err in link.fire_errors_s)
     assert m.value("inspector_rejects_acked_total") == 3
+    assert m.value("inspector_rejects_fired_total") == 3
+    assert m.value("inspector_rejects_due") == 0
     assert m.value("inspector_rejects_missed_total") == 0
     assert m.value("inspector_decision_latency_seconds_count") == 3
     assert m.value("inspector_decision_slack_seconds_count") == 3
 
 
+def test_fire_times_are_absolute_on_the_controller_clock() -> None:
+    """A controller whose clock is 1000 s ahead gets fire times, deadlines and the watermark on its clock."""
+    with link_to_raw_controller(offset_s=1000.0) as (link, ctl, _m):
+        d = decision(1, 3.0)
+        link.set_progress(time.monotonic() + 2.0, True, "ok")
+        link.submit(d, stretch_s=0.4)
+        r = ctl.next_reject()
+        ctl.send(messages.Ack(r.session, r.seq))
+        ctl.wait(lambda: link.acked == 1)
+        ctl.wait(lambda: len(ctl.heartbeats) >= 3 and ctl.heartbeats[-1].decided_until_s is not None)
+        hb = ctl.heartbeats[-1]
+    est = link.offsets.best()
+    assert est is not None and abs(est.offset_s - 1000.0) < 0.01
+    assert abs(r.fire_at_s - (d.fire_at_s - 0.2 + 1000.0)) < 0.01  # a stretch starts half its length early
+    assert r.stretch_s == pytest.approx(0.4) and r.deadline_s == pytest.approx(r.fire_at_s + link.cfg.fire_tolerance_s)
+    assert hb.healthy and hb.decided_until_s is not None and abs(hb.decided_until_s - (hb.t_send_s + 1000.0)) < 2.5
+
+
+def test_offset_filter_takes_the_shortest_round_trip() -> None:
+    f = OffsetFilter()
+    f.add(0.0, 10.2, 10.2, 0.4)  # 0.4 s trip, asymmetric: offset estimate 10.0
+    f.add(1.0, 11.0, 11.0, 1.002)  # 2 ms trip: offset 9.999
+    f.add(2.0, 1.0, 1.0, 1.0)  # negative trip: impossible, ignored
+    best = f.best()
+    assert best is not None and best.rtt_s == pytest.approx(0.002) and best.offset_s == pytest.approx(9.999)
+
+
+def test_nothing_schedulable_is_sent_before_a_clock_estimate_and_stale_rejects_are_counted() -> None:
+    port, m = free_port(), fresh_metrics()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)  # a controller that never answers heartbeats
+    router.setsockopt(zmq.LINGER, 0)
+    router.bind(f"tcp://127.0.0.1:{port}")
+    try:
+        with RejectLink(link_cfg(port), metrics=m) as link:
+            link.submit(decision(1, 0.5))
+            wait_for(lambda: link.missed == 1)
+            kinds = set()
+            while router.poll(0):
+                kinds.add(json.loads(router.recv_multipart()[-1])["type"])
+    finally:
+        router.close(0)
+        ctx.term()
+    assert kinds == {"heartbeat"}
+    assert m.value("inspector_rejects_missed_total") == 1
+
+
 def test_controller_absent_at_start_then_appears(tmp_path: Path) -> None:
     port, log, m = free_port(), tmp_path / "sim.jsonl", fresh_metrics()
     with RejectLink(link_cfg(port), metrics=m) as link:
-        link.submit(decision(1, 3.0))
+        link.submit(decision(1, 5.0))
         time.sleep(0.8)
         assert link.acked == 0 and not link.controller_up
         assert m.value("inspector_controller_heartbeat_age_seconds") > 0.5  # fault: never heard
         proc = start_sim(log, port)
         try:
-            wait_for(lambda: link.acked == 1)
-            wait_for(lambda: link.controller_up)
-            wait_for(lambda: len(events(log, "fired")) == 1)
+            wait_for(lambda: link.fired == 1)
         finally:
             stop_sim(proc)
     assert link.missed == 0
@@ -157,112 +132,148 @@ def test_controller_never_appears_counts_missed_loudly(caplog: pytest.LogCapture
     assert any("FAULT: controller" in r.getMessage() for r in caplog.records)
 
 
-def test_dropped_acks_are_retransmitted(tmp_path: Path) -> None:
-    port, log, m = free_port(), tmp_path / "sim.jsonl", fresh_metrics()
-    proc = start_sim(log, port, "--drop-acks", "2")
-    try:
-        with RejectLink(link_cfg(port), metrics=m) as link:
-            link.submit(decision(1, 2.0))
-            wait_for(lambda: link.acked == 1)
-        wait_for(lambda: len(events(log, "fired")) == 1)
-    finally:
-        stop_sim(proc)
+def test_dropped_acks_are_retransmitted_with_attempt_and_the_same_fire_time() -> None:
+    with link_to_raw_controller() as (link, ctl, m):
+        link.submit(decision(1, 5.0))
+        copies = [ctl.next_reject() for _ in range(3)]  # no ack: it comes again
+        ctl.send(messages.Ack(copies[0].session, 1))
+        ctl.wait(lambda: link.acked == 1)
+    assert [c.attempt for c in copies] == [0, 1, 2]
+    assert max(c.fire_at_s for c in copies) - min(c.fire_at_s for c in copies) < 0.005  # absolute: unchanged
     assert link.retransmits >= 2 and m.value("inspector_reject_retransmits_total") == link.retransmits
-    assert len(events(log, "duplicate")) >= 2
-    assert len(events(log, "fired")) == 1
 
 
-def test_controller_killed_and_restarted_mid_run(tmp_path: Path) -> None:
+def test_ack_of_another_session_is_ignored_and_nack_is_a_counted_miss() -> None:
+    with link_to_raw_controller() as (link, ctl, m):
+        link.submit(decision(1, 5.0))
+        r = ctl.next_reject()
+        ctl.send(messages.Ack("other", r.seq))
+        again = ctl.next_reject()  # still unacked: retransmitted
+        assert again.seq == r.seq and link.acked == 0
+        ctl.send(messages.Nack(r.session, r.seq, "late"))
+        ctl.wait(lambda: link.missed == 1)
+    assert link.refused == 1 and m.value("inspector_rejects_refused_total", {"reason": "late"}) == 1
+    assert m.value("inspector_rejects_missed_total") == 1
+
+
+def test_acked_but_never_fired_is_a_counted_miss() -> None:
+    with link_to_raw_controller() as (link, ctl, m):
+        link.submit(decision(1, 0.4))
+        r = ctl.next_reject()
+        ctl.send(messages.Ack(r.session, r.seq))
+        ctl.wait(lambda: link.due_count == 1, what="due")
+        assert m.value("inspector_rejects_due") == 1
+        ctl.wait(lambda: link.missed == 1)  # heartbeats answered, fired never reported
+    assert m.value("inspector_rejects_due") == 0 and m.value("inspector_rejects_missed_total") == 1
+
+
+def test_controller_restart_resends_acked_rejects_not_fired(tmp_path: Path) -> None:
     port, log, m = free_port(), tmp_path / "sim.jsonl", fresh_metrics()
     proc = start_sim(log, port)
-    fire_in_s = 2.0
     with RejectLink(link_cfg(port), metrics=m) as link:
         sent = 0
-        for i in range(60):  # ~3 s of rejects every 50 ms
-            link.submit(decision(i + 1, fire_in_s))
+        for i in range(60):  # ~3 s of rejects every 50 ms, each due 3 s later
+            link.submit(decision(i + 1, 3.0))
             sent += 1
             if i == 15:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait(5)
-                t_kill = time.monotonic()
-            if i == 35:
+                wait_for(lambda: link.acked >= 10)
+                proc.send_signal(signal.SIGKILL)  # acked rejects die with it, unfired
+                proc.wait(10)
+            if i == 30:
                 proc = start_sim(log, port)
-                t_back = time.monotonic()
             time.sleep(0.05)
-        wait_for(lambda: link.acked + link.missed == sent, 15)
-        wait_for(lambda: link.controller_up)
-
-    def second_run() -> list[dict[str, object]]:
-        ev = events(log)
-        return ev[max(i for i, e in enumerate(ev) if e["event"] == "start") :]
-
-    def received_and_fired() -> tuple[set[Any], set[Any]]:
-        second = second_run()
-        return (
-            {e["seq"] for e in second if e["event"] == "reject"},
-            {e["seq"] for e in second if e["event"] == "fired"},
-        )
-
-    try:  # the second controller fires everything it received
-        wait_for(lambda: received_and_fired()[0] == received_and_fired()[1], 10)
-    finally:
-        stop_sim(proc)
-    assert t_back - t_kill < fire_in_s  # so every reject of the outage could still be fired …
-    assert link.missed == 0  # … and none was lost
-    assert m.value("inspector_rejects_acked_total") == sent
-    assert max(received_and_fired()[0]) == sent
+        wait_for(lambda: link.fired + link.missed == sent, 30, "every reject fired or counted")
+    stop_sim(proc)
+    second = events(log)
+    second = second[max(i for i, e in enumerate(second) if e["event"] == "start") :]
+    fired_seqs = sorted(e["seq"] for e in events(log, "fired"))
+    assert m.value("inspector_controller_restarts_total") == 1
+    assert link.resent >= 1 and m.value("inspector_rejects_resent_total") == link.resent
+    assert link.missed == 0 and fired_seqs == list(range(1, sent + 1))  # each fired exactly once
+    assert all(abs(e["error_s"]) <= link.cfg.fire_tolerance_s for e in second if e["event"] == "fired")
 
 
 def test_malformed_controller_messages_are_ignored_and_counted() -> None:
-    port, m = free_port(), fresh_metrics()
-    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    router = ctx.socket(zmq.ROUTER)
-    router.setsockopt(zmq.LINGER, 0)
-    router.bind(f"tcp://127.0.0.1:{port}")
-    try:
-        with RejectLink(link_cfg(port), metrics=m) as link:
-            link.submit(decision(1, 5.0))
-            identity, frame = router.recv_multipart()
-            msg = messages.decode(frame)
-            assert isinstance(msg, messages.Heartbeat | messages.Reject)
-            while not isinstance(msg, messages.Reject):
-                identity, frame = router.recv_multipart()
-                msg = messages.decode(frame)
-            junk = [
-                b"\xff",
-                b"{}",
-                b'{"v": 2, "type": "ack", "session": "x", "seq": 1}',
-                b"[]",
-                b'{"v": 1, "type": "reject"}',
-                b'{"v": 1, "type": "ack", "session": "s", "seq": -4}',
-            ]
-            for j in junk:
-                router.send_multipart([identity, j])
-            router.send_multipart([identity, b"two", b"frames"])
-            router.send_multipart([identity, messages.encode(messages.Ack(link.session, msg.seq))])
-            wait_for(lambda: link.acked == 1)
-            assert link.malformed == len(junk) + 1
-    finally:
-        router.close(0)
-        ctx.term()
+    with link_to_raw_controller() as (link, ctl, m):
+        link.submit(decision(1, 5.0))
+        r = ctl.next_reject()
+        junk = [
+            b"\xff",
+            b"{}",
+            b'{"v": 1, "type": "ack", "session": "x", "seq": 1}',
+            b"[]",
+            b'{"v": 2, "type": "reject"}',
+            b'{"v": 2, "type": "ack", "session": "s", "seq": -4}',
+            b'{"v": 2, "type": "ack", "session": "s", "seq": 9223372036854775808000}',
+            b'{"v": 2, "type": "fired", "session": "s", "seq": 1, "at_s": NaN}',
+        ]
+        for j in junk:
+            ctl.send(j)
+        ctl.sock.send_multipart([ctl.identity, b"two", b"frames"])
+        ctl.send(messages.Ack(link.session, r.seq))
+        ctl.wait(lambda: link.acked == 1)
+        assert link.malformed == len(junk) + 1
+        assert link.alive
     assert m.value("inspector_controller_messages_malformed_total") == len(junk) + 1
 
 
-def test_every_decision_is_published() -> None:
+def test_non_finite_numbers_never_kill_the_link() -> None:
+    nan = float("nan")
+    with link_to_raw_controller(publish=f"tcp://127.0.0.1:{free_port()}") as (link, ctl, m):
+        bad_score = replace(decision(1, 5.0), score=nan, across_mm=math.inf)
+        bad_time = replace(decision(2, 5.0), fire_at_s=nan)
+        link.submit(bad_time, stretch_s=nan)
+        link.submit(bad_score)
+        r = ctl.next_reject()
+        ctl.wait(lambda: link.missed == 1, what="the reject without a fire time counted missed")
+        assert link.alive
+    assert r.bunch_id == 1 and r.score is None and r.across_mm is None  # sent, NaN as null
+    assert m.value("inspector_link_errors_total", {"kind": "reject"}) == 1
+
+
+def test_a_dead_link_thread_is_detected_and_counted(caplog: pytest.LogCaptureFixture) -> None:
+    m = fresh_metrics()
+    with RejectLink(link_cfg(free_port()), metrics=m) as link:
+        assert link.alive
+        link._inbox.append(("reject", "not a reject"))  # a bug in the link thread
+        link._wake()
+        wait_for(lambda: not link.alive, what="link death noticed")
+    assert link.failed and m.value("inspector_link_failures_total") == 1
+    assert any("reject link thread died" in r.getMessage() for r in caplog.records)
+
+
+def test_heartbeats_say_unhealthy_when_progress_stops_or_the_pipeline_says_so() -> None:
+    with link_to_raw_controller() as (link, ctl, _m):
+        link.set_progress(time.monotonic() + 5, True, "ok")
+        ctl.wait(lambda: any(h.healthy for h in ctl.heartbeats), what="healthy")
+        n = len(ctl.heartbeats)
+        link.set_progress(time.monotonic() + 5, False, "model_error")
+        ctl.wait(lambda: not ctl.heartbeats[-1].healthy, what="unhealthy")
+        unhealthy = ctl.heartbeats[-1]
+        link.set_progress(time.monotonic() + 5, True, "ok")
+        ctl.wait(lambda: ctl.heartbeats[-1].healthy)
+        # no set_progress any more: the inspection loop has stalled
+        ctl.wait(lambda: "stalled" in ctl.heartbeats[-1].reason, what="stall noticed")
+    assert unhealthy.reason == "model_error" and len(ctl.heartbeats) > n
+
+
+def test_every_decision_is_published_and_subscriptions_are_bounded() -> None:
     pub_port = free_port()
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.LINGER, 0)
-    sub.setsockopt(zmq.SUBSCRIBE, messages.PUB_TOPIC_DECISION)
-    sub.setsockopt(zmq.RCVTIMEO, 5000)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.setsockopt(zmq.SUBSCRIBE, b"other-topic")
+    sub.setsockopt(zmq.RCVTIMEO, 10_000)
     cfg = link_cfg(free_port(), publish=f"tcp://127.0.0.1:{pub_port}")
-    got: list[dict[str, object]] = []
+    got: list[dict[str, Any]] = []
+    m = fresh_metrics()
     try:
-        with RejectLink(cfg, metrics=fresh_metrics(), model="demo") as link:
+        with RejectLink(cfg, metrics=m, model="demo") as link:
             sub.connect(f"tcp://127.0.0.1:{pub_port}")
-            time.sleep(0.3)  # PUB/SUB slow joiner
+            wait_for(lambda: m.value("inspector_pub_subscriptions_dropped_total") >= 1, what="subscriptions seen")
             link.submit(decision(1, 0.2, "pass"))
-            link.submit(decision(2, 0.2, "reject"))
+            link.submit(replace(decision(2, 0.2, "reject"), score=float("nan")))
             for _ in range(2):
                 _topic, body = sub.recv_multipart()
                 got.append(json.loads(body))
@@ -270,7 +281,8 @@ def test_every_decision_is_published() -> None:
         sub.close(0)
         ctx.term()
     assert [(g["bunch_id"], g["decision"], g["seq"]) for g in got] == [(1, "pass", 0), (2, "reject", 1)]
-    assert all(g["v"] == 1 and g["type"] == "decision" and g["model"] == "demo" for g in got)
+    assert all(g["v"] == 2 and g["type"] == "decision" and g["model"] == "demo" for g in got)
+    assert got[1]["score"] is None
 
 
 def test_publish_address_in_use_is_a_clear_error() -> None:
@@ -284,9 +296,9 @@ def test_publish_address_in_use_is_a_clear_error() -> None:
 
 def test_close_still_sends_pending_rejects(tmp_path: Path) -> None:
     port, log = free_port(), tmp_path / "sim.jsonl"
-    link = RejectLink(link_cfg(port), metrics=fresh_metrics())
+    link = RejectLink(link_cfg(port), metrics=fresh_metrics(), close_timeout_s=20)
     link.start()
-    link.submit(decision(1, 3.0))
+    link.submit(decision(1, 10.0))
     box: dict[str, subprocess.Popen[bytes]] = {}
     starter = threading.Timer(0.5, lambda: box.setdefault("p", start_sim(log, port)))
     starter.start()

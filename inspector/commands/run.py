@@ -236,10 +236,10 @@ def demo_summary(
     sent = int(m.value("inspector_rejects_sent_total"))
     acked = int(m.value("inspector_rejects_acked_total"))
     missed = int(m.value("inspector_rejects_missed_total"))
-    fired, late_at_sim = events.get("fired", 0), events.get("late", 0)
+    fired, late_at_sim = events.get("fired", 0), events.get("refused", 0)
     lines.append(
         f"rejects: {s.rejects} decided, {sent} sent, {acked} acked, {fired} fired by the simulator, {missed} missed"
-        + (f", {late_at_sim} arrived too late to fire" if late_at_sim else "")
+        + (f", {late_at_sim} refused as too late to fire" if late_at_sim else "")
     )
     uninspected = sum(1 for r in rows if r.get("reason") == "uninspected")
     problems = []
