@@ -37,16 +37,22 @@ SEQ_WINDOW = 1 << 16  # rejects this far behind a session's newest seq are taken
 MAX_AHEAD_S = 3600.0  # a fire time further ahead than this is refused as invalid
 
 
+FAIL_SAFE_KEY = "inspectors"  # the one fail-safe reason the core holds or releases on its Output
+
+
 class Output(Protocol):
     """The ejector hardware (or its simulation)."""
 
     def fire(self, across_mm: float | None, at_s: float, stretch_s: float) -> float:
         """Switch the ejector for ``across_mm`` (None: the whole width) on now, for ``stretch_s`` (0: one pulse);
-        ``at_s`` is the time it was due. Returns the controller clock when it switched."""
+        ``at_s`` is the time it was due. Returns the controller clock when it switched. Raising means it did not
+        fire: the core answers ``nack`` (reason ``late`` when the exception's ``outcome`` says so, else ``output``)."""
         ...
 
     def fail_safe(self, on: bool, reason: str) -> None:
-        """Eject (or divert) everything while on."""
+        """Eject (or divert) everything while on. The core always passes ``FAIL_SAFE_KEY`` as ``reason`` (why, in
+        words, is ``ControllerCore.failsafe_reason`` and the ``failsafe`` event), so an output that holds several
+        reasons (its own, e.g. a PLC connection) can tell them apart."""
         ...
 
 
@@ -65,7 +71,7 @@ class Peer:
 class _Session:
     route: bytes
     seen: set[int] = field(default_factory=set)
-    refused: set[int] = field(default_factory=set)
+    refused: dict[int, str] = field(default_factory=dict)  # seq -> nack reason
     max_seq: int = 0
 
 
@@ -113,7 +119,7 @@ class ControllerCore:
         self.failsafe_reason = "starting: no inspector heard yet"
         self.failsafe_since_s = clock()
         self.counts: dict[str, int] = {}
-        output.fail_safe(True, self.failsafe_reason)
+        output.fail_safe(True, FAIL_SAFE_KEY)
         self._emit("failsafe", state="on", why=self.failsafe_reason, at_s=round(self.failsafe_since_s, 6))
 
     # ------------------------------------------------------------------ events
@@ -184,20 +190,20 @@ class ControllerCore:
         if msg.seq in st.seen or msg.seq <= st.max_seq - SEQ_WINDOW:
             self._emit("duplicate", session=msg.session, seq=msg.seq, attempt=msg.attempt)
             if msg.seq in st.refused:
-                return [(route, messages.Nack(msg.session, msg.seq, "late"))]
+                return [(route, messages.Nack(msg.session, msg.seq, st.refused[msg.seq]))]
             return [(route, messages.Ack(msg.session, msg.seq))]
         st.seen.add(msg.seq)
         st.max_seq = max(st.max_seq, msg.seq)
         if len(st.seen) > SEQ_WINDOW:
             st.seen = {s for s in st.seen if s > st.max_seq - SEQ_WINDOW}
-            st.refused &= st.seen
+            st.refused = {k: v for k, v in st.refused.items() if k in st.seen}
         self._emit("reject", attempt=msg.attempt, arrived_s=now, **info)
         if msg.fire_at_s > now + MAX_AHEAD_S:
-            st.refused.add(msg.seq)
+            st.refused[msg.seq] = "invalid"
             self._emit("refused", why="invalid", **info)
             return [(route, messages.Nack(msg.session, msg.seq, "invalid"))]
         if now > msg.deadline_s:
-            st.refused.add(msg.seq)
+            st.refused[msg.seq] = "late"
             self._emit("refused", why="late", late_by_s=round(now - msg.deadline_s, 6), **info)
             return [(route, messages.Nack(msg.session, msg.seq, "late"))]
         self._tiebreak += 1
@@ -224,7 +230,7 @@ class ControllerCore:
             at = self.clock()
             if at > r.deadline_s:
                 if st is not None:
-                    st.refused.add(r.seq)
+                    st.refused[r.seq] = "late"
                 self._emit(
                     "refused",
                     why="late",
@@ -236,7 +242,23 @@ class ControllerCore:
                 )
                 out.append((route, messages.Nack(r.session, r.seq, "late")))
                 continue
-            at = self.output.fire(r.across_mm, r.fire_at_s, r.stretch_s)
+            try:
+                at = self.output.fire(r.across_mm, r.fire_at_s, r.stretch_s)
+            except Exception as exc:  # the output did not fire: say so, never pretend
+                why = "late" if getattr(exc, "outcome", None) == "late" else "output"
+                if st is not None:
+                    st.refused[r.seq] = why
+                self._emit(
+                    "refused",
+                    why=why,
+                    session=r.session,
+                    seq=r.seq,
+                    bunch_id=r.bunch_id,
+                    error=str(exc)[:200],
+                    fire_at_s=r.fire_at_s,
+                )
+                out.append((route, messages.Nack(r.session, r.seq, why)))
+                continue
             self._emit(
                 "fired",
                 session=r.session,
@@ -299,11 +321,11 @@ class ControllerCore:
         if on != self.failsafe:
             if on:
                 self.failsafe_since_s = now
-                self.output.fail_safe(True, why or "")
+                self.output.fail_safe(True, FAIL_SAFE_KEY)
                 self._emit("failsafe", state="on", why=why, at_s=round(now, 6))
             else:
                 start = self.failsafe_since_s
-                self.output.fail_safe(False, "")
+                self.output.fail_safe(False, FAIL_SAFE_KEY)
                 self._emit(
                     "failsafe",
                     state="off",

@@ -100,7 +100,8 @@ controller → inspector (ROUTER → DEALER, addressed with the peer's identity 
 
     {"v": 2, "type": "nack", "session": "5f0c2a9e", "seq": 17, "reason": "late"}
 
-  ``reason``: ``late`` (it cannot be started by ``deadline_s``) or ``invalid`` (a field out of range).
+  ``reason``: ``late`` (it cannot be started by ``deadline_s``), ``invalid`` (a field out of range) or ``output``
+  (the ejector could not be switched, e.g. the PLC is down).
 
 ``fired`` — the ejector started for a reject::
 
@@ -143,7 +144,7 @@ MAX_INT = 2**53  # the largest integer every JSON reader holds exactly
 MAX_TIME_S = 1e9  # |time| on either clock; wall-clock fields up to 1e10 (year 2286)
 MAX_STRETCH_S = 60.0
 MAX_TEXT = 200
-NACK_REASONS = ("late", "invalid")
+NACK_REASONS = ("late", "invalid", "output")
 
 
 class MalformedMessage(ValueError):

@@ -264,3 +264,19 @@ def test_command_starts_without_the_other_commands_imports(tmp_path: Path) -> No
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.splitlines()[-1] == "[]"
+
+
+class _DownOutput(SimOutput):
+    """The simulated ejector with its output path broken (a PLC that went away)."""
+
+    def fire(self, across_mm: float | None, at_s: float, stretch_s: float) -> float:
+        raise ConnectionError("PLC down")
+
+
+def test_core_nacks_what_its_output_could_not_fire() -> None:
+    core = ControllerCore(_DownOutput())
+    now = time.monotonic()
+    core.receive(b"r", reject_frame("s", 1, now), None, now)
+    ((_, msg),) = core.tick(time.monotonic())
+    assert msg == messages.Nack("s", 1, "output")
+    assert core.receive(b"r", reject_frame("s", 1, now), None, now)[0][1] == messages.Nack("s", 1, "output")
