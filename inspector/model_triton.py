@@ -44,6 +44,18 @@ MANIFEST_PARAMETER = "inspector_manifest"  # model config parameter carrying the
 DTYPES: dict[str, type[np.generic]] = {"FP32": np.float32, "FP16": np.float16}
 
 
+def config_from_options(what: str, **options: Any) -> TritonConfig:
+    """A TritonConfig from command-line options, or one line saying which option is wrong (`what`: the command)."""
+    from pydantic import ValidationError
+
+    try:
+        return TritonConfig(**options)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ModelError(f"{what}: {where}: {first['msg'].removeprefix('Value error, ')}") from None
+
+
 def import_client(protocol: str) -> ModuleType:
     """tritonclient.http or tritonclient.grpc, or one line naming the `triton` extra."""
     return require_extra(f"tritonclient.{protocol}", "model.backend triton")

@@ -317,3 +317,27 @@ def test_a_server_lost_mid_run_rejects_the_bunches_never_passes(
             assert d.judged_frames and max(d.judged_frames) < lost_at, d
     failed = [d for d in decisions if "inference failed" in d.detail]
     assert failed and all(d.decision == "reject" and d.reason in ("uninspected", "model_error") for d in failed)
+
+
+@pytest.mark.slow
+def test_bench_measures_clients_of_one_server_against_the_local_backend(
+    server: TritonServer, models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "bench.json"
+    args = ["bench", "--triton", server.url("grpc"), "--model-name", "spot", "--model", str(models["spot"])]
+    assert main([*args, "--clients", "1,2", "--seconds", "1", "--batch", "4", "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert [(r["backend"], r["clients"]) for r in result["rows"]] == [
+        ("local (threads all)", 1),
+        ("triton grpc", 1),
+        ("triton grpc", 2),
+    ]
+    for row in result["rows"]:
+        assert row["tiles"] > 0 and row["tiles"] % 4 == 0 and row["tiles_per_s"] == row["tiles"] / 1.0
+        assert f"{row['tiles_per_s']:>9.1f}" in table
+    assert "best server row / local" in table
+    # a client that cannot reach the server fails the run in one line
+    assert main([*args, "--model-name", "nope", "--no-local", "--clients", "1", "--seconds", "1"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'nope' is not ready" in err, err

@@ -85,25 +85,18 @@ def _open_for_info(args: argparse.Namespace) -> Model:
             raise InspectorError("inspector model info: give MODEL.onnx, or --triton HOST:PORT --model-name NAME")
         providers = [p.strip() for p in args.providers.split(",") if p.strip()]
         return Model(args.model, providers=providers, threads=args.threads, batch_size=args.batch_size)
-    from pydantic import ValidationError
-
-    from inspector.config import TritonConfig
-    from inspector.model_triton import TritonModel
+    from inspector.model_triton import TritonModel, config_from_options
 
     if not args.model_name:
         raise InspectorError("inspector model info --triton: give --model-name, the model's name on the server")
-    try:
-        config = TritonConfig(
-            url=args.triton,
-            model_name=args.model_name,
-            model_version=args.model_version,
-            protocol=args.protocol,
-            timeout_s=args.timeout,
-        )
-    except ValidationError as exc:
-        raise InspectorError(
-            f"inspector model info --triton: {exc.errors()[0]['msg'].removeprefix('Value error, ')}"
-        ) from None
+    config = config_from_options(
+        "inspector model info --triton",
+        url=args.triton,
+        model_name=args.model_name,
+        model_version=args.model_version,
+        protocol=args.protocol,
+        timeout_s=args.timeout,
+    )
     return TritonModel(config, args.model, args.batch_size)
 
 
