@@ -8,6 +8,7 @@ One main loop, one thread for the inspection (the link has its own socket thread
         step = pipeline.process(frame, ref) belt → tiles → model → FAM → decisions
         link.send_reject(...)               at once for bunches that crossed the threshold (or left uninspected)
         link.publish(...), decisions.jsonl  for every bunch decided
+        link.set_progress(...)              watermark (decided up to when, at the ejector) and health, for heartbeats
         supervisor.progress(...)            READY=1 / WATCHDOG=1 only while frames and inspections advance
 
 Times are monotonic seconds (the capture process stamps frames with the same system-wide clock); `fire_at_s` in the
@@ -29,6 +30,7 @@ from pathlib import Path
 
 from inspector.capture import CaptureProcess
 from inspector.config import Calibration, Config, SourceConfig, calibration_for, load_config
+from inspector.decision import fire_time_at_offset_s
 from inspector.decision_log import DecisionLog, run_prefix
 from inspector.errors import InspectorError
 from inspector.link import RejectLink
@@ -140,6 +142,17 @@ class Daemon:
         length_px = d.bbox_xyxy[axis + 2] - d.bbox_xyxy[axis]
         return self.calibration.mm(max(0, length_px)) / self._belt_speed_mm_s()
 
+    def _progress(self, link: RejectLink | None) -> None:
+        """Tell the link the watermark (when the last decided stretch of belt reaches the ejector) and the health."""
+        if link is None or self.pipeline is None:
+            return
+        until = self.pipeline.decided_until_s
+        healthy, reason = self.pipeline.health()
+        at_ejector = (
+            None if until is None else fire_time_at_offset_s(until, 0.0, self.calibration, self._belt_speed_mm_s())
+        )
+        link.set_progress(at_ejector, healthy, reason)
+
     def _count(self, d: Decision) -> None:
         self.metrics.bunches.labels(decision=d.decision, reason=d.reason).inc()
         self.summary.decided += 1
@@ -213,6 +226,7 @@ class Daemon:
                         log.critical("the reject link is dead: stopping (exit status %d)", EXIT_LINK_FAILED)
                         status = EXIT_LINK_FAILED
                         break
+                    self._progress(link)
                     sup.check_capture()
                     ref = capture.get(timeout_s=0.2)
                     self.metrics.sync_capture(*ring.counts())

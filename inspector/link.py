@@ -395,7 +395,7 @@ class RejectLink:
                     self._count_missed(p, now, "acked, but the controller never reported it fired")
             # ---- heartbeat
             if now >= next_hb_s or self._progress[1] != self._sent_health:
-                self._heartbeat(dealer, now)
+                self._heartbeat(dealer, now, pending)
                 next_hb_s = now + self.cfg.heartbeat_interval_s
             self._update_health(now)
             self.pending_count, self.due_count = len(pending), len(due)
@@ -428,8 +428,12 @@ class RejectLink:
         return sum(1 for kind, _ in list(self._inbox) if kind == "reject")
 
     # ------------------------------------------------------------------ sending
-    def _heartbeat(self, dealer: zmq.Socket[bytes], now: float) -> None:
+    def _heartbeat(self, dealer: zmq.Socket[bytes], now: float, pending: dict[int, _Pending]) -> None:
+        """The watermark is held back to the start of any reject not acked yet: should that reject never arrive,
+        the controller is in fail-safe when its bunch does."""
         until_s, healthy, reason, at_s = self._progress
+        if until_s is not None and pending:
+            until_s = min([until_s, *(p.start_s for p in pending.values() if math.isfinite(p.start_s))])
         est = self.offsets.best()
         stall_s = STALL_HEARTBEATS * self.cfg.heartbeat_interval_s
         if now - at_s > stall_s:

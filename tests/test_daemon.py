@@ -75,6 +75,8 @@ def test_spider_bunches_are_fired_at_their_arrival_at_the_ejector(tmp_path: Path
     caught = check_ejector_against_truth(line.decided(), line.sim_log, scene(), FPS, (0.0, float("inf")))
     assert caught == {"fired": [2, 4], "failsafe": []}  # fired, each within one frame of its true arrival
     assert not line.sim_events("missed") and not line.sim_events("refused")
+    # the watermark and health in the daemon's heartbeats took the controller out of fail-safe while it inspected
+    assert "off" in [e["state"] for e in line.sim_events("failsafe")]
     assert sorted(p.name for p in (tmp_path / "evidence").iterdir()) == sorted(rows[b]["evidence"] for b in (2, 4))
 
 

@@ -352,3 +352,21 @@ def test_bad_curve_key_is_a_clear_error(tmp_path: Path) -> None:
                 free_port(), curve_server_public_key=zmq.curve_keypair()[0].decode(), curve_client_secret_key_file=bad
             )
         )
+
+
+def test_an_unacked_reject_holds_the_watermark_back_to_its_start() -> None:
+    """Should a reject never reach the controller, its bunch must arrive in fail-safe: the watermark waits for it."""
+    with link_to_raw_controller() as (link, ctl, _m):
+        link.set_progress(time.monotonic() + 10.0, True, "ok")
+        link.submit(decision(1, 3.0))
+        r = ctl.next_reject()
+        n = len(ctl.heartbeats)
+        ctl.wait(lambda: len(ctl.heartbeats) > n + 1)
+        held = ctl.heartbeats[-1].decided_until_s
+        ctl.send(messages.Ack(r.session, r.seq))
+        ctl.wait(lambda: link.acked == 1)
+        n = len(ctl.heartbeats)
+        ctl.wait(lambda: len(ctl.heartbeats) > n + 1)
+        released = ctl.heartbeats[-1].decided_until_s
+    assert held is not None and abs(held - r.fire_at_s) < 0.01
+    assert released is not None and released > r.fire_at_s + 5.0
