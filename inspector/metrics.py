@@ -148,6 +148,8 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        for kind in ("timeout", "unavailable", "server", "shape"):
+            self.triton_errors.labels(kind=kind)  # every kind exported from 0: increase() sees the first error
         self.inference_batch_seconds = Histogram(
             "inspector_inference_batch_seconds",
             "Wall time of one model batch",
