@@ -30,6 +30,7 @@ _SUBCOMMANDS: tuple[str, ...] = (
     "inspector.commands.footage",
     "inspector.commands.tradeoff",
     "inspector.commands.actuator_sim",
+    "inspector.commands.gateway",
     "inspector.commands.bench",
     "inspector.commands.soak",
 )

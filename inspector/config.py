@@ -39,7 +39,8 @@ class Sectioned(Strict):
         return data
 
 
-def _resolve(value: Path | None, info: ValidationInfo) -> Path | None:
+def resolve_path(value: Path | None, info: ValidationInfo) -> Path | None:
+    """A path from a config file, relative to that file's folder."""
     if value is None:
         return None
     base = (info.context or {}).get("base_dir")
@@ -158,7 +159,7 @@ class ModelConfig(Strict):
     @field_validator("path")
     @classmethod
     def _exists(cls, v: Path, info: ValidationInfo) -> Path:
-        path = _resolve(v, info)
+        path = resolve_path(v, info)
         assert path is not None
         if not path.is_file():
             raise ValueError(f"model file {path} not found; give the path of an existing .onnx file")
@@ -263,7 +264,7 @@ class RecordingConfig(Strict):
     @field_validator("dir")
     @classmethod
     def _resolve_dir(cls, v: Path | None, info: ValidationInfo) -> Path | None:
-        return _resolve(v, info)
+        return resolve_path(v, info)
 
 
 class SupervisorConfig(Strict):
@@ -281,7 +282,7 @@ class OutputConfig(Strict):
     @field_validator("decisions_jsonl", "evidence_dir")
     @classmethod
     def _resolve_paths(cls, v: Path | None, info: ValidationInfo) -> Path | None:
-        return _resolve(v, info)
+        return resolve_path(v, info)
 
 
 class Config(Sectioned):
@@ -315,7 +316,7 @@ class Config(Sectioned):
     @field_validator("calibration")
     @classmethod
     def _calibration_exists(cls, v: Path | None, info: ValidationInfo) -> Path | None:
-        path = _resolve(v, info)
+        path = resolve_path(v, info)
         if path is not None and not path.is_file():
             raise ValueError(f"calibration file {path} not found; run `inspector calibrate` or fix the path")
         return path

@@ -20,15 +20,8 @@ docs/PLC.md is the register/node map for the PLC programmer.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import contextlib
 import logging
-import math
 import re
-import threading
-import time
-from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 from typing import Literal
@@ -36,9 +29,8 @@ from typing import Literal
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from inspector.config import MetricsConfig, Sectioned, Strict
-from inspector.errors import InspectorError
-from inspector.plc import Address, ModbusDriver, OpcUaDriver, PlcConnectionError, PlcDriver, PlcWriteRefused
+from inspector.config import MetricsConfig, Sectioned, Strict, resolve_path
+from inspector.plc import Address, ModbusDriver, OpcUaDriver, PlcDriver
 from inspector.yamlload import validate
 
 log = logging.getLogger(__name__)
@@ -49,12 +41,25 @@ _NODE_ID = re.compile(r"^(ns=\d+;|nsu=[^;]+;)?[isgb]=.+$")
 
 # ------------------------------------------------------------------------------------------------ configuration
 class ControllerConfig(Strict):
-    """The protocol end: the ROUTER socket the inspectors connect to."""
+    """The protocol end: the ROUTER socket the inspectors connect to, and when to fail safe for them."""
 
     bind: str = "tcp://127.0.0.1:5560"
-    heartbeat_interval_s: float = Field(0.5, gt=0, le=60)
     timeout_s: float = Field(2.0, gt=0, le=600, description="fail safe after this long without an inspector")
+    margin_s: float = Field(0.0, ge=0, le=10, description="fail safe this long before a watermark runs out")
+    expect_peers: int = Field(1, ge=1, le=256, description="inspectors that must be live (without an allow-list)")
     curve_secret_key_file: Path | None = None
+    allow: Path | None = Field(None, description="CURVE client public keys admitted, each an expected inspector")
+
+    @field_validator("curve_secret_key_file", "allow")
+    @classmethod
+    def _resolve_paths(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        return resolve_path(v, info)
+
+    @model_validator(mode="after")
+    def _allow_needs_curve(self) -> ControllerConfig:
+        if self.allow is not None and self.curve_secret_key_file is None:
+            raise ValueError("allow needs curve_secret_key_file: the allow-list is checked by CURVE")
+        return self
 
 
 class PlcConfig(Strict):
@@ -69,12 +74,22 @@ class PlcConfig(Strict):
     password_file: Path | None = None
     timeout_s: float = Field(0.5, gt=0, le=10, description="connect and per-write timeout")
 
+    @field_validator("password_file")
+    @classmethod
+    def _password_file(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        path = resolve_path(v, info)
+        if path is not None and not path.is_file():
+            raise ValueError(f"{path}: no such file; give the file holding the OPC UA user's password")
+        return path
+
     @model_validator(mode="after")
     def _where(self) -> PlcConfig:
         if self.protocol == "modbus" and not self.host:
             raise ValueError("protocol modbus needs host: the PLC's address (e.g. 192.168.10.20)")
         if self.protocol == "opcua" and not (self.endpoint or "").startswith("opc.tcp://"):
             raise ValueError("protocol opcua needs endpoint: opc.tcp://HOST:PORT/PATH")
+        if (self.username is None) != (self.password_file is None):
+            raise ValueError("username and password_file go together (OPC UA user login), or neither")
         return self
 
 
@@ -243,327 +258,3 @@ class GatewayMetrics:
     def value(self, name: str, labels: dict[str, str] | None = None) -> float:
         v = self.registry.get_sample_value(name, labels or {})
         return 0.0 if v is None else float(v)
-
-
-# ------------------------------------------------------------------------------------------------ the output
-class PulseRefused(InspectorError):
-    """A pulse that was not fired: ``outcome`` late | plc_down | plc_refused (never fired late or elsewhere)."""
-
-    def __init__(self, outcome: str, detail: str) -> None:
-        super().__init__(f"pulse not fired ({outcome}): {detail}")
-        self.outcome = outcome
-
-
-FAIL_SAFE_STARTUP = "startup"
-FAIL_SAFE_PLC = "plc_down"
-
-
-class PlcOutput:
-    """The PLC side of the gateway: a thread with an asyncio loop (monotonic clock) that owns the connection.
-
-    It is the ``Output`` of the controller core (``inspector/controller.py``): ``fire`` (switch now, called by
-    the core when a reject is due; blocks for the write) and ``fail_safe``, both thread-safe. Starts in fail-safe
-    (reasons ``startup``, cleared by the protocol end, and ``plc_down``, cleared once the PLC has taken every
-    output).
-    """
-
-    def __init__(
-        self,
-        config: GatewayConfig,
-        driver: PlcDriver,
-        metrics: GatewayMetrics,
-    ) -> None:
-        self.config = config
-        self.driver = driver
-        self.metrics = metrics
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name="plc-output", daemon=True)
-        self._lock: asyncio.Lock | None = None
-        self._wake: asyncio.Event | None = None
-        self._connected = False
-        self._stopping = False
-        self._reasons: set[str] = {FAIL_SAFE_STARTUP, FAIL_SAFE_PLC}  # no inspector heard, no PLC written yet
-        self._on_until: dict[str, float] = {e.name: -math.inf for e in config.ejectors}
-        self._counter = 0
-        self._ready = threading.Event()
-        self.state_changed = threading.Condition()
-        for e in config.ejectors:
-            metrics.pulses.labels(ejector=e.name)
-        for reason in ("late", "plc_down", "plc_refused"):
-            metrics.refused.labels(reason=reason)
-        for kind in ("connection", "refused"):
-            metrics.write_errors.labels(kind=kind)
-        for result in ("ok", "failed"):
-            metrics.connects.labels(result=result)
-        self._publish_fail_safe(set())
-
-    # ------------------------------------------------------------------ lifecycle (caller's thread)
-    def __enter__(self) -> PlcOutput:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def start(self) -> None:
-        self._thread.start()
-        self._ready.wait(10.0)
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """Fail safe (reason ``stopping``), close the connection, end the thread."""
-        if not self._thread.is_alive():
-            return
-        fut = asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
-        try:
-            fut.result(timeout_s)
-        except Exception:
-            log.exception("PLC output did not stop cleanly")
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout_s)
-
-    @property
-    def connected(self) -> bool:
-        return self._connected
-
-    @property
-    def in_fail_safe(self) -> bool:
-        return bool(self._reasons)
-
-    @property
-    def fail_safe_reasons(self) -> frozenset[str]:
-        return frozenset(self._reasons)
-
-    # ------------------------------------------------------------------ entry points (any thread)
-    def ejectors_for(self, across_mm: float | None) -> tuple[str, ...]:
-        """The ejectors whose span covers ``across_mm``; all of them when it is unknown or outside every span."""
-        every = tuple(e.name for e in self.config.ejectors)
-        if across_mm is None or not math.isfinite(across_mm):
-            return every
-        hit = tuple(
-            e.name for e in self.config.ejectors if e.across_mm is None or e.across_mm[0] <= across_mm <= e.across_mm[1]
-        )
-        return hit or every
-
-    def fire(self, across_mm: float | None, at_s: float, stretch_s: float = 0.0) -> float:
-        """Switch the ejector(s) covering ``across_mm`` on now, for ``max(pulse_s, stretch_s)``; ``at_s`` is the
-        monotonic time it was due. Returns the monotonic time the write went out. Raises ``PulseRefused`` when it
-        was not fired: due longer ago than ``late_tolerance_s`` (never fired late), PLC down or refusing."""
-        ejectors = self.ejectors_for(across_mm)
-        length_s = max(self.config.pulse_s, stretch_s)
-        fut = asyncio.run_coroutine_threadsafe(self._pulse(ejectors, at_s, length_s), self._loop)
-        try:
-            return fut.result(4 * self.config.plc.timeout_s + 1.0)
-        except PulseRefused as exc:
-            self.metrics.refused.labels(reason=exc.outcome).inc()
-            log.error("pulse on %s due at %.3f: %s", ",".join(ejectors), at_s, exc)
-            raise
-        except concurrent.futures.TimeoutError:
-            fut.cancel()
-            self.metrics.refused.labels(reason="plc_down").inc()
-            raise PulseRefused("plc_down", f"the write to {self.driver.peer} did not finish") from None
-
-    def fail_safe(self, on: bool, reason: str) -> None:
-        """Hold (``on``) or release fail-safe for ``reason``; the output is on while any reason holds it."""
-        self._loop.call_soon_threadsafe(lambda: self._loop.create_task(self._set_reason(reason, on)))
-
-    def wait_for(self, predicate: Callable[[PlcOutput], bool], timeout_s: float) -> bool:
-        """Block until ``predicate(self)`` holds after a state change (connection, fail-safe), or time out."""
-        deadline = time.monotonic() + timeout_s
-        with self.state_changed:
-            while not predicate(self):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self.state_changed.wait(left)
-        return True
-
-    # ------------------------------------------------------------------ the loop (output thread)
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._lock = asyncio.Lock()
-        self._wake = asyncio.Event()
-        self._loop.create_task(self._supervise())
-        self._ready.set()
-        try:
-            self._loop.run_forever()
-        finally:
-            pending = asyncio.all_tasks(self._loop)
-            for task in pending:
-                task.cancel()
-            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            self._loop.close()
-
-    def _set_connected(self, up: bool) -> None:
-        self._connected = up
-        self.metrics.plc_up.set(1 if up else 0)
-        self._notify()
-
-    def _notify(self) -> None:
-        with self.state_changed:
-            self.state_changed.notify_all()
-
-    async def _pulse(self, ejectors: tuple[str, ...], at_s: float, length_s: float) -> float:
-        late_s = time.monotonic() - at_s
-        if late_s > self.config.late_tolerance_s:
-            raise PulseRefused("late", f"due {late_s:.3f} s ago (tolerance {self.config.late_tolerance_s} s)")
-        if not self._connected:
-            raise PulseRefused("plc_down", f"no connection to {self.driver.peer}")
-        outputs = {e.name: e.output for e in self.config.ejectors}
-        written_at = time.monotonic()
-        for name in ejectors:
-            self._on_until[name] = max(self._on_until[name], written_at + length_s)
-        try:
-            for name in ejectors:
-                await self._write_bool(outputs[name], True)
-                self.metrics.pulses.labels(ejector=name).inc()
-        except PlcWriteRefused as exc:
-            raise PulseRefused("plc_refused", str(exc)) from None
-        except PlcConnectionError as exc:
-            raise PulseRefused("plc_down", str(exc)) from None
-        finally:
-            for name in ejectors:
-                self._loop.call_at(self._on_until[name], self._start_release, name)
-        self.metrics.fire_error.observe(written_at - at_s)
-        return written_at
-
-    def _start_release(self, name: str) -> None:
-        self._loop.create_task(self._release(name))
-
-    async def _release(self, name: str) -> None:
-        """Switch an ejector off at the end of its last pulse, unless fail-safe holds every ejector on."""
-        if time.monotonic() < self._on_until[name] or (self.in_fail_safe and self.config.fail_safe.hold_ejectors):
-            return
-        output = next(e.output for e in self.config.ejectors if e.name == name)
-        try:
-            await self._write_bool(output, False)
-        except (PlcWriteRefused, PlcConnectionError):
-            log.error("ejector %s: could not switch off (written afresh after the reconnect)", name)
-
-    async def _write_bool(self, address: Address, value: bool) -> None:
-        await self._write(self.driver.write_bool(address, value))
-
-    async def _write(self, call: Awaitable[None]) -> None:
-        assert self._lock is not None
-        async with self._lock:
-            t0 = time.monotonic()
-            try:
-                await call
-            except PlcWriteRefused as exc:
-                self.metrics.write_errors.labels(kind="refused").inc()
-                log.error("%s", exc)
-                raise
-            except PlcConnectionError as exc:
-                self.metrics.write_errors.labels(kind="connection").inc()
-                await self._lost(str(exc))
-                raise
-            self.metrics.write_seconds.observe(time.monotonic() - t0)
-
-    async def _lost(self, why: str) -> None:
-        if not self._connected:
-            return
-        log.error("PLC connection lost (%s): fail-safe, reconnecting", why)
-        self._set_connected(False)
-        self._hold(FAIL_SAFE_PLC)
-        await self.driver.close()
-        assert self._wake is not None
-        self._wake.set()
-
-    def _hold(self, reason: str) -> None:
-        before = set(self._reasons)
-        if reason not in self._reasons:
-            self._reasons.add(reason)
-            self.metrics.fail_safe_entered.labels(reason=reason).inc()
-        self._publish_fail_safe(before)
-
-    def _publish_fail_safe(self, before: set[str]) -> None:
-        for reason in before | self._reasons:
-            self.metrics.fail_safe_reason.labels(reason=reason).set(1 if reason in self._reasons else 0)
-        self.metrics.fail_safe.set(1 if self._reasons else 0)
-        if bool(before) != bool(self._reasons) or before != self._reasons:
-            log.warning("fail-safe %s (%s)", "ON" if self._reasons else "off", ", ".join(sorted(self._reasons)) or "-")
-        self._notify()
-
-    async def _set_reason(self, reason: str, on: bool) -> None:
-        if on:
-            self._hold(reason)
-        elif reason in self._reasons:
-            before = set(self._reasons)
-            self._reasons.discard(reason)
-            self._publish_fail_safe(before)
-        if self._connected:
-            # a failed write is counted in _write; a lost connection is reconnected and written afresh
-            with contextlib.suppress(PlcWriteRefused, PlcConnectionError):
-                await self._write_fail_safe()
-
-    async def _write_fail_safe(self) -> None:
-        """The fail-safe output (and, with hold_ejectors, every ejector) as the reasons say now."""
-        fs = self.config.fail_safe
-        on = self.in_fail_safe
-        if fs.output is not None:
-            await self._write_bool(fs.output, on)
-        if fs.hold_ejectors:
-            now = time.monotonic()
-            for e in self.config.ejectors:
-                await self._write_bool(e.output, on or now < self._on_until[e.name])
-
-    async def _sync_outputs(self) -> None:
-        """After a (re)connect: fail-safe first, then every ejector as it should be now."""
-        await self._write_fail_safe()
-        if not self.config.fail_safe.hold_ejectors:
-            now = time.monotonic()
-            for e in self.config.ejectors:
-                await self._write_bool(e.output, now < self._on_until[e.name])
-
-    async def _keepalive(self) -> None:
-        """The watchdog counter (or, without one, the fail-safe state again): proves the PLC is still there."""
-        wd = self.config.watchdog
-        if wd.output is not None:
-            self._counter = (self._counter + 1) & 0xFFFF
-            await self._write(self.driver.write_u16(wd.output, self._counter))
-            self.metrics.watchdog.inc()
-        else:
-            await self._write_fail_safe()
-
-    async def _supervise(self) -> None:
-        assert self._wake is not None
-        backoff_s = self.config.reconnect.initial_s
-        while not self._stopping:
-            if not self._connected:
-                try:
-                    await self.driver.connect()
-                except PlcConnectionError as exc:
-                    self.metrics.connects.labels(result="failed").inc()
-                    log.warning("%s; next try in %.1f s", exc, backoff_s)
-                    await asyncio.sleep(backoff_s)
-                    backoff_s = min(2 * backoff_s, self.config.reconnect.max_s)
-                    continue
-                self.metrics.connects.labels(result="ok").inc()
-                self._set_connected(True)
-                log.info("PLC connected: %s", self.driver.peer)
-                try:
-                    await self._sync_outputs()
-                except PlcWriteRefused:  # outputs the PLC does not have: stay fail-safe, try again later
-                    self._set_connected(False)
-                    await self.driver.close()
-                    await asyncio.sleep(backoff_s)
-                    backoff_s = min(2 * backoff_s, self.config.reconnect.max_s)
-                    continue
-                except PlcConnectionError:
-                    continue  # lost again: reconnect
-                backoff_s = self.config.reconnect.initial_s
-                await self._set_reason(FAIL_SAFE_PLC, False)
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.config.watchdog.interval_s)
-                continue  # woken: the connection was lost
-            except TimeoutError:
-                pass
-            if self._connected and not self._stopping:
-                with contextlib.suppress(PlcWriteRefused, PlcConnectionError):  # counted; a loss is seen above
-                    await self._keepalive()
-
-    async def _shutdown(self) -> None:
-        self._stopping = True
-        await self._set_reason("stopping", True)
-        await self.driver.close()
-        self._set_connected(False)

@@ -12,10 +12,13 @@ from typing import Any
 
 import pytest
 
+from inspector.cli import main as cli_main
 from inspector.errors import ConfigError, InspectorError
-from inspector.gateway import GatewayConfig, GatewayMetrics, PlcOutput, PulseRefused, load_gateway_config, open_driver
+from inspector.gateway import GatewayConfig, GatewayMetrics, load_gateway_config, open_driver
 from inspector.perf.soak import free_port
+from inspector.plc import PlcOutput, PulseRefused
 from tests.plc_servers import OPCUA_NS, PlcServer
+from tests.test_deploy import DEPLOY, undocumented_keys
 
 pytest.importorskip("pymodbus")
 pytest.importorskip("asyncua")
@@ -66,7 +69,7 @@ class Output:
     def __enter__(self) -> PlcOutput:
         self.out.start()
         assert self.out.wait_for(lambda o: o.connected, 10.0), "the gateway never connected to the PLC"
-        self.out.fail_safe(False, "startup")
+        self.out.fail_safe(False, "inspectors")
         assert self.out.wait_for(lambda o: not o.in_fail_safe, 5.0)
         return self.out
 
@@ -202,7 +205,7 @@ def test_opcua_pulses_and_fail_safe_reach_their_nodes_on_time() -> None:
             o.fire_at(-20.0, t0)
             o.fire_at(20.0, t0 + 0.2)
             writes = server.wait_for(lambda w: time.monotonic() > t0 + 0.4, 10.0)
-            out.fail_safe(True, "inspector")
+            out.fail_safe(True, "inspectors")
             writes = server.wait_for(lambda w: bool(writes_on(w, "node", fs, True)) and len(w) > len(writes), 5.0)
     assert OPCUA_NS  # the server's namespace is index 2: the node ids above
     assert all(isinstance(t, float) for t in o.outcomes), o.outcomes
@@ -216,6 +219,34 @@ def test_opcua_pulses_and_fail_safe_reach_their_nodes_on_time() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ config
+EXAMPLE = DEPLOY / "gateway.example.yaml"
+
+
+def test_the_example_config_checks_clean_and_documents_every_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["gateway", "--check", str(EXAMPLE)]) == 0
+    assert capsys.readouterr().out.strip() == f"{EXAMPLE}: OK"
+    assert undocumented_keys(EXAMPLE, GatewayConfig) == []
+
+
+def test_check_prints_one_line_per_mistake(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "gateway.yaml"
+    bad.write_text(
+        EXAMPLE.read_text()
+        .replace("protocol: modbus", "protocol: profinet")
+        .replace("pulse_s: 0.05", "pulse_s: 0")
+        .replace("interval_s: 0.2", "interval_sec: 0.2")
+    )
+    assert cli_main(["gateway", "--check", str(bad)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3, err
+    assert err[0].startswith(f"inspector: error: {bad}:") and "plc.protocol: must be 'modbus' or 'opcua'" in err[0]
+    assert "pulse_s: must be greater than 0" in err[1]
+    assert "watchdog.interval_sec: unknown key; did you mean interval_s?" in err[2]
+
+
 def test_config_rejects_addresses_of_the_wrong_kind(tmp_path: Path) -> None:
     path = tmp_path / "gw.yaml"
     path.write_text(
