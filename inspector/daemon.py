@@ -119,6 +119,8 @@ class Daemon:
             if link is not None:
                 link.publish(d)
         decisions.write(step.final, step.evidence)
+        for kind in step.model_errors:
+            m.model_errors.labels(kind=kind).inc()
         if step.skipped is not None:
             m.frames_skipped.labels(reason=step.skipped).inc()
         if step.inspected:

@@ -6,6 +6,10 @@ k-th highest frame score: k frames must each see the spider, so one frame's flec
 longer rejects a bunch alone. A bunch is rejected early only once k frames agree; one that leaves the view after
 fewer than k inspected frames is judged by the frames it had (``frame_score_rank``: towards reject).
 
+Model errors: a bunch whose tiles the model failed on (an exception, NaN or infinite output) is rejected at once
+with reason ``model_error`` and score 1.0 (a spider verdict from its good tiles stays ``spider``); a score that is not
+finite is never compared with the threshold.
+
 Fail-safe: a bunch is rejected with reason ``uninspected`` when it leaves the view (or the footage ends) unless both
 of its ends were seen inside the view and every stretch of it along the belt lay in an inspected frame — whatever
 its score. Frames dropped by capture or skipped because inspection fell behind show up here. Every verdict carries
@@ -149,6 +153,7 @@ class BunchRecord:
     last_frame: int = -1  # the last frame that showed the bunch
     frames_dropped: int = 0  # frames missing (dropped, skipped) between two frames that showed the bunch
     frames_skipped: int = 0  # frames that showed it, chosen for inspection and skipped: too late for its deadline
+    model_error: str = ""  # the model failed on its tiles (an exception, NaN or infinite output): what happened
     entry_side_seen: bool = False  # seen once with its trailing edge inside the view (not cut by the entry edge)
     exit_side_seen: bool = False  # seen once with its leading edge inside the view (not cut by the exit edge)
 
@@ -281,9 +286,13 @@ def decide(
     if spider_xy is not None:  # clamp the heat-map peak into the bunch's box in that frame
         spider_xy = (min(max(spider_xy[0], box.x1), box.x2), min(max(spider_xy[1], box.y1), box.y2))
     n = record.inspected_frames
-    if score >= threshold and n > 0 and (final or record.agreed(agree_frames)):
+    error = record.model_error or ("" if np.isfinite(score) else "the bunch score is not a finite number")
+    if np.isfinite(score) and score >= threshold and n > 0 and (final or record.agreed(agree_frames)):
         decision, reason = "reject", "spider"
         detail = f"spider score {score:.2f} at or above the threshold {threshold:.2f} ({n} inspected frame(s))"
+    elif error:
+        decision, reason, score = "reject", "model_error", 1.0
+        detail = f"model error: {error}"
     elif final and not record.fully_inspected(windows, tolerance_px):
         decision, reason = "reject", "uninspected"
         detail = uninspected_detail(record, windows, tolerance_px, calibration)
@@ -327,11 +336,11 @@ class DecisionRule:
         return replace(self, threshold=threshold)
 
     def rejects_now(self, record: BunchRecord) -> bool:
-        """Early reject while the bunch is still in view: not sent yet, k frames agree, score at the threshold."""
-        return (
-            not record.reject_sent
-            and record.agreed(self.agree_frames)
-            and record.score(self.aggregate, self.agree_frames) >= self.threshold
+        """Early reject while the bunch is still in view: not sent yet, and the model failed on its tiles or k frames
+        agree with a score at the threshold."""
+        return not record.reject_sent and (
+            bool(record.model_error)
+            or (record.agreed(self.agree_frames) and record.score(self.aggregate, self.agree_frames) >= self.threshold)
         )
 
     def verdict(

@@ -156,6 +156,13 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.model_errors = Counter(
+            "inspector_model_errors_total",
+            "Frames on which the model failed, by kind (non_finite: NaN or infinite output for some tiles; exception: "
+            "inference raised); their bunches are rejected model_error",
+            ["kind"],
+            registry=r,
+        )
         self.model_info = Info("inspector_model", "Model in use: name, width, provider actually used", registry=r)
         self.belt_speed = Gauge(
             "inspector_belt_speed_mm_per_second", "Belt speed estimated from the footage", registry=r

@@ -147,6 +147,27 @@ class Inference:
     def __len__(self) -> int:
         return int(self.logits.shape[0])
 
+    def finite_tiles(self) -> np.ndarray:
+        """(N,) bool: the tiles whose logits, probability and every map are finite (the output check: a NaN or an
+        infinity is a model error for that tile, never a score)."""
+        n = len(self)
+        ok = np.isfinite(self.logits).all(axis=1) & np.isfinite(self.spider_prob)
+        for fam in self.fams:
+            ok &= np.isfinite(fam).reshape(n, int(np.prod(fam.shape[1:]))).all(axis=1)
+        return np.asarray(ok, bool)
+
+    def zeroed(self, keep: np.ndarray) -> Inference:
+        """A copy with the tiles not in `keep` set to probability 0 and empty maps (after `finite_tiles`)."""
+        drop = ~keep
+        logits, prob = self.logits.copy(), self.spider_prob.copy()
+        logits[drop], prob[drop] = 0.0, 0.0
+        fams = []
+        for fam in self.fams:
+            fam = fam.copy()
+            fam[drop] = 0.0
+            fams.append(fam)
+        return Inference(logits, prob, tuple(fams))
+
 
 def softmax_prob(logits: np.ndarray, index: int) -> np.ndarray:
     """softmax(logits, axis=1)[:, index] as float32, numerically stable."""

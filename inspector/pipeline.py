@@ -58,6 +58,7 @@ HEAT_DOWNSCALE = 4  # frame heat maps at 1/4 of frame resolution
 COVERAGE_TOLERANCE_PX = 2 * SEG_DOWNSCALE  # bunch boxes come from a 1/4-resolution mask: +-4 px each side
 EVIDENCE_DOWNSCALE = 4  # frames on either side of a gap are kept this much smaller for its evidence picture
 FAM_SIZE = 56  # Eq. 1 evaluated on a 56x56 grid per tile: enough for 1/4-resolution frame maps
+MODEL_ERROR_LOG_S = 10.0  # model errors are logged at most once per this long
 HEALTH_HOLD_S = 2.0  # a skipped frame or a model error keeps `health()` unhealthy this long
 GAP_FRAMES = 5  # frame intervals beyond the latency budget without a fresh frame: frames stopped (or far behind)
 
@@ -85,6 +86,7 @@ class StepResult:
     final: list[Decision] = field(default_factory=list)  # bunches that left the view, decided
     unconfirmed: list[int] = field(default_factory=list)  # passed: one frame alone scored >= threshold, too few agreed
     infer_s: float = 0.0
+    model_errors: list[str] = field(default_factory=list)  # model failures on this frame, by kind (one each)
     skipped: str | None = None  # chosen for inspection but not inspected, and why ("late": past every deadline)
     belt_speed_mm_s: float = 0.0
     evidence: dict[int, EvidenceItem] = field(default_factory=dict)  # for decided bunches, when keep_evidence
@@ -141,7 +143,8 @@ class Pipeline:
         self._snapshots: dict[int, tuple[float, Snapshot]] = {}  # bunch id -> (centre offset, most central snapshot)
         self._strongest: dict[int, Snapshot] = {}  # bunch id -> snapshot of its highest-scoring inspected frame
         self._seen_only: dict[int, tuple[float, Snapshot]] = {}  # never inspected yet: its most central seen frame
-        self._failed: dict[int, Decision] = {}  # bunch id -> the reject sent when inference failed on its frame
+        self._model_error_logged_s: float | None = None  # time.monotonic() of the last model error logged
+        self._model_errors_unlogged = 0
         self._prev_small: U8Array | None = (
             None  # the previous frame at 1/EVIDENCE_DOWNSCALE (the unseen-stretch picture)
         )
@@ -377,11 +380,17 @@ class Pipeline:
         start = time.perf_counter()
         try:
             inference = self.model.infer(tiles)
-        except BackendError as exc:
+        except Exception as exc:  # a model that raises fails its frame's bunches, never the daemon
             result.infer_s = time.perf_counter() - start
-            self._inference_failed(bunches, result, exc)
+            kind = exc.kind if isinstance(exc, BackendError) else type(exc).__name__
+            self._model_failed(
+                bunches, None, result, "exception", f"inference failed on frame {result.ref.seq} ({kind}): {exc}"
+            )
             return
         result.infer_s = time.perf_counter() - start
+        finite = inference.finite_tiles()
+        if not finite.all():
+            inference = inference.zeroed(finite)
         probs = inference.spider_prob
         maps = tile_fam(
             inference.fams, FAM_SIZE, self.config.model.fam_mode, manifest.fam_layer_scale, manifest.input.size
@@ -397,25 +406,44 @@ class Pipeline:
             record.heat.add(heat, bunch.box, self.travel_xy)
             if self.keep_evidence:
                 self._keep_snapshot(frame_bgr, heat, plan, probs, bunch, float(probs[idx].max(initial=0.0)), result)
+            bad = int((~finite[idx]).sum())
+            if bad:
+                what = (
+                    f"non-finite output (NaN or infinity) for {bad} of its {len(idx)} tiles on frame {result.ref.seq}"
+                )
+                self._model_failed([bunch], finite, result, "non_finite", what)
+            elif self.rule.rejects_now(record):
+                record.reject_sent = True
+                result.rejects.append(self._decide(record, final=False))
+
+    def _model_failed(
+        self, bunches: list[Bunch], finite: np.ndarray | None, result: StepResult, kind: str, what: str
+    ) -> None:
+        """The model failed on these bunches' tiles (it raised: the whole frame; or NaN/infinite output): each not
+        yet rejected is rejected `model_error` at once and stays rejected when it leaves. Counted per frame in
+        `StepResult.model_errors`; logged at most once per MODEL_ERROR_LOG_S."""
+        if kind not in result.model_errors:
+            result.model_errors.append(kind)
+            self._last_model_error_s = self.clock() if self.clock is not None else result.ref.t_capture_s
+            bad_tiles = "" if finite is None else f" ({int((~finite).sum())} of {len(finite)} tiles)"
+            self._model_error_log(f"frame {result.ref.seq}: model error{bad_tiles}, its bunches are rejected: {what}")
+        for bunch in bunches:
+            record = self._record(bunch.bunch_id)
+            record.model_error = record.model_error or what
             if self.rule.rejects_now(record):
                 record.reject_sent = True
                 result.rejects.append(self._decide(record, final=False))
 
-    def _inference_failed(self, bunches: list[Bunch], result: StepResult, exc: BackendError) -> None:
-        """The backend failed on this frame (a remote server timed out or is gone): the frame is not inspected and
-        every bunch in it not yet rejected is rejected `uninspected` at once, and stays rejected when it leaves."""
-        log.error("frame %d not inspected, its bunches are rejected: %s", result.ref.seq, exc)
-        for bunch in bunches:
-            record = self._record(bunch.bunch_id)
-            if record.reject_sent:
-                continue
-            detail = f"inference failed on frame {result.ref.seq} ({exc.kind}): {exc}"
-            decision = replace(
-                self._decide(record, final=False), decision="reject", reason="uninspected", detail=detail
-            )
-            record.reject_sent = True
-            self._failed[bunch.bunch_id] = decision
-            result.rejects.append(decision)
+    def _model_error_log(self, message: str) -> None:
+        """log.error, at most once per MODEL_ERROR_LOG_S (a model that fails on every frame must not flood the
+        journal); the ones held back are counted in the next line."""
+        now = time.monotonic()
+        if self._model_error_logged_s is not None and now - self._model_error_logged_s < MODEL_ERROR_LOG_S:
+            self._model_errors_unlogged += 1
+            return
+        held = self._model_errors_unlogged
+        self._model_error_logged_s, self._model_errors_unlogged = now, 0
+        log.error("%s%s", message, f" ({held} more model errors not logged)" if held else "")
 
     def _keep_seen(self, frame_bgr: U8Array, bunches: list[Bunch], frame: int) -> None:
         """A bunch no inspected frame has shown yet: keep its most central seen frame (its picture if it never is)."""
@@ -479,10 +507,6 @@ class Pipeline:
     def _finalize(self, record: BunchRecord, result: StepResult) -> None:
         self._hold_unknown.pop(record.bunch_id, None)
         decision = self._decide(record, final=True)
-        failed = self._failed.pop(record.bunch_id, None)
-        if failed is not None and decision.reason != "spider":
-            detail = failed.detail + (f"; {decision.detail}" if decision.reason == "uninspected" else "")
-            decision = replace(decision, decision="reject", reason="uninspected", detail=detail)
         kept = self._snapshots.pop(record.bunch_id, None)
         strongest = self._strongest.pop(record.bunch_id, None)
         seen = self._seen_only.pop(record.bunch_id, None)

@@ -53,6 +53,7 @@ class ReplaySummary:
     infer_s: float = 0.0
     wall_s: float = 0.0
     decisions: list[Decision] = field(default_factory=list)
+    model_errors: int = 0  # frames on which the model failed (their bunches rejected model_error)
     unconfirmed: int = 0  # bunches passed because too few frames agreed (decision.agree_frames >= 2)
     error: str | None = None  # footage that broke off: what was decided up to there is kept
     review_html: Path | None = None  # the reject review page written beside the decisions
@@ -65,6 +66,7 @@ class ReplaySummary:
             f"{self.frames_read} frames ({self.frames_inspected} inspected, {self.frames_dropped} dropped), "
             f"{len(self.decisions)} bunches: {rejects} rejected ({uninspected} uninspected"
             + (f"; {self.unconfirmed} passed unconfirmed" if self.unconfirmed else "")
+            + (f"; MODEL ERRORS on {self.model_errors} frames" if self.model_errors else "")
             + "), "
             f"{self.tiles_inferred} tiles at {tiles_s:.0f} tiles/s, {self.wall_s:.1f} s"
         )
@@ -149,6 +151,7 @@ def replay(
                 summary.infer_s += step.infer_s
                 summary.decisions += step.final
                 summary.unconfirmed += len(step.unconfirmed)
+                summary.model_errors += bool(step.model_errors)
                 outputs.step(frame.image_bgr, step)
                 progress.update(1, rejects=sum(d.decision == "reject" for d in summary.decisions))
                 last_seq = frame.seq

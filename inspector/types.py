@@ -150,13 +150,17 @@ class Bunch:
             raise ValueError(f"bunch mask shape {self.mask.shape} does not match its box (h, w) = {(h, w)}")
 
 
+# why a bunch was rejected (or "pass"): a spider scored, not inspected whole in time, the model failed on its tiles
+REASONS: tuple[str, ...] = ("spider", "uninspected", "model_error", "pass")
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     """The verdict on one bunch; one line of decisions.jsonl."""
 
     bunch_id: int
     decision: str  # "reject" | "pass"
-    reason: str  # "spider" | "uninspected" | "pass"
+    reason: str  # "spider" | "uninspected" | "model_error" | "pass"
     score: float
     frame: int
     bbox_xyxy: tuple[int, int, int, int]
@@ -172,25 +176,31 @@ class Decision:
     def __post_init__(self) -> None:
         if self.decision not in ("reject", "pass"):
             raise ValueError(f"decision must be reject or pass, got {self.decision!r}")
-        if self.reason not in ("spider", "uninspected", "pass"):
-            raise ValueError(f"reason must be spider, uninspected or pass, got {self.reason!r}")
+        if self.reason not in REASONS:
+            raise ValueError(f"reason must be one of {', '.join(REASONS)}, got {self.reason!r}")
         if (self.decision == "pass") != (self.reason == "pass"):
             raise ValueError(f"decision {self.decision!r} does not agree with reason {self.reason!r}")
 
     def to_json_dict(self) -> dict[str, object]:
+        """The decisions.jsonl row; strict JSON: a number that is not finite is written as null, never NaN."""
         return {
             "bunch_id": self.bunch_id,
             "decision": self.decision,
             "reason": self.reason,
-            "score": round(float(self.score), 6),
+            "score": _finite(self.score, 6),
             "frame": self.frame,
             "bbox_xyxy": list(self.bbox_xyxy),
-            "spider_xy": None if self.spider_xy is None else [round(v, 2) for v in self.spider_xy],
-            "fire_at_s": round(float(self.fire_at_s), 4),
-            "t_capture_s": round(float(self.t_capture_s), 4),
+            "spider_xy": None if self.spider_xy is None else [_finite(v, 2) for v in self.spider_xy],
+            "fire_at_s": _finite(self.fire_at_s, 4),
+            "t_capture_s": _finite(self.t_capture_s, 4),
             "inspected_frames": self.inspected_frames,
-            "across_mm": None if self.across_mm is None else round(self.across_mm, 2),
+            "across_mm": None if self.across_mm is None else _finite(self.across_mm, 2),
             "detail": self.detail,
             "judged_frames": list(self.judged_frames),
-            "threshold": None if self.threshold is None else round(float(self.threshold), 6),
+            "threshold": None if self.threshold is None else _finite(self.threshold, 6),
         }
+
+
+def _finite(value: float, digits: int) -> float | None:
+    v = float(value)
+    return round(v, digits) if np.isfinite(v) else None

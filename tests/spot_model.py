@@ -19,7 +19,8 @@ from onnx import TensorProto, helper, numpy_helper
 DARK = 0.3  # pixels darker than this (0..1 mean RGB) count as spider
 
 
-def spot_model(size: int = 64) -> onnx.ModelProto:
+def spot_model(size: int = 64, nan_on_spot: bool = False) -> onnx.ModelProto:
+    """`nan_on_spot`: a broken model whose logits are NaN for every tile with a dark spot (finite elsewhere)."""
     nodes: list[onnx.NodeProto] = []
     inits: list[onnx.TensorProto] = []
     x = "input"
@@ -46,7 +47,13 @@ def spot_model(size: int = 64) -> onnx.ModelProto:
     wh[1, :] = 40.0
     inits += [numpy_helper.from_array(wh, "wh"), numpy_helper.from_array(np.array([0.0, -2.0], np.float32), "bh")]
     nodes.append(helper.make_node("Flatten", ["pool5"], ["flat"], axis=1))
-    nodes.append(helper.make_node("Gemm", ["flat", "wh", "bh"], ["logits"], transB=1))
+    head = "head" if nan_on_spot else "logits"
+    nodes.append(helper.make_node("Gemm", ["flat", "wh", "bh"], [head], transB=1))
+    if nan_on_spot:  # logits + sqrt(-sum(pool5)): + 0 on a clean tile, NaN where a spot is
+        nodes.append(helper.make_node("ReduceSum", ["flat", "axis1"], ["spot_sum"], keepdims=1))
+        nodes.append(helper.make_node("Neg", ["spot_sum"], ["neg_sum"]))
+        nodes.append(helper.make_node("Sqrt", ["neg_sum"], ["nan_where_spot"]))
+        nodes.append(helper.make_node("Add", ["head", "nan_where_spot"], ["logits"]))
     graph = helper.make_graph(
         nodes,
         "spot",
@@ -64,9 +71,10 @@ def spot_model(size: int = 64) -> onnx.ModelProto:
     return model
 
 
-def write_spot_model(dir_path: Path, size: int = 64) -> Path:
-    path = dir_path / "spot.onnx"
-    onnx.save(spot_model(size), str(path))
+def write_spot_model(dir_path: Path, size: int = 64, nan_on_spot: bool = False) -> Path:
+    stem = "spot-nan" if nan_on_spot else "spot"
+    path = dir_path / f"{stem}.onnx"
+    onnx.save(spot_model(size, nan_on_spot), str(path))
     manifest = {
         "name": "spot-detector",
         "input": {
@@ -82,5 +90,5 @@ def write_spot_model(dir_path: Path, size: int = 64) -> Path:
         "spider_index": 1,
         "fam_layer_scale": [1.0, 1.0, 1.0, 1.0, 1.0],
     }
-    (dir_path / "spot.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    (dir_path / f"{stem}.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
     return path

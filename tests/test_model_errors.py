@@ -1,0 +1,123 @@
+"""A model that returns NaN: an error for those tiles, their bunches rejected `model_error`; nothing passes, nothing
+crashes, every row strict JSON."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inspector.cli import main
+from inspector.config import BeltConfig, Config, ModelConfig
+from inspector.model import Model
+from inspector.pipeline import Pipeline
+from inspector.types import Decision, FrameRef
+from tests.drawn import bunch_under, calibration, check_rows_against_truth, draw, scene, write_footage
+from tests.spot_model import write_spot_model
+
+FPS = 10.0
+
+
+def strict(text: str) -> object:
+    def refuse(token: str) -> object:
+        raise AssertionError(f"{token} in JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("models")
+    return write_spot_model(root), write_spot_model(root, nan_on_spot=True)
+
+
+def test_the_broken_model_is_nan_exactly_where_a_spot_is(models: tuple[Path, Path]) -> None:
+    tiles = np.full((2, 64, 64, 3), 150, np.uint8)
+    tiles[1, 30:36, 30:36] = 10  # a dark spot in tile 1
+    with Model(models[1], batch_size=8) as model:
+        out = model.infer(tiles)
+    assert out.finite_tiles().tolist() == [True, False]
+    clean = out.zeroed(out.finite_tiles())
+    assert clean.finite_tiles().all() and clean.spider_prob[1] == 0.0
+
+
+def test_nan_output_rejects_the_bunch_model_error_at_once_and_passes_the_clean_ones(
+    models: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    cal = calibration()
+    config = Config(model=ModelConfig(path=models[1], batch_size=8), belt=BeltConfig(min_bunch_area_mm2=200))
+    bunches = scene()
+    finals: list[Decision] = []
+    sent: list[Decision] = []
+    errors: list[str] = []
+    with caplog.at_level(logging.ERROR, logger="inspector.pipeline"), Model(models[1], batch_size=8) as model:
+        pipe = Pipeline(config, cal, model, FPS, keep_evidence=True)
+        for f in range(40):
+            step = pipe.process(draw(f, bunches, FPS, cal), FrameRef(0, f, f / FPS))
+            finals += step.final
+            sent += step.rejects
+            errors += step.model_errors
+            for d in step.rejects:  # sent while the bunch is in view: the reject is already model_error
+                assert (d.decision, d.reason, d.score) == ("reject", "model_error", 1.0)
+                assert d.bunch_id in {b.bunch_id for b in step.bunches}
+        end = pipe.finish()
+        finals += end.final
+    got = {bunch_under(d.bbox_xyxy, d.frame, bunches, FPS).bunch_id: d for d in finals}
+    assert {bid: (d.decision, d.reason) for bid, d in got.items()} == {
+        1: ("pass", "pass"),
+        2: ("reject", "model_error"),
+        3: ("pass", "pass"),
+        4: ("reject", "model_error"),
+    }
+    for bid in (2, 4):
+        d = got[bid]
+        assert d.score == 1.0 and "non-finite output" in d.detail and d.detail.startswith("model error")
+        assert d.bunch_id in end.evidence or any(d.bunch_id == s.bunch_id for s in sent)
+        strict(json.dumps(d.to_json_dict(), allow_nan=False))
+    assert sorted(d.bunch_id for d in sent) == sorted(got[b].bunch_id for b in (2, 4))  # each sent once
+    assert errors and set(errors) == {"non_finite"}
+    # logged at a limited rate: one line for the first failed frame, the rest held back
+    lines = [r for r in caplog.records if "model error" in r.getMessage()]
+    assert len(lines) == 1 < len(errors)
+
+
+def test_a_nan_score_is_never_compared_with_the_threshold() -> None:
+    from inspector.decision import BunchRecord, DecisionRule
+    from inspector.fam import BunchHeat
+    from inspector.types import Box
+
+    record = BunchRecord(7, BunchHeat(4))
+    record.observe(3, 0.3, Box(100, 80, 180, 160), (0.0, 0.0), (320, 240), calibration())
+    record.inspected([float("nan"), 0.1], 3)
+    rule = DecisionRule(0.5)
+    d = rule.verdict(
+        record, final=True, frame_wh=(320, 240), calibration=calibration(), belt_speed_mm_s=None, windows=[]
+    )
+    assert (d.decision, d.reason, d.score) == ("reject", "model_error", 1.0)
+    strict(json.dumps(d.to_json_dict(), allow_nan=False))
+
+
+def test_replay_with_a_nan_model_rejects_model_error_end_to_end(
+    models: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    video, cal, _ = write_footage(tmp_path / "footage")
+    out = tmp_path / "run"
+    rc = main(["replay", str(video), "--calibration", str(cal), "--model", str(models[1]), "--out", str(out)])
+    assert rc == 0
+    text = (out / "decisions.jsonl").read_text()
+    rows = [strict(line) for line in text.splitlines()]
+    by_drawn = check_rows_against_truth(rows, scene(), FPS)  # type: ignore[arg-type]
+    assert {bid: r["reason"] for bid, r in by_drawn.items()} == {
+        1: "pass",
+        2: "model_error",
+        3: "pass",
+        4: "model_error",
+    }
+    for bid in (2, 4):
+        row = by_drawn[bid]
+        assert row["decision"] == "reject" and row["score"] == 1.0 and row["detail"].startswith("model error")
+        assert (out / "evidence" / row["evidence"]).is_file()
+    assert "MODEL ERRORS" in capsys.readouterr().out
