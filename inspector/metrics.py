@@ -270,6 +270,9 @@ class Metrics:
         )
         self.recordings_saved = Counter("inspector_recordings_saved_total", "Clips saved by the recorder", registry=r)
         self.up = Gauge("inspector_up", "1 once the daemon is ready", registry=r)
+        for kind in ("non_finite", "exception"):  # exported from 0, so rate() and increase() see the first one
+            self.model_errors.labels(kind=kind)
+        self.frames_skipped.labels(reason="late")
         self._capture_seen = _CaptureSeen()
 
     # ------------------------------------------------------------------ helpers
