@@ -17,7 +17,7 @@ def test_training_and_data_commands_are_registered() -> None:
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     assert {"train", "evaluate", "tiles", "footage", "tradeoff"} <= set(sub.choices)
     tiles = next(a for a in sub.choices["tiles"]._actions if a.dest == "tiles_command")
-    assert set(tiles.choices) == {"make", "mine"}
+    assert set(tiles.choices) == {"make", "mine", "cross-style"}
 
 
 def test_help_loads_no_heavy_optional_module() -> None:

@@ -20,6 +20,15 @@ Scores every tile of --tiles once (onnxruntime, the daemon's path) and writes th
 their own (DIR/tiles.npz + meta.json: the model, the candidate sets, the shares and where each cut fell), to be
 trained on beside the pool (``inspector train --tiles POOL... DIR``: class-balanced sampling gives the mined tiles
 extra weight). See inspector/training/mining.py.
+
+cross-style: an evaluation set from the *holdout* photos composed another way than `make` (spiders pasted on the
+uncut vineyard photos at their measured native scale, as sharp as the grapes, then one camera for both), with a
+companion DIR/seam/ set of pasted non-spiders for `inspector evaluate --probes`; never train or select on it:
+
+    inspector tiles cross-style --out DIR --mm-per-px 0.5 [--spiders 320] [--span 4 12] [--seed 0]
+                                [--real ../shared/realdata]
+
+See inspector/training/crossstyle.py.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import argparse
 from pathlib import Path
 
 from inspector.cliopts import add_command, add_model_argument, add_threads_argument
+from inspector.errors import InspectorError
 from inspector.synth.jobs import DEFAULT_REAL
 from inspector.synth.real import SPLITS
 
@@ -37,6 +47,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     tsub = p.add_subparsers(dest="tiles_command", required=True, metavar="ACTION")
     _add_make(tsub)
     _add_mine(tsub)
+    _add_cross_style(tsub)
 
 
 def _add_make(tsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -98,6 +109,22 @@ def _add_mine(tsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add_threads_argument(mine)
 
 
+def _add_cross_style(tsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cs = add_command(
+        tsub,
+        "cross-style",
+        "an evaluation tile set from holdout photos composed another way (+ a seam probe set)",
+        "Spiders pasted on uncut holdout vineyard photos at their native scale, one camera for both; evaluation only.",
+        run_cross_style,
+    )
+    cs.add_argument("--out", type=Path, required=True, help="output folder (DIR/tiles.npz, DIR/seam/)")
+    cs.add_argument("--mm-per-px", type=float, required=True, help="camera scale of the tiles")
+    cs.add_argument("--spiders", type=int, default=320, help="spider tiles (as many clean ones; half as many seam)")
+    cs.add_argument("--span", type=float, nargs=2, default=(4.0, 12.0), metavar=("MIN", "MAX"), help="mm")
+    cs.add_argument("--seed", type=int, default=0)
+    cs.add_argument("--real", type=Path, default=DEFAULT_REAL, help=f"realdata folder (default {DEFAULT_REAL})")
+
+
 def run_make(args: argparse.Namespace) -> int:
     from inspector.synth.jobs import make_tiles
 
@@ -108,4 +135,19 @@ def run_mine(args: argparse.Namespace) -> int:
     from inspector.training.mining import mine_tiles
 
     mine_tiles(args.model, args.tiles, args.out, args.neg_share, args.pos_share, threads=args.threads)
+    return 0
+
+
+def run_cross_style(args: argparse.Namespace) -> int:
+    from inspector.training.crossstyle import make_cross_style, write_cross_style
+
+    if args.spiders < 1:
+        raise InspectorError(f"--spiders must be at least 1, got {args.spiders}")
+    sets = make_cross_style(args.real, args.mm_per_px, args.spiders, args.seed, (args.span[0], args.span[1]))
+    write_cross_style(sets, args.out)
+    kinds = sets.tiles.kinds.tolist()
+    counts = ", ".join(f"{k} {kinds.count(k)}" for k in sorted(set(kinds)))
+    print(f"{args.out}: {len(sets.tiles)} tiles ({counts}) at {args.mm_per_px} mm/px; seam probe {len(sets.seam)}")
+    if sets.skipped_photos:
+        print(f"  {len(sets.skipped_photos)} holdout photos left out (coarser than {args.mm_per_px} mm/px)")
     return 0
