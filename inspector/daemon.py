@@ -239,7 +239,7 @@ class Daemon:
                             break
                         sup.progress(
                             frames=ring.counts()[0],
-                            inferences=processed,
+                            inferences=self.pipeline.inspections_ok,  # the watchdog: real inspection progress only
                             queue_depth=ring.depth,
                             provider=model.provider,
                             ready=processed > 0,
@@ -256,7 +256,7 @@ class Daemon:
                     self._handle(step, link, decisions)
                     sup.progress(
                         frames=ring.counts()[0],
-                        inferences=processed,
+                        inferences=self.pipeline.inspections_ok,  # the watchdog: real inspection progress only
                         queue_depth=ring.depth,
                         provider=model.provider,
                         ready=True,

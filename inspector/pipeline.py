@@ -143,6 +143,7 @@ class Pipeline:
         self._snapshots: dict[int, tuple[float, Snapshot]] = {}  # bunch id -> (centre offset, most central snapshot)
         self._strongest: dict[int, Snapshot] = {}  # bunch id -> snapshot of its highest-scoring inspected frame
         self._seen_only: dict[int, tuple[float, Snapshot]] = {}  # never inspected yet: its most central seen frame
+        self.inspections_ok = 0  # frames inspected with every tile's output finite (what feeds the systemd watchdog)
         self._model_error_logged_s: float | None = None  # time.monotonic() of the last model error logged
         self._model_errors_unlogged = 0
         self._prev_small: U8Array | None = (
@@ -389,7 +390,9 @@ class Pipeline:
             return
         result.infer_s = time.perf_counter() - start
         finite = inference.finite_tiles()
-        if not finite.all():
+        if finite.all():
+            self.inspections_ok += 1
+        else:
             inference = inference.zeroed(finite)
         probs = inference.spider_prob
         maps = tile_fam(

@@ -8,13 +8,14 @@ The daemon's main loop drives everything from its own thread (no free-running th
             sup.check_capture()                            # restart a dead/stalled capture, or raise GaveUp
             ref = capture.get(timeout_s=0.2)
             ...inspect...
-            sup.progress(frames=n_captured, inferences=n_processed, queue_depth=ring.depth,
+            sup.progress(frames=n_captured, inferences=pipeline.inspections_ok, queue_depth=ring.depth,
                          provider=model.provider, ready=True)
         sup.stopping()
 
 ``progress`` sends READY=1 once it is told ``ready=True`` (model warm, first frame in), WATCHDOG=1 only when
-both the frame and the inference counts advanced since the last ping (so a stalled inference stops the pings
-and systemd's WatchdogSec restarts the service), STATUS= about once a second, and runs a pending SIGHUP
+both the frame and the inference counts advanced since the last ping — the daemon counts only frames inspected
+with every tile's output sound (``Pipeline.inspections_ok``), so a stalled inference, a model that fails or returns
+NaN, or frames that are all skipped as too late stop the pings and systemd's WatchdogSec restarts the service, STATUS= about once a second, and runs a pending SIGHUP
 reload between two frames. ``SdNotify`` writes to ``$NOTIFY_SOCKET`` itself (no dependency); without that
 variable it does nothing.
 """

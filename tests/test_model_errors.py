@@ -65,6 +65,7 @@ def test_nan_output_rejects_the_bunch_model_error_at_once_and_passes_the_clean_o
                 assert d.bunch_id in {b.bunch_id for b in step.bunches}
         end = pipe.finish()
         finals += end.final
+        failed = pipe.inspections_ok
     got = {bunch_under(d.bbox_xyxy, d.frame, bunches, FPS).bunch_id: d for d in finals}
     assert {bid: (d.decision, d.reason) for bid, d in got.items()} == {
         1: ("pass", "pass"),
@@ -79,6 +80,11 @@ def test_nan_output_rejects_the_bunch_model_error_at_once_and_passes_the_clean_o
         strict(json.dumps(d.to_json_dict(), allow_nan=False))
     assert sorted(d.bunch_id for d in sent) == sorted(got[b].bunch_id for b in (2, 4))  # each sent once
     assert errors and set(errors) == {"non_finite"}
+    with Model(models[0], batch_size=8) as model:  # the same footage, a sound model: every inspection is progress
+        sound = Pipeline(config.model_copy(update={"model": ModelConfig(path=models[0])}), cal, model, FPS)
+        for f in range(40):
+            sound.process(draw(f, bunches, FPS, cal), FrameRef(0, f, f / FPS))
+    assert failed == sound.inspections_ok - len(errors)  # a frame the model failed on never feeds the watchdog
     # logged at a limited rate: one line for the first failed frame, the rest held back
     lines = [r for r in caplog.records if "model error" in r.getMessage()]
     assert len(lines) == 1 < len(errors)
