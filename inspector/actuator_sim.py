@@ -43,44 +43,11 @@ from typing import IO, Any
 
 import zmq
 import zmq.auth
-import zmq.utils.z85
 
 from inspector import messages
 from inspector.controller import ControllerCore, Send
+from inspector.controller_socket import ControllerSocket, read_allow_list
 from inspector.errors import InspectorError
-
-ZAP_ENDPOINT = "inproc://zeromq.zap.01"
-
-
-def read_allow_list(path: Path) -> dict[bytes, str]:
-    """{raw 32-byte public key: name} from KEYFILE: one Z85 public key per line, optionally followed by a name
-    (default: the key's first 8 characters); a line starting with ``#`` is a comment (Z85 itself uses ``#``); zmq certificate lines ``public-key = "…"``
-    work too."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InspectorError(f"{path}: cannot read the allow-list ({exc.strerror})") from None
-    keys: dict[bytes, str] = {}
-    for n, line in enumerate(text.splitlines(), 1):
-        s = line.strip()
-        if s.startswith("#"):
-            continue
-        if s.startswith("public-key") and "=" in s:
-            s = s.split("=", 1)[1].strip().strip('"')
-        if not s:
-            continue
-        parts = s.split()
-        z85 = parts[0].encode()
-        try:
-            raw = zmq.utils.z85.decode(z85) if len(z85) == 40 else b""
-        except (ValueError, KeyError):
-            raw = b""
-        if len(raw) != 32:
-            raise InspectorError(f"{path}:{n}: not a 40-character Z85 public key: {parts[0][:50]!r}")
-        keys[raw] = parts[1] if len(parts) > 1 else parts[0][:8]
-    if not keys:
-        raise InspectorError(f"{path}: no public key in the allow-list")
-    return keys
 
 
 class SimOutput:
@@ -101,12 +68,12 @@ class Simulator:
         self.args = args
         self.out = out
         self.rng = random.Random(args.seed)
-        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self.sock: zmq.Socket[bytes] | None = None
-        self.zap: zmq.Socket[bytes] | None = None
         self.allow = read_allow_list(Path(args.allow)) if args.allow else {}
         if self.allow and not args.curve_secret_key_file:
             raise InspectorError("--allow needs --curve-secret-key-file: the allow-list is checked by CURVE")
+        self.endpoint = ControllerSocket(
+            args.bind, args.curve_secret_key_file, self.allow, self.emit, "actuator simulator"
+        )
         self.counts: dict[str, int] = {}
         self.acks: list[tuple[float, int, bytes, bytes]] = []  # (due monotonic, tiebreak, identity, frame)
         self.ack_counts: dict[tuple[str, int], int] = {}
@@ -137,55 +104,6 @@ class Simulator:
         self.out.write(json.dumps(line) + "\n")
         self.out.flush()
 
-    # ------------------------------------------------------------------ socket
-    def bind(self) -> None:
-        sock = self.ctx.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, messages.MAX_FRAME_BYTES + 1024)
-        if self.args.curve_secret_key_file:
-            public, secret = zmq.auth.load_certificate(self.args.curve_secret_key_file)
-            if secret is None:
-                raise InspectorError(f"{self.args.curve_secret_key_file}: no secret key in this file")
-            if self.allow and self.zap is None:
-                self.zap = self.ctx.socket(zmq.REP)
-                self.zap.setsockopt(zmq.LINGER, 0)
-                self.zap.bind(ZAP_ENDPOINT)
-            sock.setsockopt(zmq.ZAP_DOMAIN, b"inspector")
-            sock.curve_server = True
-            sock.curve_publickey = public
-            sock.curve_secretkey = secret
-        deadline = time.monotonic() + 10.0
-        while True:  # after a restart the port can take a moment to come free
-            try:
-                sock.bind(self.args.bind)
-                break
-            except zmq.ZMQError as exc:
-                if time.monotonic() > deadline:
-                    raise InspectorError(f"actuator simulator: cannot bind {self.args.bind}: {exc}") from None
-                time.sleep(0.1)
-        self.sock = sock
-
-    def unbind(self) -> None:
-        if self.sock is not None:
-            self.sock.close(0)
-            self.sock = None
-
-    def answer_zap(self) -> None:
-        """One ZAP request: admit a CURVE client whose public key is on the allow-list, as its name."""
-        assert self.zap is not None
-        req = self.zap.recv_multipart()
-        version, request_id = req[0], req[1]
-        mechanism = req[5] if len(req) > 5 else b""
-        key = req[6] if len(req) > 6 else b""
-        name = self.allow.get(key) if mechanism == b"CURVE" else None
-        if name is None:
-            z85 = zmq.utils.z85.encode(key).decode() if len(key) == 32 else "?"
-            self.emit("denied", mechanism=mechanism.decode(errors="replace"), key=z85, address=req[3].decode())
-            self.zap.send_multipart([version, request_id, b"400", b"key not on the allow-list", b"", b""])
-        else:
-            self.zap.send_multipart([version, request_id, b"200", b"OK", name.encode(), b""])
-
     # ------------------------------------------------------------------ protocol
     def send_all(self, sends: list[Send], now: float) -> None:
         for identity, msg in sends:
@@ -207,13 +125,7 @@ class Simulator:
                 self.send(identity, frame)
 
     def send(self, identity: bytes, frame: bytes) -> bool:
-        if self.sock is None:
-            return False
-        try:
-            self.sock.send_multipart([identity, frame], zmq.NOBLOCK)
-            return True
-        except zmq.ZMQError:
-            return False
+        return self.endpoint.send(identity, frame)
 
     def due_acks(self, now: float) -> None:
         while self.acks and self.acks[0][0] <= now:
@@ -233,23 +145,10 @@ class Simulator:
         for peer in list(self.core.peers.values()):
             self.send(peer.route, self.rng.choice(junk))
 
-    def receive(self, sock: zmq.Socket[bytes]) -> None:
-        for _ in range(1000):
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            if len(frames) != 2:
-                self.emit("malformed", error=f"{len(frames) - 1} frames, expected 1")
-                continue
-            user_id = str(frames[1].get("User-Id")) if self.allow else None
-            now = time.monotonic()
-            self.send_all(self.core.receive(frames[0].bytes, frames[1].bytes, user_id or None, now), now)
-
     # ------------------------------------------------------------------ main loop
     def run(self) -> int:
         a = self.args
-        self.bind()
+        self.endpoint.bind()
         self.emit(
             "start",
             bind=a.bind,
@@ -267,16 +166,16 @@ class Simulator:
             if now >= end_at:
                 break
             if now >= die_at:
-                self.unbind()
+                self.endpoint.unbind()
                 self.acks.clear()
                 self.emit("die", down_s=a.down_s, unfired=len(self.core.pending()))
                 die_at, back_at = float("inf"), now + a.down_s
             if now >= back_at:
                 self.core = self._new_core()  # a restarted controller remembers nothing
-                self.bind()
+                self.endpoint.bind()
                 self.emit("back", instance=self.core.instance)
                 back_at = float("inf")
-            if self.sock is not None:
+            if self.endpoint.bound:
                 self.send_all(self.core.tick(now), now)
             self.due_acks(now)
             if now >= next_garbage:
@@ -288,19 +187,9 @@ class Simulator:
                 deadlines.append(wake)
             if self.acks:
                 deadlines.append(self.acks[0][0])
-            timeout_ms = max(0.0, min(deadlines) - time.monotonic()) * 1000
-            if self.sock is None:
-                time.sleep(timeout_ms / 1000)
-                continue
-            poller = zmq.Poller()
-            poller.register(self.sock, zmq.POLLIN)
-            if self.zap is not None:
-                poller.register(self.zap, zmq.POLLIN)
-            ready = dict(poller.poll(max(0, int(timeout_ms + 0.999))))
-            if self.zap is not None and ready.get(self.zap):
-                self.answer_zap()
-            if ready.get(self.sock):
-                self.receive(self.sock)
+            for route, frame, user_id in self.endpoint.poll(min(deadlines) - time.monotonic()):
+                now = time.monotonic()
+                self.send_all(self.core.receive(route, frame, user_id, now), now)
         return self.finish()
 
     def finish(self) -> int:
@@ -319,10 +208,7 @@ class Simulator:
             )
         self.emit("stop")
         self.emit("summary", counts=dict(sorted(self.counts.items())))
-        self.unbind()
-        if self.zap is not None:
-            self.zap.close(0)
-        self.ctx.term()
+        self.endpoint.close()
         return 0
 
 

@@ -1,27 +1,28 @@
-"""The ejector gateway's PLC side: configuration, metrics and the output scheduler that drives the PLC.
+"""The ejector gateway (``inspector gateway --config gateway.yaml``): the controller end of the reject protocol
+(``inspector/messages.py``) for a line whose ejectors hang off a PLC.
 
-``inspector gateway --config gateway.yaml`` is the controller end of the reject protocol (``inspector/messages.py``)
-for a line whose ejectors hang off a PLC. This module holds what is PLC-specific:
+It is the shared controller core (``inspector/controller.py``: de-duplication, acks, scheduling at absolute fire
+times, refusing what cannot be fired on time, per-inspector fail-safe, watermarks) on the shared ROUTER socket
+(``inspector/controller_socket.py``: CURVE, ZAP allow-list), with the PLC as its ``Output``
+(``inspector/plc.py``: Modbus TCP or OPC UA, pulses, fail-safe output, watchdog, reconnect). This module holds:
 
 - ``GatewayConfig``: the gateway's YAML (``deploy/gateway.example.yaml`` documents every key), validated like the
   daemon's config (one line per mistake, file:line, ``inspector gateway --check FILE``).
-- ``PlcOutput``: a thread running an asyncio loop on the monotonic clock that owns the PLC connection (a driver
-  from ``inspector/plc.py``). ``fire(across_mm, at_s, stretch_s)`` switches the ejector(s) covering ``across_mm``
-  on for a pulse (or the stretch); a pulse whose time ``at_s`` has passed by more than ``late_tolerance_s`` is
-  refused (``PulseRefused``), never fired late. ``fail_safe(on, reason)`` drives the fail-safe output (held while
-  any reason holds it). A watchdog counter is written every
-  ``watchdog.interval_s``; a failed write or connect means the PLC is gone: fail-safe, and reconnect with a
-  bounded exponential back-off, every attempt counted. After a reconnect the outputs are written afresh (fail-safe
-  first) before anything else.
-- ``GatewayMetrics``: its own Prometheus registry, served on 127.0.0.1 by default.
+- ``GatewayMetrics``: its own Prometheus registry (``inspector_gateway_*``), served on 127.0.0.1 by default.
+- ``Gateway``: the running service: protocol loop in the calling thread, PLC in its own thread, systemd
+  notification (READY, WATCHDOG while both run), SIGTERM/SIGINT stop it (fail-safe written on the way out).
 
 docs/PLC.md is the register/node map for the PLC programmer.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import signal
+import threading
+import time
 from functools import partial
 from pathlib import Path
 from typing import Literal
@@ -29,8 +30,13 @@ from typing import Literal
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from inspector import messages
 from inspector.config import MetricsConfig, Sectioned, Strict, resolve_path
-from inspector.plc import Address, ModbusDriver, OpcUaDriver, PlcDriver
+from inspector.controller import ControllerCore, Send
+from inspector.controller_socket import ControllerSocket, read_allow_list
+from inspector.metrics import serve
+from inspector.plc import Address, ModbusDriver, OpcUaDriver, PlcDriver, PlcOutput
+from inspector.supervisor import SdNotify
 from inspector.yamlload import validate
 
 log = logging.getLogger(__name__)
@@ -215,6 +221,10 @@ def open_driver(plc: PlcConfig) -> PlcDriver:
 
 
 # ------------------------------------------------------------------------------------------------ metrics
+EVENTS = ("reject", "duplicate", "fired", "refused", "malformed", "denied", "peer", "failsafe")
+_EVENT_LEVEL = {"refused": logging.ERROR, "malformed": logging.WARNING, "denied": logging.WARNING}
+
+
 class GatewayMetrics:
     """The gateway's own metrics, on their own registry (names begin ``inspector_gateway_``)."""
 
@@ -254,7 +264,96 @@ class GatewayMetrics:
             "inspector_gateway_fail_safe_entries_total", "times a reason started holding fail-safe", ["reason"]
         )
         self.watchdog = counter("inspector_gateway_watchdog_writes_total", "watchdog counter writes to the PLC")
+        self.events = counter(
+            "inspector_gateway_events_total",
+            "protocol events: reject, duplicate, fired, refused (nacked), malformed, denied (key not allowed), "
+            "peer (an inspector heard first), failsafe (changes)",
+            ["event"],
+        )
+        for event in EVENTS:
+            self.events.labels(event=event)
 
     def value(self, name: str, labels: dict[str, str] | None = None) -> float:
         v = self.registry.get_sample_value(name, labels or {})
         return 0.0 if v is None else float(v)
+
+
+# ------------------------------------------------------------------------------------------------ the service
+class Gateway:
+    """The controller core on a ROUTER socket with the PLC as its output. ``run`` serves until ``stop()``."""
+
+    def __init__(self, config: GatewayConfig, metrics: GatewayMetrics | None = None) -> None:
+        self.config = config
+        self.metrics = metrics if metrics is not None else GatewayMetrics()
+        c = config.controller
+        self.allow = read_allow_list(c.allow) if c.allow is not None else {}
+        self.endpoint = ControllerSocket(c.bind, c.curve_secret_key_file, self.allow, self._event, "gateway")
+        self.plc = PlcOutput(config, open_driver(config.plc), self.metrics)
+        self.core: ControllerCore | None = None
+        self._stop = threading.Event()
+        self.ready = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _event(self, event: str, **info: object) -> None:
+        self.metrics.events.labels(event=event).inc()
+        if event == "failsafe":
+            log.warning("inspectors: fail-safe %s (%s)", info.get("state"), info.get("why"))
+            return
+        log.log(_EVENT_LEVEL.get(event, logging.INFO), "%s %s", event, json.dumps(info, default=str))
+
+    def _send(self, sends: list[Send]) -> None:
+        for route, msg in sends:
+            self.endpoint.send(route, messages.encode(msg))
+
+    def run(self, notify: SdNotify | None = None) -> int:
+        c = self.config.controller
+        sd = notify if notify is not None else SdNotify()
+        server = serve(self.config.metrics, self.metrics)
+        self.plc.start()
+        try:
+            self.endpoint.bind()
+            core = self.core = ControllerCore(
+                self.plc,
+                timeout_s=c.timeout_s,
+                margin_s=c.margin_s,
+                expected_keys=sorted(set(self.allow.values())),
+                expect_peers=c.expect_peers,
+                on_event=self._event,
+            )
+            log.info("gateway on %s (instance %s), PLC %s", c.bind, core.instance, self.plc.driver.peer)
+            sd.ready(f"serving {c.bind}, PLC {self.plc.driver.peer}")
+            self.ready.set()
+            next_ping = 0.0
+            while not self._stop.is_set():
+                now = time.monotonic()
+                self._send(core.tick(now))
+                if now >= next_ping and self.plc.alive:  # systemd restarts a gateway whose PLC thread died
+                    sd.watchdog()
+                    next_ping = now + sd.ping_interval_s()
+                wake = core.next_wake_s()
+                until = min(now + 0.02, next_ping, wake if wake is not None else now + 0.02)
+                for route, frame, user_id in self.endpoint.poll(until - time.monotonic()):
+                    now = time.monotonic()
+                    self._send(core.receive(route, frame, user_id, now))
+            sd.stopping()
+            return 0
+        finally:
+            self.plc.stop()  # fail-safe written before the connection closes
+            self.endpoint.close()
+            if server is not None:
+                server.close()
+            sd.close()
+
+
+def serve_gateway(config: GatewayConfig) -> int:
+    """``inspector gateway --config``: serve until SIGTERM/SIGINT."""
+    gateway = Gateway(config)
+
+    def _stop(signum: int, frame: object) -> None:
+        gateway.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    return gateway.run()

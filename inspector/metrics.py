@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -323,7 +323,13 @@ class MetricsServer:
         self.close()
 
 
-def serve(config: MetricsConfig, metrics: Metrics | None = None) -> MetricsServer | None:
+class Exposed(Protocol):
+    """Metrics on their own registry: the daemon's ``Metrics``, the gateway's ``GatewayMetrics``."""
+
+    registry: CollectorRegistry
+
+
+def serve(config: MetricsConfig, metrics: Exposed | None = None) -> MetricsServer | None:
     """Serve ``metrics`` (default ``METRICS``) on config.address:config.port; port 0 picks a free port."""
     if not config.enabled:
         return None

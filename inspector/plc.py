@@ -265,6 +265,11 @@ class PlcOutput:
         self._thread.join(timeout_s)
 
     @property
+    def alive(self) -> bool:
+        """The output thread runs (it owns every PLC write)."""
+        return self._thread.is_alive()
+
+    @property
     def connected(self) -> bool:
         return self._connected
 

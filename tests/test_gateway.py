@@ -4,21 +4,29 @@ mocked: the gateway talks Modbus TCP / OPC UA over a socket to a server, as it d
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from inspector import messages
 from inspector.cli import main as cli_main
 from inspector.errors import ConfigError, InspectorError
-from inspector.gateway import GatewayConfig, GatewayMetrics, load_gateway_config, open_driver
+from inspector.gateway import Gateway, GatewayConfig, GatewayMetrics, load_gateway_config, open_driver
+from inspector.link import RejectLink
 from inspector.perf.soak import free_port
 from inspector.plc import PlcOutput, PulseRefused
 from tests.plc_servers import OPCUA_NS, PlcServer
-from tests.test_deploy import DEPLOY, undocumented_keys
+from tests.sim import RawInspector, decision, fresh_metrics, link_cfg, wait_for
+from tests.test_deploy import DEPLOY, _unit_settings, _verify, need_tool, undocumented_keys
 
 pytest.importorskip("pymodbus")
 pytest.importorskip("asyncua")
@@ -216,6 +224,157 @@ def test_opcua_pulses_and_fail_safe_reach_their_nodes_on_time() -> None:
     assert {w["address"] for w in writes} <= {left, right, fs, wd}
     assert all(w["ok"] for w in writes)
     assert writes_on(writes, "node", fs, True)
+
+
+# ------------------------------------------------------------------------------------------------ the whole gateway
+HEARTBEAT_S = 0.1  # the inspectors' heartbeat interval in these tests
+TIMEOUT_S = 4 * HEARTBEAT_S  # the gateway's controller.timeout_s
+
+
+@contextlib.contextmanager
+def running_gateway(plc_port: int, **over: Any) -> Iterator[tuple[Gateway, int]]:
+    """The gateway (controller core + PLC output) serving on a free port in a thread; stopped afterwards."""
+    port = free_port()
+    controller = {"bind": f"tcp://127.0.0.1:{port}", "timeout_s": TIMEOUT_S}
+    config = modbus_config(plc_port, controller=controller, metrics={"port": 0}, **over)
+    gateway = Gateway(config)
+    thread = threading.Thread(target=gateway.run, daemon=True)
+    thread.start()
+    try:
+        assert gateway.ready.wait(20), "the gateway did not start"
+        assert gateway.plc.wait_for(lambda o: o.connected, 10), "the gateway never reached the PLC"
+        yield gateway, port
+    finally:
+        gateway.stop()
+        thread.join(20)
+        assert not thread.is_alive()
+
+
+@pytest.mark.slow
+def test_end_to_end_the_inspectors_link_drives_the_right_coil_on_time(modbus: PlcServer) -> None:
+    """The inspector's own link (clock offset, absolute fire times) -> gateway -> Modbus server."""
+    with running_gateway(modbus.port) as (gateway, port), RejectLink(link_cfg(port), metrics=fresh_metrics()) as link:
+        link.set_progress(time.monotonic() + 3600, True, "ok")  # everything reaching the ejector is decided
+        assert gateway.plc.wait_for(lambda o: not o.in_fail_safe, 10), gateway.plc.fail_safe_reasons
+        wait_for(lambda: link.controller_up, 10, "the link hearing the gateway")
+        plan = [(1, 0.5, -40.0, LEFT), (2, 0.7, 60.0, RIGHT), (3, 0.9, -200.0, LEFT)]
+        sent = []
+        for bunch, fire_in_s, across, _ in plan:
+            d = replace(decision(bunch, fire_in_s), across_mm=across)
+            link.submit(d)
+            sent.append(d.fire_at_s)
+        wait_for(lambda: link.metrics.value("inspector_rejects_fired_total") == 3, 10, "three fired reports")
+        writes = modbus.snapshot()
+    for (bunch, _, _, coil), at_s in zip(plan, sent, strict=True):
+        on = [t for t in writes_on(writes, "coil", coil, 1) if abs(t - at_s) < 0.1]
+        assert len(on) == 1, (bunch, coil, on)
+        assert abs(on[0] - at_s) <= FRAME_S, f"bunch {bunch}: coil {coil} {on[0] - at_s:+.4f} s off its fire time"
+    assert {w["address"] for w in writes if w["kind"] == "coil"} <= {LEFT, RIGHT, FAIL_SAFE}
+    assert gateway.metrics.value("inspector_gateway_events_total", {"event": "fired"}) == 3
+
+
+@pytest.mark.slow
+def test_a_silent_inspector_puts_the_line_in_fail_safe_within_one_heartbeat(modbus: PlcServer) -> None:
+    with running_gateway(modbus.port) as (gateway, port):
+        peer = RawInspector(port)
+        try:
+            last_hb = 0.0
+            for _ in range(10):
+                peer.heartbeat(time.monotonic() + 3600)
+                last_hb = time.monotonic()
+                time.sleep(HEARTBEAT_S)
+            assert not gateway.plc.in_fail_safe, gateway.plc.fail_safe_reasons
+            # the inspector dies: no more heartbeats
+            writes = modbus.wait_for(lambda w: [t for t in writes_on(w, "coil", FAIL_SAFE, 1) if t > last_hb], 10)
+            on = [t for t in writes_on(writes, "coil", FAIL_SAFE, 1) if t > last_hb]
+            assert on, "the fail-safe output was never set"
+            late_s = on[0] - (last_hb + TIMEOUT_S)
+            assert late_s <= HEARTBEAT_S, f"fail-safe {late_s:.3f} s after the inspector's timeout ran out"
+            # it comes back, healthy: fail-safe released; then it says it is unhealthy: fail-safe again at once
+            peer.heartbeat(time.monotonic() + 3600)
+            modbus.wait_for(lambda w: bool([t for t in writes_on(w, "coil", FAIL_SAFE, 0) if t > on[0]]), 10)
+            said_s = time.monotonic()
+            peer.heartbeat(time.monotonic() + 3600, healthy=False, reason="ring full")
+            writes = modbus.wait_for(lambda w: [t for t in writes_on(w, "coil", FAIL_SAFE, 1) if t > said_s], 10)
+            again = [t for t in writes_on(writes, "coil", FAIL_SAFE, 1) if t > said_s]
+            assert again and again[0] - said_s <= HEARTBEAT_S, again
+        finally:
+            peer.close()
+
+
+@pytest.mark.slow
+def test_a_reject_that_cannot_fire_is_nacked_and_never_written(modbus: PlcServer) -> None:
+    with running_gateway(modbus.port) as (gateway, port):
+        peer = RawInspector(port)
+        try:
+            peer.heartbeat(time.monotonic() + 3600)
+            assert gateway.plc.wait_for(lambda o: not o.in_fail_safe, 10)
+            peer.reject(1, fire_in_s=-0.2)  # its deadline has passed: refused on arrival
+            nack = peer.recv(messages.Nack)
+            assert isinstance(nack, messages.Nack) and (nack.seq, nack.reason) == (1, "late")
+            modbus.kill()  # the PLC goes: a reject due now cannot reach the valve
+            assert gateway.plc.wait_for(lambda o: not o.connected, 10)
+            peer.heartbeat(time.monotonic() + 3600)
+            peer.reject(2, fire_in_s=0.05)
+            nack = peer.recv(messages.Nack)
+            assert isinstance(nack, messages.Nack) and (nack.seq, nack.reason) == (2, "output"), nack
+        finally:
+            peer.close()
+    assert not [w for w in modbus.snapshot() if w["kind"] == "coil" and w["address"] in (LEFT, RIGHT) and w["value"]]
+    assert gateway.metrics.value("inspector_gateway_events_total", {"event": "refused"}) == 2
+
+
+@pytest.mark.slow
+def test_the_command_serves_until_sigterm_and_leaves_fail_safe_on(modbus: PlcServer, tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        EXAMPLE.read_text()
+        .replace("bind: tcp://127.0.0.1:5560", f"bind: tcp://127.0.0.1:{port}")
+        .replace("host: 192.168.10.20", "host: 127.0.0.1")
+        .replace("port: 502", f"port: {modbus.port}")
+        .replace("port: 9110", "port: 0")
+    )
+    proc = subprocess.Popen([sys.executable, "-m", "inspector", "gateway", "--config", str(config)])
+    try:
+        modbus.wait_for(lambda w: len(writes_on(w, "coil", 8, 1)) > 0, 30)  # the example's fail-safe coil
+        peer = RawInspector(port)
+        try:
+            peer.heartbeat(time.monotonic() + 3600)
+            modbus.wait_for(lambda w: len(writes_on(w, "coil", 8, 0)) > 0, 10)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(20) == 0
+        finally:
+            peer.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    coil8 = [w["value"] for w in modbus.snapshot() if w["kind"] == "coil" and w["address"] == 8]
+    assert coil8[-1] == 1, coil8
+
+
+# ------------------------------------------------------------------------------------------------ systemd unit
+UNIT = DEPLOY / "inspector-gateway.service"
+
+
+def test_unit_is_hardened_and_runs_the_checked_config() -> None:
+    required = """
+        Type=notify | User=inspector | Restart=on-failure | NoNewPrivileges=yes | CapabilityBoundingSet=
+        ProtectSystem=strict | PrivateDevices=yes | SystemCallFilter=@system-service | IPAddressDeny=any
+        IPAddressAllow=localhost | ExecStart=/opt/inspector/venv/bin/inspector gateway --config /etc/inspector/gateway.yaml
+        ExecStartPre=/opt/inspector/venv/bin/inspector gateway --check /etc/inspector/gateway.yaml
+    """
+    settings = _unit_settings(UNIT)
+    for item in (i.strip() for line in required.strip().splitlines() for i in line.split(" | ")):
+        key, value = item.split("=", 1)
+        assert settings.get(key) == [value], (key, settings.get(key))
+    assert {"WatchdogSec", "MemoryMax", "TasksMax", "TimeoutStopSec"} <= set(settings)
+
+
+def test_unit_verifies_with_systemd_analyze(tmp_path: Path) -> None:
+    need_tool("systemd-analyze", "systemd")
+    assert _verify(UNIT.read_text(), tmp_path, UNIT.name) == ""
+    assert "Unknown key" in _verify(UNIT.read_text().replace("PrivateDevices=", "PrivateDevice="), tmp_path, UNIT.name)
 
 
 # ------------------------------------------------------------------------------------------------ config

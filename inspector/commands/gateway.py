@@ -15,13 +15,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "Needs the gateway extra: pip install 'grape-spider-inspector[gateway]'.",
     )
     what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--config", type=Path, help="serve with this config (deploy/gateway.example.yaml) until SIGTERM")
     what.add_argument("--check", type=Path, metavar="CONFIG", help="validate CONFIG: one line per mistake, exit 1")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from inspector.gateway import load_gateway_config
+    from inspector.gateway import load_gateway_config, serve_gateway
 
-    load_gateway_config(args.check)
-    print(f"{args.check}: OK")
-    return 0
+    if args.check is not None:
+        load_gateway_config(args.check)
+        print(f"{args.check}: OK")
+        return 0
+    return serve_gateway(load_gateway_config(args.config))
