@@ -262,12 +262,12 @@ def test_promtool_checks(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ metric names
-def _exposed_sample_names() -> set[str]:
-    """Every sample name the daemon's registry can expose, from the text exposition's TYPE lines."""
+def _exposed_sample_names(registry: Any = None) -> set[str]:
+    """Every sample name a registry (default: the daemon's) can expose, from the text exposition's TYPE lines."""
     metrics_mod = pytest.importorskip("inspector.metrics")
     from prometheus_client import generate_latest
 
-    text = generate_latest(metrics_mod.Metrics().registry).decode()
+    text = generate_latest(registry if registry is not None else metrics_mod.Metrics().registry).decode()
     names: set[str] = set()
     for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", text, re.MULTILINE):
         names.add(name)

@@ -5,6 +5,7 @@ mocked: the gateway talks Modbus TCP / OPC UA over a socket to a server, as it d
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from inspector import messages
 from inspector.cli import main as cli_main
@@ -26,7 +28,7 @@ from inspector.perf.soak import free_port
 from inspector.plc import PlcOutput, PulseRefused
 from tests.plc_servers import OPCUA_NS, PlcServer
 from tests.sim import RawInspector, decision, fresh_metrics, link_cfg, wait_for
-from tests.test_deploy import DEPLOY, _unit_settings, _verify, need_tool, undocumented_keys
+from tests.test_deploy import DEPLOY, _exposed_sample_names, _unit_settings, _verify, need_tool, undocumented_keys
 
 pytest.importorskip("pymodbus")
 pytest.importorskip("asyncua")
@@ -375,6 +377,23 @@ def test_unit_verifies_with_systemd_analyze(tmp_path: Path) -> None:
     need_tool("systemd-analyze", "systemd")
     assert _verify(UNIT.read_text(), tmp_path, UNIT.name) == ""
     assert "Unknown key" in _verify(UNIT.read_text().replace("PrivateDevices=", "PrivateDevice="), tmp_path, UNIT.name)
+
+
+# ------------------------------------------------------------------------------------------------ alerts
+ALERTS = DEPLOY / "prometheus" / "gateway-alerts.yml"
+
+
+def test_alert_rules_check_test_and_name_only_metrics_the_gateway_exposes(tmp_path: Path) -> None:
+    need_tool("promtool", "prometheus")
+    for argv in (["check", "rules", ALERTS.name], ["test", "rules", "gateway-alerts-test.yml"]):
+        proc = subprocess.run(["promtool", *argv], capture_output=True, text=True, cwd=ALERTS.parent, check=False)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    broken = tmp_path / "broken.yml"
+    broken.write_text(ALERTS.read_text().replace("inspector_gateway_plc_up == 0", "inspector_gateway_plc_up == (("))
+    assert subprocess.run(["promtool", "check", "rules", str(broken)], capture_output=True, check=False).returncode
+    rules = yaml.safe_load(ALERTS.read_text())
+    used = {m for g in rules["groups"] for r in g["rules"] for m in re.findall(r"\binspector_[a-z0-9_]+", r["expr"])}
+    assert used and used <= _exposed_sample_names(GatewayMetrics().registry), used
 
 
 # ------------------------------------------------------------------------------------------------ config
