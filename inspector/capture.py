@@ -7,11 +7,12 @@
             if ref is None:
                 if capture.eof: break              # end of footage (file/folder without loop)
                 continue                           # nothing yet (supervisor checks liveness meanwhile)
-            frame_bgr = ring.frame(ref)            # zero-copy view, valid until the next get()
+            frame_bgr = ring.frame(ref)            # the consumer's copy, valid until the next get()
 
 The child (``multiprocessing`` *spawn*: no inherited locks or threads) reads the source and writes frames into
 ring slots; only (slot, seq, t_capture_s) exist on the consumer side, and a one-byte pipe write wakes it.
-When every slot is full the frame is dropped and counted (the camera is never blocked). A camera that fails
+When every slot is full the oldest waiting frame gives way to the new one, counted as dropped (superseded): the
+camera is never blocked and inspection always gets the freshest frames. A camera that fails
 is reopened with exponential back-off (``source.reconnect_initial_s`` … ``reconnect_max_s``), each attempt
 counted; a file or folder that fails (vanished, corrupt) is a fatal ``SourceError`` raised by ``get()`` with
 a one-line message. Counters live in the ring header (see ``inspector.ring``), so they survive a restart of

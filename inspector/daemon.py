@@ -231,7 +231,7 @@ class Daemon:
                     self._progress(link)
                     sup.check_capture()
                     ref = capture.get(timeout_s=0.2)
-                    self.metrics.sync_capture(*ring.counts())
+                    self.metrics.sync_capture(*ring.counts(), superseded=ring.superseded)
                     self.metrics.camera_up.set(ring.get(H_CAMERA_UP))
                     if ref is None:
                         if capture.eof:

@@ -77,7 +77,8 @@ class MetricsError(InspectorError):
 @dataclass
 class _CaptureSeen:
     captured: int = 0
-    dropped: int = 0
+    superseded: int = 0
+    source: int = 0
     reconnects: int = 0
 
 
@@ -101,9 +102,13 @@ class Metrics:
         )
         self.frames_dropped = Counter(
             "inspector_frames_dropped_total",
-            "Frames never inspected: dropped when the consumer was behind, or skipped after a capture stall/restart",
+            "Frames never inspected, by reason: superseded (the ring was full: the oldest waiting frame gave way to "
+            "the newest), source (the source skipped ahead: behind the footage's pace, or after a capture restart)",
+            ["reason"],
             registry=r,
         )
+        for reason in ("superseded", "source"):
+            self.frames_dropped.labels(reason=reason)
         self.frames_skipped = Counter(
             "inspector_frames_skipped_total",
             "Frames chosen for inspection and not inspected, by reason (late: no bunch in them could still be decided "
@@ -241,7 +246,9 @@ class Metrics:
             "inspector_controller_clock_offset_seconds", "Controller clock minus the inspector's (estimate)", registry=r
         )
         self.clock_rtt = Gauge(
-            "inspector_controller_round_trip_seconds", "Round trip of the heartbeat the offset is taken from", registry=r
+            "inspector_controller_round_trip_seconds",
+            "Round trip of the heartbeat the offset is taken from",
+            registry=r,
         )
         self.link_failures = Counter(
             "inspector_link_failures_total", "The link thread died (the daemon exits non-zero)", registry=r
@@ -276,12 +283,14 @@ class Metrics:
         self._capture_seen = _CaptureSeen()
 
     # ------------------------------------------------------------------ helpers
-    def sync_capture(self, captured: int, dropped: int, reconnects: int) -> None:
-        """Bring the capture counters up to the totals counted in shared memory (monotonic totals)."""
+    def sync_capture(self, captured: int, dropped: int, reconnects: int, superseded: int = 0) -> None:
+        """Bring the capture counters up to the totals counted in shared memory (monotonic totals); `dropped` is
+        the total, `superseded` the part of it the ring overwrote (the rest the source skipped)."""
         seen = self._capture_seen
         for total, attr, counter in (
             (captured, "captured", self.frames_captured),
-            (dropped, "dropped", self.frames_dropped),
+            (superseded, "superseded", self.frames_dropped.labels(reason="superseded")),
+            (dropped - superseded, "source", self.frames_dropped.labels(reason="source")),
             (reconnects, "reconnects", self.capture_reconnects),
         ):
             delta = total - getattr(seen, attr)
@@ -293,8 +302,16 @@ class Metrics:
         self.model_info.info({"name": str(name), "width": str(width), "provider": str(provider)})
 
     def value(self, name: str, labels: dict[str, str] | None = None) -> float:
-        """Current value of a sample by its exposed name (for tests and STATUS=); 0.0 when absent."""
+        """Current value of a sample by its exposed name (for tests and STATUS=); 0.0 when absent. Without labels,
+        a labelled metric gives the sum over its label values."""
         v = self.registry.get_sample_value(name, labels or {})
+        if v is None and labels is None:
+            return sum(
+                float(sample.value)
+                for metric in self.registry.collect()
+                for sample in metric.samples
+                if sample.name == name
+            )
         return 0.0 if v is None else float(v)
 
     def exposition(self) -> str:

@@ -8,10 +8,18 @@ One POSIX shared-memory segment ``/dev/shm/inspector-<instance>-ring`` holds
 - a slot table (seq, capture time, frame size per slot) and ``slots`` frame buffers.
 
 The ring is also the queue: single producer, single consumer, entries in write order, entry ``i`` in slot
-``i % slots``. The producer never waits: when all slots are full (the consumer is behind) the new frame is
-dropped and counted. The consumer holds the slot of the frame it was last given until its next ``try_get``
-(or ``release``), so ``frame(ref)`` is a zero-copy view valid until then — copy what you keep. Only indices
-live in shared memory, no locks, so a SIGKILLed capture process cannot leave the ring locked or corrupt.
+``i % slots``. Freshest first: the producer never waits and never drops the newest frame — when all slots hold
+frames the consumer has not taken yet (it is behind), the new frame overwrites the OLDEST waiting one, which is
+counted as dropped with reason ``superseded`` (``H_SUPERSEDED``, also in the ``H_DROPPED`` total). So after a
+stall or under overload the consumer is given the newest frames, never a queue of stale ones.
+
+The consumer copies a frame out of its slot when it takes it (``try_get``; one memcpy, about a millisecond for
+1280x720) and checks afterwards that the producer did not start overwriting that slot meanwhile (a seqlock: the
+producer marks the slot's entry index invalid before writing the pixels and publishes it after; x86-64 and the
+interpreter keep stores and loads in program order). A frame overwritten while it was copied is skipped as
+superseded. ``frame(ref)`` is a view of that private copy, valid until the next ``try_get`` — copy what you keep.
+Only indices live in shared memory, no locks, so a SIGKILLed capture process cannot leave the ring locked or
+corrupt.
 
 Lifecycle: the main process ``FrameRing.create(instance, slots, frame_wh)`` (removes a stale segment left by
 a crashed run of the same instance; refuses when that instance is still running or /dev/shm is too small),
@@ -58,7 +66,8 @@ SHM_DIR = Path("/dev/shm")
     H_PRODUCER_PID,
     H_FPS_MILLI,
     H_NEXT_SEQ,
-) = range(19)
+    H_SUPERSEDED,
+) = range(20)
 HEADER_FIELDS = 32
 _HEADER_BYTES = HEADER_FIELDS * 8
 _ERROR_BYTES = 512
@@ -78,13 +87,14 @@ def segment_name(instance: str) -> str:
     return f"inspector-{safe}-ring"
 
 
-def _layout(slots: int, slot_bytes: int) -> tuple[int, int, int, int, int]:
-    """Offsets: (table_seq, table_t, table_hw, data, total)."""
+def _layout(slots: int, slot_bytes: int) -> tuple[int, int, int, int, int, int]:
+    """Offsets: (table_seq, table_t, table_hw, table_entry, data, total)."""
     off_seq = _HEADER_BYTES + _ERROR_BYTES
     off_t = off_seq + 8 * slots
     off_hw = off_t + 8 * slots
-    off_data = -(-(off_hw + 8 * slots) // _PAGE) * _PAGE
-    return off_seq, off_t, off_hw, off_data, off_data + slots * slot_bytes
+    off_entry = off_hw + 8 * slots
+    off_data = -(-(off_entry + 8 * slots) // _PAGE) * _PAGE
+    return off_seq, off_t, off_hw, off_entry, off_data, off_data + slots * slot_bytes
 
 
 def _pid_alive(pid: int) -> bool:
@@ -120,13 +130,15 @@ class FrameRing:
             raise RingError(f"shared memory {shm.name} is not a frame ring")
         self.slots = int(self.header[H_SLOTS])
         self.slot_bytes = int(self.header[H_SLOT_BYTES])
-        off_seq, off_t, off_hw, off_data, _ = _layout(self.slots, self.slot_bytes)
+        off_seq, off_t, off_hw, off_entry, off_data, _ = _layout(self.slots, self.slot_bytes)
         self._error = np.ndarray((_ERROR_BYTES,), np.uint8, buffer=buf, offset=_HEADER_BYTES)
         self._seqs = np.ndarray((self.slots,), np.int64, buffer=buf, offset=off_seq)
         self._times = np.ndarray((self.slots,), np.float64, buffer=buf, offset=off_t)
         self._hw = np.ndarray((self.slots, 2), np.int32, buffer=buf, offset=off_hw)
+        self._entry = np.ndarray((self.slots,), np.int64, buffer=buf, offset=off_entry)  # entry index in the slot
         self._data = np.ndarray((self.slots, self.slot_bytes), np.uint8, buffer=buf, offset=off_data)
-        self._holding = False
+        self._copy: np.ndarray | None = None  # consumer: the frame taken last, copied out of its slot
+        self._copy_hw = (0, 0)
         self.name = shm.name
 
     # ------------------------------------------------------------------ lifecycle
@@ -137,7 +149,7 @@ class FrameRing:
             raise RingError("ring.slots must be at least 2")
         w, h = frame_wh
         slot_bytes = -(-(w * h * 3) // 64) * 64
-        total = _layout(slots, slot_bytes)[4]
+        total = _layout(slots, slot_bytes)[5]
         name = segment_name(instance)
         cls._remove_stale(name, instance)
         free = shm_free_bytes(shm_dir)
@@ -158,6 +170,8 @@ class FrameRing:
         header[H_SLOT_BYTES] = slot_bytes
         header[H_OWNER_PID] = os.getpid()
         header[H_LAST_SEQ] = -1
+        off_entry = _layout(slots, slot_bytes)[3]
+        np.ndarray((slots,), np.int64, buffer=shm.buf, offset=off_entry)[:] = -1
         header[H_MAGIC] = MAGIC
         del header
         return cls(shm, owner=True)
@@ -198,7 +212,7 @@ class FrameRing:
         """Detach; the creator also removes the segment."""
         if self._shm is None:
             return
-        for attr in ("header", "_error", "_seqs", "_times", "_hw", "_data"):
+        for attr in ("header", "_error", "_seqs", "_times", "_hw", "_entry", "_data", "_copy"):
             setattr(self, attr, None)
         shm, self._shm = self._shm, None  # type: ignore[assignment]
         shm.close()
@@ -223,9 +237,14 @@ class FrameRing:
         self.header[field] += n
 
     def counts(self) -> tuple[int, int, int]:
-        """(captured, dropped, reconnects) totals."""
+        """(captured, dropped, reconnects) totals; dropped includes the superseded (`superseded`)."""
         h = self.header
         return int(h[H_CAPTURED]), int(h[H_DROPPED]), int(h[H_RECONNECTS])
+
+    @property
+    def superseded(self) -> int:
+        """Frames overwritten by a newer one before the consumer took them (freshest first)."""
+        return int(self.header[H_SUPERSEDED])
 
     def set_error(self, message: str) -> None:
         data = message.encode()[: _ERROR_BYTES - 1]
@@ -245,7 +264,8 @@ class FrameRing:
 
     # ------------------------------------------------------------------ producer
     def try_write(self, image_bgr: U8Array, seq: int, t_capture_s: float) -> bool:
-        """Copy a frame into the next slot; False (and counted as dropped) when the consumer is behind."""
+        """Copy a frame into the next slot. When every slot holds a frame not taken yet, the oldest of them is
+        overwritten (counted as dropped, reason superseded): the newest frame is always kept. Returns True."""
         h = self.header
         now_ns = time.monotonic_ns()
         h[H_CAPTURED] += 1
@@ -261,44 +281,60 @@ class FrameRing:
                 "the source changed resolution: restart the daemon"
             )
         w, r = int(h[H_WRITE]), int(h[H_READ])
-        if w - r >= self.slots:
+        if w - r >= self.slots:  # the consumer is behind: entry w - slots, the oldest waiting, gives way
             h[H_DROPPED] += 1
-            return False
+            h[H_SUPERSEDED] += 1
         slot = w % self.slots
+        self._entry[slot] = -1  # the seqlock: a consumer copying this slot now sees it changed
         self._data[slot, :nbytes] = image_bgr.reshape(-1)
         self._seqs[slot] = seq
         self._times[slot] = t_capture_s
         self._hw[slot] = image_bgr.shape[:2]
+        self._entry[slot] = w
         h[H_WRITE] = w + 1  # publish last
         return True
 
     # ------------------------------------------------------------------ consumer
     def try_get(self) -> FrameRef | None:
-        """Release the frame held, and hold the next one if any."""
-        self.release()
+        """The oldest frame still in the ring (copied out: see `frame`), or None when none is waiting."""
         h = self.header
-        r = int(h[H_READ])
-        if r >= int(h[H_WRITE]):
-            return None
-        slot = r % self.slots
-        self._holding = True
-        return FrameRef(slot=slot, seq=int(self._seqs[slot]), t_capture_s=float(self._times[slot]))
+        while True:
+            w = int(h[H_WRITE])
+            r = max(int(h[H_READ]), w - self.slots)  # entries below w - slots were overwritten (superseded)
+            if r >= w:
+                h[H_READ] = max(int(h[H_READ]), w)
+                return None
+            slot = r % self.slots
+            if int(self._entry[slot]) != r:  # being overwritten by a newer frame: skip it
+                h[H_READ] = r + 1
+                continue
+            hh, ww = (int(v) for v in self._hw[slot])
+            seq, t_s = int(self._seqs[slot]), float(self._times[slot])
+            if self._copy is None:
+                self._copy = np.empty(self.slot_bytes, np.uint8)
+            n = hh * ww * 3
+            self._copy[:n] = self._data[slot, :n]
+            torn = int(self._entry[slot]) != r  # overwritten while we copied (the producer counted it superseded)
+            h[H_READ] = r + 1  # after the check: a frame skipped as torn is always one the producer counted
+            if torn:
+                continue
+            self._copy_hw = (hh, ww)
+            return FrameRef(slot=slot, seq=seq, t_capture_s=t_s)
 
     def release(self) -> None:
-        if self._holding:
-            self.header[H_READ] += 1
-            self._holding = False
+        """Nothing to give back: the consumer holds a private copy (kept for callers of the old interface)."""
 
     def frame(self, ref: FrameRef) -> U8Array:
-        """Zero-copy (H, W, 3) view of the held frame; valid until the next try_get/release."""
-        hh, ww = (int(v) for v in self._hw[ref.slot])
-        return self._data[ref.slot, : hh * ww * 3].reshape(hh, ww, 3)
+        """(H, W, 3) view of the frame taken last (a private copy); valid until the next try_get."""
+        hh, ww = self._copy_hw
+        assert self._copy is not None, "frame() before try_get()"
+        return self._copy[: hh * ww * 3].reshape(hh, ww, 3)
 
     @property
     def depth(self) -> int:
-        """Frames written and not yet taken by the consumer."""
+        """Frames written and not yet taken by the consumer (at most `slots`)."""
         h = self.header
-        return int(h[H_WRITE]) - int(h[H_READ]) - (1 if self._holding else 0)
+        return max(0, min(self.slots, int(h[H_WRITE]) - int(h[H_READ])))
 
     @property
     def eof(self) -> bool:

@@ -45,8 +45,11 @@ def test_sync_capture_adds_only_increase() -> None:
     m.sync_capture(captured=10, dropped=2, reconnects=0)
     m.sync_capture(captured=10, dropped=2, reconnects=0)
     m.sync_capture(captured=15, dropped=3, reconnects=1)
-    assert m.value("inspector_frames_captured_total") == 15
-    assert m.value("inspector_frames_dropped_total") == 3
+    m.sync_capture(captured=20, dropped=7, reconnects=1, superseded=4)
+    assert m.value("inspector_frames_captured_total") == 20
+    assert m.value("inspector_frames_dropped_total") == 7  # without labels: every reason together
+    assert m.value("inspector_frames_dropped_total", {"reason": "superseded"}) == 4
+    assert m.value("inspector_frames_dropped_total", {"reason": "source"}) == 3
     assert m.value("inspector_capture_reconnects_total") == 1
 
 
