@@ -34,7 +34,7 @@ from inspector.types import Decision, FrameRef
 from tests.drawn import write_footage
 from tests.spot_model import write_spot_model
 from tests.test_deploy import DEPLOY, _verify, need_tool
-from tests.triton_server import TritonServer, unavailable_reason
+from tests.triton_server import TritonServer, TritonServerError, unavailable_reason
 
 TEMPLATE = DEPLOY / "inspector@.service"
 SHIPPED_REPO = DEPLOY / "triton" / "demo_vgg16" / "config.pbtxt"
@@ -72,7 +72,7 @@ def test_missing_triton_extra_is_one_line_naming_it(monkeypatch: pytest.MonkeyPa
 
 
 def test_error_kinds_of_both_clients() -> None:
-    from tritonclient.utils import InferenceServerException
+    InferenceServerException = pytest.importorskip("tritonclient.utils").InferenceServerException  # extra triton
 
     assert error_kind(InferenceServerException("Deadline Exceeded", status="StatusCode.DEADLINE_EXCEEDED")) == "timeout"
     assert error_kind(InferenceServerException("failed to connect", status="StatusCode.UNAVAILABLE")) == "unavailable"
@@ -82,8 +82,8 @@ def test_error_kinds_of_both_clients() -> None:
 
 
 def test_model_repository_is_a_valid_triton_config_carrying_the_manifest(tmp_path: Path) -> None:
+    model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")  # the triton extra
     from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2
 
     assert (
         main(["model", "triton-repo", "--model", str(DEMO_MODEL), "--out", str(tmp_path), "--name", "demo_vgg16"]) == 0
@@ -145,13 +145,22 @@ def test_install_lays_out_the_template_beside_the_unit(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ a real server
-def _server_or_skip() -> None:
-    reason = unavailable_reason()
-    if reason is None:
-        return
+def _skip(reason: str) -> None:
     if os.environ.get("CI", "").lower() in ("true", "1"):
-        pytest.fail(reason + "; under CI=true .ci/run builds it")
+        pytest.fail(reason + "; under CI=true .ci/run builds the server's venv and the server must start")
     pytest.skip(reason)
+
+
+def _start_or_skip(models: dict[str, Path], log_path: Path) -> TritonServer:
+    """A server for `models`, or a skip saying why none can start here (a failure under CI=true)."""
+    reason = unavailable_reason()
+    if reason is not None:
+        _skip(reason)
+    try:
+        return TritonServer.start(models, log_path)
+    except TritonServerError as exc:
+        _skip(f"the Triton server cannot start here: {exc}")
+        raise
 
 
 @pytest.fixture(scope="module")
@@ -161,8 +170,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def server(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    _server_or_skip()
-    with TritonServer.start(models, tmp_path_factory.mktemp("triton") / "server.log") as srv:
+    with _start_or_skip(models, tmp_path_factory.mktemp("triton") / "server.log") as srv:
         yield srv
 
 
@@ -267,8 +275,9 @@ def _errors(kind: str) -> float:
 
 def _run_until_failure(
     model: Model, video: Path, cal: Path, after_frames: int, fail: Callable[[], None]
-) -> list[Decision]:
-    """Replay `video` frame by frame through `model`, calling `fail()` before frame `after_frames`; every decision."""
+) -> tuple[list[Decision], tuple[bool, str]]:
+    """Replay `video` frame by frame through `model`, calling `fail()` before frame `after_frames`: every decision,
+    and the pipeline's health after the last frame."""
     import cv2
 
     from inspector.config import load_calibration
@@ -286,7 +295,8 @@ def _run_until_failure(
         decided += pipeline.process(frame, FrameRef(0, seq, seq / 10.0)).final
         seq += 1
     capture.release()
-    return decided + pipeline.finish().final
+    health = pipeline.health()
+    return decided + pipeline.finish().final, health
 
 
 @pytest.mark.slow
@@ -295,23 +305,23 @@ def test_a_server_lost_mid_run_rejects_the_bunches_never_passes(
     models: dict[str, Path], footage: tuple[Path, Path], tmp_path: Path, how: str
 ) -> None:
     """The server is killed (or hangs) while bunches are in view: no bunch inspected after that passes."""
-    _server_or_skip()
     video, cal = footage
     lost_at = 12
     kind = "unavailable" if how == "killed" else "timeout"
     before = _errors(kind)
-    with TritonServer.start({"spot": models["spot"]}, tmp_path / "server.log") as server:
+    with _start_or_skip({"spot": models["spot"]}, tmp_path / "server.log") as server:
         section = server.config("spot", timeout_s=1.0)
         model_config = Config().model.model_copy(
             update={"path": models["spot"], "backend": "triton", "triton": section}
         )
         with open_model(model_config) as model:
-            decisions = _run_until_failure(
+            decisions, health = _run_until_failure(
                 model, video, cal, lost_at, server.kill if how == "killed" else server.freeze
             )
         server.kill()
-    assert _errors(kind) > before
-    assert len(decisions) == 4  # every drawn bunch was decided
+    assert _errors(kind) > before, {k: _errors(k) for k in ("timeout", "unavailable", "server", "shape")}
+    assert health == (False, "the model failed on a frame (model_error rejects)"), health
+    assert len(decisions) == 4, decisions  # every drawn bunch was decided
     for d in decisions:
         if d.decision == "pass":  # only on frames inspected before the server was lost
             assert d.judged_frames and max(d.judged_frames) < lost_at, d

@@ -46,10 +46,20 @@ def unavailable_reason() -> str | None:
     return None
 
 
+def free_ports(n: int) -> list[int]:
+    """`n` different free loopback ports (all held open while choosing, so none is handed out twice)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
 
 
 class TritonServerError(RuntimeError):
@@ -64,7 +74,7 @@ class TritonServer:
 
     @classmethod
     def start(cls, models: dict[str, Path], log_path: Path, threads: int = 1) -> TritonServer:
-        ports = [free_port() for _ in range(3)]
+        ports = free_ports(3)
         cmd = [str(triton_venv() / "bin" / "python"), str(SERVE), "--threads", str(threads)]
         cmd += [f"--model={name}={path}" for name, path in models.items()]
         cmd += ["--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2])]

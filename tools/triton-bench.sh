@@ -8,8 +8,13 @@ cd "$(dirname "$0")/.."
 VENV_PY=$(bash tools/triton-venv.sh)/bin/python
 INSPECTOR=${INSPECTOR:-.venv/bin/inspector}
 OUT=${OUT:-$(mktemp -d)}
-port() { "$VENV_PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-HTTP=$(port); GRPC=$(port); METRICS=$(port)
+# three different free ports, all held open while choosing
+read -r HTTP GRPC METRICS < <("$VENV_PY" -c '
+import socket
+socks = [socket.socket() for _ in range(3)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))')
 LOG="$OUT/server.log"
 setsid "$VENV_PY" deploy/triton/pytriton_serve.py --model demo_vgg16=inspector/models/demo.onnx \
   --http-port "$HTTP" --grpc-port "$GRPC" --metrics-port "$METRICS" >"$LOG" 2>&1 &
