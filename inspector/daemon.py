@@ -35,7 +35,7 @@ from inspector.decision_log import DecisionLog, run_prefix
 from inspector.errors import InspectorError
 from inspector.link import RejectLink
 from inspector.metrics import METRICS, Metrics, serve
-from inspector.pipeline import Pipeline, StepResult, open_model
+from inspector.pipeline import Pipeline, StepResult, check_plan, open_model
 from inspector.recording import Recorder
 from inspector.review import serve_review
 from inspector.ring import H_CAMERA_UP, FrameRing
@@ -168,6 +168,7 @@ class Daemon:
         cfg = self.config
         source: SourceConfig = cfg.source
         frame_wh, probed_fps = probe(source)
+        check_plan(cfg, self.calibration, frame_wh)  # a config that cannot work is refused before anything starts
         fps = source.fps or probed_fps or 10.0
         with ExitStack() as stack:
             server = serve(cfg.metrics, self.metrics)

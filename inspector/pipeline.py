@@ -45,10 +45,10 @@ from inspector.decision import (
     uncovered,
     unseen_stretch,
 )
-from inspector.errors import BackendError
+from inspector.errors import BackendError, ConfigError
 from inspector.evidence import EvidenceItem, GapSnapshot, Snapshot, take_seen_snapshot, take_snapshot
 from inspector.fam import BunchHeat, stitch, tile_fam
-from inspector.model import Model
+from inspector.model import N_LAYERS, Model
 from inspector.tiling import baseline_scales, plan_tiles, tile_scales
 from inspector.types import Box, Bunch, Decision, FloatArray, FrameRef, HeatMap, TilePlan, U8Array
 
@@ -72,6 +72,58 @@ def open_model(config: ModelConfig) -> Model:
         assert config.triton is not None  # ModelConfig requires the section with this backend
         return TritonModel(config.triton, config.path, config.batch_size)
     return Model(config.path, tuple(config.providers), config.threads, config.batch_size)
+
+
+MIN_TILE_PX = 2**N_LAYERS  # the model contract's smallest input: five 2x2 poolings
+MIN_BELT_SPEED_MM_S = 1.0  # slower is no conveyor: a calibration slip (frames would wait minutes for inspection)
+
+
+def plan_problems(config: Config, calibration: Calibration, frame_wh: tuple[int, int] | None = None) -> list[str]:
+    """Why this config cannot work, one line each (empty when it can): a degenerate belt speed, tiles below the
+    model's minimum input, tiles larger than the frame, an ejector closer than the camera's field of view plus the
+    decision latency (`decision.latency_budget_s`) at belt speed. Without `frame_wh` the field of view counts as 0."""
+    cal = calibration
+    problems: list[str] = []
+    if cal.belt_speed_mm_s < MIN_BELT_SPEED_MM_S:
+        problems.append(
+            f"belt_speed_mm_s {cal.belt_speed_mm_s:g} mm/s is no conveyor speed (below {MIN_BELT_SPEED_MM_S:g} mm/s): "
+            "measure it with `inspector calibrate belt`"
+        )
+    scales = tile_scales(cal, config.tiling.min_fraction, config.tiling.max_fraction)
+    smallest = min(s.tile_px for s in scales)
+    if config.belt.mode == "belt" and smallest < MIN_TILE_PX:
+        problems.append(
+            f"tiles of {smallest} px are below the model's minimum input of {MIN_TILE_PX} px: the smallest spider "
+            f"({cal.spider_span_mm[0]:g} mm) is {cal.px(cal.spider_span_mm[0]):.1f} px at mm_per_px "
+            f"{cal.mm_per_px:g}; move the camera closer or use a higher resolution"
+        )
+    view_mm = 0.0
+    if frame_wh is not None:
+        view_mm = cal.mm(frame_wh[cal.travel_axis])
+        if config.belt.mode == "belt" and smallest > min(frame_wh):
+            problems.append(
+                f"tiles of {smallest} px do not fit the {frame_wh[0]}x{frame_wh[1]} frame: mm_per_px "
+                f"{cal.mm_per_px:g} makes the smallest spider {cal.px(cal.spider_span_mm[0]):.0f} px; check the "
+                "calibration"
+            )
+    budget_s = config.decision.latency_budget_s
+    need_mm = view_mm + budget_s * cal.belt_speed_mm_s
+    if cal.camera_to_ejector_mm < need_mm:
+        view = f"the field of view ({view_mm:.0f} mm along the belt) plus " if frame_wh is not None else ""
+        problems.append(
+            f"camera_to_ejector_mm {cal.camera_to_ejector_mm:g} mm is closer than {view}the decision latency "
+            f"(decision.latency_budget_s {budget_s:g} s at {cal.belt_speed_mm_s:g} mm/s = "
+            f"{budget_s * cal.belt_speed_mm_s:.0f} mm), {need_mm:.0f} mm: bunches would reach the ejector before "
+            "they are decided; move the ejector downstream or slow the belt"
+        )
+    return problems
+
+
+def check_plan(config: Config, calibration: Calibration, frame_wh: tuple[int, int] | None = None) -> None:
+    """ConfigError (one line per problem) when `plan_problems` finds any."""
+    problems = plan_problems(config, calibration, frame_wh)
+    if problems:
+        raise ConfigError("\n".join(f"config cannot work: {p}" for p in problems))
 
 
 @dataclass
