@@ -9,7 +9,10 @@ One protocol::
 ``seq`` counts frames from the start of the source (a video's frame index; loops keep counting), so a gap
 means a dropped frame. ``t_capture_s`` is on ``clock`` (default ``time.monotonic``, the daemon's clock);
 ``clock=None`` gives footage time ``seq / fps`` (replay). A source that fails raises ``SourceError`` with a
-one-line message naming the footage; cameras are reopened by the capture process (``inspector.capture``).
+one-line message naming the footage; cameras are reopened by the capture process (``inspector.capture``). A video
+that stops decoding before the frame count its container declares (truncated, or corrupt in the middle) is such an
+error, also with ``loop`` (it is never played round again): replay exits non-zero, the daemon's capture reports a
+camera fault.
 """
 
 from __future__ import annotations
@@ -225,8 +228,11 @@ class VideoFileSource(_FileBase):
         if not ok or image is None:
             expected = self._frame_count
             index = self.seq - self._seq_base
-            if expected and index < expected - 1:
-                log.warning("%s: ended at frame %d of %d: truncated or corrupt", self.path, index, expected)
+            if expected and index < expected - 1:  # also with loop: a broken file is never played round again
+                raise SourceError(
+                    f"{self.path}: no frame can be decoded after frame {index} of the {expected} the file declares: "
+                    "truncated or corrupt; copy or re-encode it again"
+                )
             if not self.loop or index == 0:
                 return None
             self._cap.release()

@@ -15,7 +15,7 @@ import pytest
 from inspector.capture import CaptureProcess
 from inspector.config import SourceConfig
 from inspector.errors import SourceError
-from inspector.ring import FrameRing
+from inspector.ring import H_CAMERA_UP, FrameRing
 from inspector.types import FrameRef
 
 
@@ -79,6 +79,20 @@ def test_corrupt_video_is_a_clear_error_from_get(tmp_path: Path) -> None:
     with ring() as r, CaptureProcess(cfg, r) as cap, pytest.raises(SourceError, match=r"junk\.avi.*cannot decode"):
         for _ in range(100):
             cap.get(0.2)
+
+
+def test_truncated_looping_file_is_a_camera_fault_not_an_endless_loop(tmp_path: Path) -> None:
+    full = write_video(tmp_path / "full.avi", 30).read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(full[: len(full) // 2])
+    cfg = SourceConfig(kind="file", uri=str(cut), loop=True)
+    got = 0
+    with ring(slots=64) as r, CaptureProcess(cfg, r) as cap:
+        with pytest.raises(SourceError, match="truncated or corrupt"):
+            for _ in range(200):
+                got += cap.get(2.0) is not None
+        assert r.get(H_CAMERA_UP) == 0  # a camera fault
+    assert 0 < got < 30  # never played round again
 
 
 def test_vanished_looping_file_is_a_clear_error(tmp_path: Path) -> None:

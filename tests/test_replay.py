@@ -184,9 +184,11 @@ def test_truncated_video_keeps_what_was_decided(
     status = main(["replay", str(cut), "--calibration", str(cal), "--model", str(model), "--out", str(out)])
     rows = decisions(out)
     assert rows, "decisions made before the break must be kept"
-    assert status in (0, 1)
+    assert status == 1  # a broken file is an error, never a clean end of footage
     check_rows_against_truth(rows, scene(), 10.0)
-    assert "Traceback" not in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"inspector: error: {cut}") and "truncated or corrupt" in err
 
 
 def test_labels_that_match_nothing_say_so_and_keep_decisions(

@@ -80,12 +80,17 @@ def test_missing_empty_corrupt_and_truncated_video(tmp_path: Path) -> None:
         VideoFileSource(tmp_path / "junk.avi").open()
     full = write_video(tmp_path / "full.avi", 30).read_bytes()
     (tmp_path / "cut.avi").write_bytes(full[: len(full) // 2])
-    try:
-        with VideoFileSource(tmp_path / "cut.avi") as src:
-            n = sum(1 for _ in iter(src.read, None))
-        assert 0 < n < 30  # a truncated file ends early, no traceback
-    except SourceError as exc:  # or it is refused with a clear message
-        assert "cut.avi" in str(exc)
+    half = len(full) // 2
+    (tmp_path / "mid.avi").write_bytes(full[:half] + bytes(4000) + full[half + 4000 :])  # corrupt in the middle
+    for name in ("cut.avi", "mid.avi"):
+        for loop in (False, True):  # looping never plays a broken file round again
+            frames = []
+            with VideoFileSource(tmp_path / name, loop=loop) as src, pytest.raises(SourceError) as err:
+                for _ in range(100):
+                    frames.append(src.read())
+            assert 0 < len(frames) < 30 and all(f is not None for f in frames)
+            assert str(err.value).startswith(str(tmp_path / name)) and "truncated or corrupt" in str(err.value)
+            assert "\n" not in str(err.value)
 
 
 def test_image_folder_sorted_skips_unreadable(tmp_path: Path) -> None:

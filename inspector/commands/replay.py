@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +85,7 @@ def run_replay(args: argparse.Namespace) -> int:
         print(f"replay: rejects to review (open in a browser): {summary.review_html}")
     status = 0
     if summary.error:
-        print(f"inspector: error: {summary.error} (decisions up to there are kept)")
+        print(f"inspector: error: {summary.error} (decisions up to there are kept)", file=sys.stderr)
         status = 1
     if args.labels:
         report = write_report(args.out, args.labels, config.decision, args.target_recall, str(args.footage))
