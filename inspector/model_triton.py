@@ -286,27 +286,53 @@ def _pbtxt_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def model_config_pbtxt(
-    manifest: Manifest, num_classes: int, name: str, max_batch_size: int = 64, kind: str = "gpu", instances: int = 1
-) -> str:
+@dataclass(frozen=True)
+class RepoOptions:
+    """How the server runs the model: the batch it may form, instances, and TensorRT inside onnxruntime (GPU)."""
+
+    max_batch_size: int = 64
+    kind: str = "gpu"  # instance kind: gpu or cpu
+    instances: int = 1
+    tensorrt: str | None = None  # None, "fp32" or "fp16" (fp16 changes the numbers: check decisions on the line)
+
+    def check(self) -> None:
+        if self.max_batch_size < 1 or self.instances < 1:
+            raise ModelError("max batch size and instances must be >= 1")
+        if self.kind not in ("gpu", "cpu"):
+            raise ModelError(f"instance kind {self.kind!r}: gpu or cpu")
+        if self.tensorrt not in (None, "fp32", "fp16") or (self.tensorrt and self.kind != "gpu"):
+            raise ModelError(f"tensorrt {self.tensorrt!r}: fp32 or fp16, and only with instance kind gpu")
+
+
+def model_config_pbtxt(manifest: Manifest, num_classes: int, name: str, options: RepoOptions | None = None) -> str:
     """config.pbtxt for Triton's onnxruntime backend: contract outputs, dynamic batching, the manifest."""
+    o = options or RepoOptions()
+    o.check()
     s = manifest.input.size
     in_dims = [3, s, s] if manifest.input.layout == "NCHW" else [s, s, 3]
     outs = [(manifest.outputs.logits, [num_classes])]
     outs += [(n, [s >> layer, s >> layer]) for layer, n in enumerate(manifest.outputs.fam, start=1)]
-    preferred = [b for b in (8, 16, 32) if b <= max_batch_size] or [max_batch_size]
+    preferred = [b for b in (8, 16, 32) if b <= o.max_batch_size] or [o.max_batch_size]
 
     def tensor(n: str, dims: list[int]) -> str:
         return f"  {{ name: {_pbtxt_string(n)} data_type: TYPE_FP32 dims: [ {', '.join(map(str, dims))} ] }}"
 
     manifest_json = json.dumps(manifest.model_dump(mode="json", exclude_none=True), separators=(",", ":"))
+    tensorrt = []
+    if o.tensorrt is not None:
+        precision = _pbtxt_string(o.tensorrt.upper())
+        tensorrt = [
+            "optimization { execution_accelerators { gpu_execution_accelerator: [",
+            f'  {{ name: "tensorrt" parameters {{ key: "precision_mode" value: {precision} }} }}',
+            "] } }",
+        ]
     return "\n".join(
         [
             f"# {manifest.name}: the grape spider inspector's model contract (logits + fam1..fam5), written by",
             "# `inspector model triton-repo`; clients read the manifest from the inspector_manifest parameter.",
             f"name: {_pbtxt_string(name)}",
             'backend: "onnxruntime"',
-            f"max_batch_size: {max_batch_size}",
+            f"max_batch_size: {o.max_batch_size}",
             "input [",
             tensor(manifest.input.name, in_dims),
             "]",
@@ -317,7 +343,8 @@ def model_config_pbtxt(
             f"  preferred_batch_size: [ {', '.join(map(str, preferred))} ]",
             "  max_queue_delay_microseconds: 2000",
             "}",
-            f"instance_group [ {{ count: {instances} kind: KIND_{kind.upper()} }} ]",
+            f"instance_group [ {{ count: {o.instances} kind: KIND_{o.kind.upper()} }} ]",
+            *tensorrt,
             "parameters {",
             f"  key: {_pbtxt_string(MANIFEST_PARAMETER)}",
             f"  value: {{ string_value: {_pbtxt_string(manifest_json)} }}",
@@ -327,16 +354,11 @@ def model_config_pbtxt(
     )
 
 
-def write_model_repository(
-    onnx_path: Path, out_dir: Path, name: str, max_batch_size: int = 64, kind: str = "gpu", instances: int = 1
-) -> list[Path]:
+def write_model_repository(onnx_path: Path, out_dir: Path, name: str, options: RepoOptions | None = None) -> list[Path]:
     """OUT/NAME/config.pbtxt and OUT/NAME/1/model.onnx for a contract model (checked by loading it here)."""
-    if max_batch_size < 1 or instances < 1:
-        raise ModelError("max batch size and instances must be >= 1")
-    if kind not in ("gpu", "cpu"):
-        raise ModelError(f"instance kind {kind!r}: gpu or cpu")
+    (options or RepoOptions()).check()
     with Model(onnx_path, providers=["cpu"], batch_size=1) as model:
-        text = model_config_pbtxt(model.manifest, model.num_classes, name, max_batch_size, kind, instances)
+        text = model_config_pbtxt(model.manifest, model.num_classes, name, options)
     model_dir = out_dir / name
     (model_dir / "1").mkdir(parents=True, exist_ok=True)
     config = model_dir / "config.pbtxt"

@@ -19,11 +19,12 @@ import yaml
 
 from inspector.cli import main
 from inspector.config import DEMO_MODEL, Config, TritonConfig, load_config
-from inspector.errors import ConfigError, InspectorError, ModelError
+from inspector.errors import BackendError, ConfigError, InspectorError, ModelError
 from inspector.metrics import METRICS
 from inspector.model import Model, load_manifest
 from inspector.model_triton import (
     MANIFEST_PARAMETER,
+    RepoOptions,
     TritonModel,
     error_kind,
     model_config_pbtxt,
@@ -109,12 +110,24 @@ def test_model_repository_is_a_valid_triton_config_carrying_the_manifest(tmp_pat
     assert SHIPPED_REPO.read_text() == written
     # a spot model with another size and class count gets its own dims
     spot = write_spot_model(tmp_path)
-    text = model_config_pbtxt(load_manifest(spot), 2, "spot", max_batch_size=4, kind="cpu")
+    text = model_config_pbtxt(load_manifest(spot), 2, "spot", RepoOptions(max_batch_size=4, kind="cpu"))
     parsed = text_format.Parse(text, model_config_pb2.ModelConfig())
     assert list(parsed.input[0].dims) == [3, 64, 64] and list(parsed.output[5].dims) == [2, 2]
     assert list(parsed.dynamic_batching.preferred_batch_size) == [4]
-    with pytest.raises(ModelError, match="max batch size"):
-        write_model_repository(DEMO_MODEL, tmp_path, "x", max_batch_size=0)
+    assert not parsed.optimization.execution_accelerators.gpu_execution_accelerator
+    # TensorRT inside onnxruntime, on the GPU
+    text = model_config_pbtxt(load_manifest(spot), 2, "spot", RepoOptions(tensorrt="fp16"))
+    accelerators = text_format.Parse(text, model_config_pb2.ModelConfig()).optimization.execution_accelerators
+    trt = accelerators.gpu_execution_accelerator[0]
+    assert (trt.name, dict(trt.parameters)) == ("tensorrt", {"precision_mode": "FP16"})
+    for bad, words in (
+        (RepoOptions(max_batch_size=0), "max batch size"),
+        (RepoOptions(kind="tpu"), "gpu or cpu"),
+        (RepoOptions(kind="cpu", tensorrt="fp32"), "only with instance kind gpu"),
+    ):
+        with pytest.raises(ModelError, match=words):
+            write_model_repository(DEMO_MODEL, tmp_path, "x", bad)
+    assert not (tmp_path / "x").exists()
 
 
 def test_systemd_template_verifies_per_camera(tmp_path: Path) -> None:
@@ -127,6 +140,24 @@ def test_systemd_template_verifies_per_camera(tmp_path: Path) -> None:
         merged = text + "\n" + (DEPLOY / "gpu.conf").read_text()
         assert _verify(merged, tmp_path, name) == "", name
     assert "Unknown key" in _verify(text.replace("PrivateTmp=", "PrivateTemp="), tmp_path, "inspector@x.service")
+
+
+def test_template_is_the_single_camera_unit_per_instance() -> None:
+    """The template may differ from deploy/inspector.service only where the instance name goes (no drift)."""
+
+    def body(text: str) -> list[str]:
+        return [line for line in text[text.index("[Unit]") :].splitlines() if not line.startswith("Description=")]
+
+    template = body(TEMPLATE.read_text())
+    template.remove("# a Triton server on this PC, when there is one, starts first (no effect where there is none)")
+    template.remove("After=tritonserver.service")
+    as_single = [
+        line.replace("/etc/inspector/%i.yaml", "/etc/inspector/config.yaml")
+        .replace(" --instance %i", "")
+        .replace("inspector/%i", "inspector")
+        for line in template
+    ]
+    assert as_single == body((DEPLOY / "inspector.service").read_text())
 
 
 def test_install_lays_out_the_template_beside_the_unit(tmp_path: Path) -> None:
@@ -351,3 +382,26 @@ def test_bench_measures_clients_of_one_server_against_the_local_backend(
     assert main([*args, "--model-name", "nope", "--no-local", "--clients", "1", "--seconds", "1"]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "'nope' is not ready" in err, err
+
+
+@pytest.mark.slow
+def test_a_restarted_server_is_used_again_without_restarting_the_client(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    """Server maintenance: while it is down requests fail (their bunches rejected); once it is back on the same
+    address the same client's next request is answered, for both protocols."""
+    tiles = np.zeros((4, 64, 64, 3), np.uint8)
+    with _start_or_skip({"spot": models["spot"]}, tmp_path / "first.log") as first:
+        clients = {p: TritonModel(first.config("spot", p, timeout_s=5.0), models["spot"], 4) for p in ("grpc", "http")}
+        want = clients["grpc"].infer(tiles).logits
+        first.kill()
+        for client in clients.values():
+            with pytest.raises(BackendError) as err:
+                client.infer(tiles)
+            assert err.value.kind == "unavailable"
+        with TritonServer.start(
+            {"spot": models["spot"]}, tmp_path / "second.log", ports=(first.http_port, first.grpc_port)
+        ):
+            for client in clients.values():
+                np.testing.assert_array_equal(client.infer(tiles).logits, want)
+                client.close()

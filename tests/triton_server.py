@@ -73,14 +73,19 @@ class TritonServer:
         self.proc, self.http_port, self.grpc_port, self.log_path = proc, http_port, grpc_port, log_path
 
     @classmethod
-    def start(cls, models: dict[str, Path], log_path: Path, threads: int = 1) -> TritonServer:
-        ports = free_ports(3)
+    def start(
+        cls, models: dict[str, Path], log_path: Path, threads: int = 1, ports: tuple[int, int] | None = None
+    ) -> TritonServer:
+        """`ports`: (http, grpc) to serve on, e.g. a stopped server's; free ones when None."""
+        ports_3 = free_ports(3)
+        ports_list = [*ports, ports_3[2]] if ports is not None else ports_3
         cmd = [str(triton_venv() / "bin" / "python"), str(SERVE), "--threads", str(threads)]
         cmd += [f"--model={name}={path}" for name, path in models.items()]
-        cmd += ["--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2])]
+        cmd += ["--http-port", str(ports_list[0]), "--grpc-port", str(ports_list[1])]
+        cmd += ["--metrics-port", str(ports_list[2])]
         with log_path.open("w") as log:  # stdout and stderr: the READY line among Triton's own
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        server = cls(proc, ports[0], ports[1], log_path)
+        server = cls(proc, ports_list[0], ports_list[1], log_path)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if any(line.startswith("READY http=") for line in log_path.read_text(errors="replace").splitlines()):

@@ -74,6 +74,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     repo.add_argument("--max-batch-size", type=int, default=64, help="largest batch the server forms (default 64)")
     repo.add_argument("--kind", choices=("gpu", "cpu"), default="gpu", help="instance kind (default gpu)")
     repo.add_argument("--instances", type=int, default=1, help="model instances (default 1)")
+    repo.add_argument(
+        "--tensorrt",
+        choices=("fp32", "fp16"),
+        help="run the model through TensorRT inside onnxruntime (GPU); fp16 changes the numbers: check decisions",
+    )
     repo.set_defaults(func=run_triton_repo)
 
 
@@ -317,11 +322,10 @@ def run_fp16(args: argparse.Namespace) -> int:
 
 
 def run_triton_repo(args: argparse.Namespace) -> int:
-    from inspector.model_triton import write_model_repository
+    from inspector.model_triton import RepoOptions, write_model_repository
 
-    config, weights = write_model_repository(
-        args.model, args.out, args.name, args.max_batch_size, args.kind, args.instances
-    )
+    options = RepoOptions(args.max_batch_size, args.kind, args.instances, args.tensorrt)
+    config, weights = write_model_repository(args.model, args.out, args.name, options)
     print(f"wrote {config}")
     print(f"wrote {weights}")
     print(f"serve it: tritonserver --model-repository {args.out}  (model.triton.model_name: {args.name})")
