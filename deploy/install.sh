@@ -20,10 +20,14 @@
 #            --no-venv      lay out files only, do not create the virtual environment (packaging, tests)
 #            --source DIR   the repository to install from (default: this script's repository)
 #            --python EXE   interpreter for the venv (default python3, needs >= 3.11)
+#            --allow-ip CIDR  let the daemon reach this network too (the units allow loopback only): the ejector
+#                           controller's or PLC's net, a remote inference server; repeat for several; written
+#                           to inspector.service.d/network.conf (and the template's); without it the drop-in
+#                           is removed (loopback only again)
 # After installing: calibrate (calibration/README.md), then  sudo systemctl enable --now inspector
 set -euo pipefail
 
-usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; }
 
 PREFIX=""
 EXTRA="cpu"
@@ -33,6 +37,7 @@ DRY=0
 VENV=1
 SOURCE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="python3"
+ALLOW_IPS=()
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -45,6 +50,11 @@ while [ $# -gt 0 ]; do
     --prefix) [ $# -ge 2 ] || { echo "install.sh: --prefix needs a folder" >&2; exit 2; }; PREFIX="${2%/}"; shift ;;
     --source) [ $# -ge 2 ] || { echo "install.sh: --source needs a folder" >&2; exit 2; }; SOURCE="$2"; shift ;;
     --python) [ $# -ge 2 ] || { echo "install.sh: --python needs an interpreter" >&2; exit 2; }; PYTHON="$2"; shift ;;
+    --allow-ip)
+      [ $# -ge 2 ] || { echo "install.sh: --allow-ip needs an address or CIDR, e.g. 10.1.2.0/24" >&2; exit 2; }
+      [[ "$2" =~ ^[0-9A-Fa-f:.]+(/[0-9]{1,3})?$ ]] || {
+        echo "install.sh: --allow-ip '$2' is not an IP address or CIDR (e.g. 10.1.2.0/24)" >&2; exit 2; }
+      ALLOW_IPS+=("$2"); shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "install.sh: unknown option '$1'; see --help" >&2; exit 2 ;;
   esac
@@ -77,7 +87,7 @@ do_uninstall() {
     run systemctl disable --now inspector.service || true
   fi
   for unit in inspector.service inspector@.service; do
-    run rm -f "$UNIT_DIR/$unit" "$UNIT_DIR/$unit.d/gpu.conf"
+    run rm -f "$UNIT_DIR/$unit" "$UNIT_DIR/$unit.d/gpu.conf" "$UNIT_DIR/$unit.d/network.conf"
     [ -d "$UNIT_DIR/$unit.d" ] && run rmdir --ignore-fail-on-non-empty "$UNIT_DIR/$unit.d"
   done
   have_systemd && run systemctl daemon-reload
@@ -153,6 +163,16 @@ do_install() {
       run install -m 0644 "$SOURCE/deploy/gpu.conf" "$UNIT_DIR/$unit.d/gpu.conf"
     else
       run rm -f "$UNIT_DIR/$unit.d/gpu.conf"
+    fi
+    if [ "${#ALLOW_IPS[@]}" -gt 0 ]; then
+      run mkdir -p "$UNIT_DIR/$unit.d"
+      say "$unit may also reach ${ALLOW_IPS[*]}"
+      if [ "$DRY" -eq 0 ]; then
+        printf '# written by install.sh --allow-ip: networks the daemon may reach besides loopback\n[Service]\nIPAddressAllow=%s\n' \
+          "${ALLOW_IPS[*]}" > "$UNIT_DIR/$unit.d/network.conf"
+      fi
+    else
+      run rm -f "$UNIT_DIR/$unit.d/network.conf"
     fi
   done
   if have_systemd; then

@@ -243,6 +243,10 @@ class MetricsConfig(Strict):
     enabled: bool = True
     address: str = "127.0.0.1"
     port: int = Field(9108, ge=0, le=65535)
+    max_requests_per_s: float = Field(
+        10.0, gt=0, le=1000, description="more are answered 429 (inspector_metrics_requests_limited_total)"
+    )
+    refresh_interval_s: float = Field(1.0, ge=0, le=60, description="the exposition is rebuilt at most this often")
 
 
 class ReviewConfig(Strict):

@@ -7,7 +7,10 @@ Use the process-wide instance::
     METRICS.bunches.labels(decision="reject", reason="spider").inc()
 
 and serve it with ``serve(MetricsConfig)`` (an HTTP server thread on the configured address, default
-127.0.0.1:9108). Tests build their own ``Metrics(CollectorRegistry())`` so nothing leaks between them.
+127.0.0.1:9108). The server cannot starve inspection: one thread at low priority answers one request at a time,
+at most ``metrics.max_requests_per_s`` (a token bucket; more are answered 429 and counted in
+``inspector_metrics_requests_limited_total``), from an exposition rebuilt at most every
+``metrics.refresh_interval_s`` (a scrape flood costs no metric collection); a slow client is cut off after 2 s. Tests build their own ``Metrics(CollectorRegistry())`` so nothing leaks between them.
 
 Multiprocess design: only the main (inspection) process exports metrics. The capture process does not touch
 prometheus_client; it counts captured / dropped frames and reconnects in a small array of int64 counters
@@ -24,8 +27,13 @@ an Info declared as ``inspector_model`` is exposed as ``inspector_model_info{...
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import threading
+import time
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any, Protocol
 
 from prometheus_client import (
@@ -37,8 +45,8 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
     generate_latest,
-    start_http_server,
 )
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from inspector.config import MetricsConfig
 from inspector.errors import InspectorError
@@ -277,6 +285,11 @@ class Metrics:
         )
         self.recordings_saved = Counter("inspector_recordings_saved_total", "Clips saved by the recorder", registry=r)
         self.up = Gauge("inspector_up", "1 once the daemon is ready", registry=r)
+        self.metrics_requests_limited = Counter(
+            "inspector_metrics_requests_limited_total",
+            "Requests to the metrics endpoint answered 429: over metrics.max_requests_per_s",
+            registry=r,
+        )
         for kind in ("non_finite", "exception"):  # exported from 0, so rate() and increase() see the first one
             self.model_errors.labels(kind=kind)
         self.frames_skipped.labels(reason="late")
@@ -318,6 +331,89 @@ class Metrics:
         return generate_latest(self.registry).decode()
 
 
+class _TokenBucket:
+    """At most `rate_per_s` on average, bursts up to `rate_per_s` (at least 1)."""
+
+    def __init__(self, rate_per_s: float) -> None:
+        self.rate = rate_per_s
+        self.capacity = max(1.0, rate_per_s)
+        self.tokens = self.capacity
+        self.at = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class _Exposition:
+    """The metrics text, rebuilt at most every `interval_s` however often it is asked for."""
+
+    def __init__(self, metrics: Exposed, interval_s: float) -> None:
+        self.metrics = metrics
+        self.interval_s = interval_s
+        self.body = b""
+        self.built_at: float | None = None
+
+    def get(self) -> bytes:
+        now = time.monotonic()
+        if self.built_at is None or now - self.built_at >= self.interval_s:
+            self.body = generate_latest(self.metrics.registry)
+            self.built_at = now
+        return self.body
+
+
+class _MetricsHTTPServer(HTTPServer):
+    """One request at a time (no thread per request), rate-limited, from the cached exposition."""
+
+    def __init__(self, address: tuple[str, int], metrics: Exposed, config: MetricsConfig) -> None:
+        self.limited = metrics.metrics_requests_limited if isinstance(metrics, Metrics) else None
+        self.limited_count = 0
+        self.bucket = _TokenBucket(config.max_requests_per_s)
+        self.exposition = _Exposition(metrics, config.refresh_interval_s)
+        super().__init__(address, _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _MetricsHTTPServer
+    timeout = 2.0  # a client that sends its request slowly is cut off, the next one is served
+
+    def do_GET(self) -> None:
+        srv = self.server
+        if not srv.bucket.take():
+            srv.limited_count += 1
+            if srv.limited is not None:
+                srv.limited.inc()
+            self._reply(429, b"too many requests: see metrics.max_requests_per_s\n", "text/plain", retry=True)
+            return
+        if self.path.split("?", 1)[0] not in ("/", "/metrics"):
+            self._reply(404, b"not found: /metrics\n", "text/plain")
+            return
+        self._reply(200, srv.exposition.get(), CONTENT_TYPE_LATEST)
+
+    def _reply(self, status: int, body: bytes, content_type: str, retry: bool = False) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        if retry:
+            self.send_header("Retry-After", "1")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return  # no line per request (a flood must not fill the journal)
+
+
+def _serve_forever_low_priority(server: HTTPServer) -> None:
+    with contextlib.suppress(OSError, AttributeError):  # Linux: this thread alone at nice 10
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    server.serve_forever(poll_interval=0.5)
+
+
 @dataclass
 class MetricsServer:
     """A running HTTP exposition server; ``close()`` stops it."""
@@ -352,12 +448,14 @@ def serve(config: MetricsConfig, metrics: Exposed | None = None) -> MetricsServe
         return None
     m = metrics if metrics is not None else METRICS
     try:
-        server, thread = start_http_server(config.port, addr=config.address, registry=m.registry)
+        server = _MetricsHTTPServer((config.address, config.port), m, config)
     except OSError as exc:
         raise MetricsError(
             f"cannot serve metrics on {config.address}:{config.port} ({exc.strerror}); "
             "set metrics.port to a free port (or metrics.enabled: false)"
         ) from None
+    thread = threading.Thread(target=_serve_forever_low_priority, args=(server,), name="metrics-http", daemon=True)
+    thread.start()
     port = int(server.server_address[1])
     log.info("metrics on http://%s:%d/metrics", config.address, port)
     return MetricsServer(config.address, port, server, thread)

@@ -63,6 +63,11 @@ def test_unit_has_the_required_hardening() -> None:
     }
     for key, value in expect.items():
         assert s.get(key) == [value], (key, s.get(key))
+    for unit in (UNIT, DEPLOY / "inspector@.service"):  # resources and reach, both units
+        u = _unit_settings(unit)
+        assert u.get("SystemCallFilter") == ["@system-service"], unit
+        assert u.get("IPAddressDeny") == ["any"] and u.get("IPAddressAllow") == ["localhost"], unit
+        assert u["MemoryMax"][0].endswith("G") and 0 < int(u["TasksMax"][0]) <= 1024, unit
     assert int(s["WatchdogSec"][0]) > 0
     assert int(s["StartLimitBurst"][0]) > 0 and int(s["StartLimitIntervalSec"][0]) > 0
 
@@ -151,6 +156,24 @@ def test_install_dry_run_changes_nothing_and_picks_the_extra(
     assert any(line.startswith("+ python3 -m venv") for line in lines)
     assert any(line.startswith("+ ") and line.endswith(package) and "pip install" in line for line in lines)
     assert any(f"pip uninstall --quiet --yes {other}" in line for line in lines)
+
+
+def test_install_allow_ip_adds_a_network_drop_in_that_verifies(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    proc = _install("--prefix", str(root), "--no-venv", "--allow-ip", "10.1.2.0/24", "--allow-ip", "192.168.5.7")
+    assert proc.returncode == 0, proc.stderr
+    units = root / "etc/systemd/system"
+    for unit in ("inspector.service", "inspector@.service"):
+        drop_in = units / f"{unit}.d" / "network.conf"
+        assert "IPAddressAllow=10.1.2.0/24 192.168.5.7" in drop_in.read_text().splitlines()
+    if shutil.which("systemd-analyze") is not None:  # the unit with the drop-in merged in still verifies
+        merged = UNIT.read_text() + "\n" + (units / "inspector.service.d" / "network.conf").read_text()
+        assert _verify(merged, tmp_path) == ""
+    # a run without it goes back to loopback only; a bad address is refused
+    assert _install("--prefix", str(root), "--no-venv").returncode == 0
+    assert not (units / "inspector.service.d" / "network.conf").exists()
+    proc = _install("--prefix", str(root), "--no-venv", "--allow-ip", "plc.local")
+    assert proc.returncode == 2 and "not an IP address" in proc.stderr
 
 
 def test_install_rejects_unknown_options() -> None:

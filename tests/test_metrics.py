@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -73,3 +75,44 @@ def test_port_in_use_is_a_clear_error() -> None:
 
 def test_disabled_serves_nothing() -> None:
     assert serve(MetricsConfig(enabled=False), _fresh()) is None
+
+
+def _get(port: int) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            return int(response.status), response.read()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read()
+
+
+def test_a_request_flood_is_answered_429_and_counted() -> None:
+    m = _fresh()
+    server = serve(MetricsConfig(port=0, max_requests_per_s=2.0, refresh_interval_s=0.0), m)
+    assert server is not None
+    with server:
+        codes = [_get(server.port)[0] for _ in range(40)]  # far faster than 2 a second
+        limited = codes.count(429)
+        assert codes[:2] == [200, 200] and limited >= 30 and set(codes) == {200, 429}
+        status, body = _get(server.port)
+        while status == 429:  # the limit refills: a scrape a second later is served
+            time.sleep(0.2)
+            status, body = _get(server.port)
+    assert status == 200
+    assert b"inspector_metrics_requests_limited_total" in body
+    assert m.value("inspector_metrics_requests_limited_total") >= limited
+
+
+def test_the_exposition_is_rebuilt_at_most_once_per_refresh_interval() -> None:
+    m = _fresh()
+    server = serve(MetricsConfig(port=0, max_requests_per_s=100.0, refresh_interval_s=30.0), m)
+    assert server is not None
+    with server:
+        m.frames_inspected.inc(3)
+        first = _get(server.port)
+        m.frames_inspected.inc(4)
+        again = _get(server.port)
+    assert first == again and b"inspector_frames_inspected_total 3.0" in first[1]  # the cached text, not rebuilt
+    server = serve(MetricsConfig(port=0, max_requests_per_s=100.0, refresh_interval_s=0.0), m)
+    assert server is not None
+    with server:
+        assert b"inspector_frames_inspected_total 7.0" in _get(server.port)[1]

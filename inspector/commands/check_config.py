@@ -47,6 +47,6 @@ def run(args: argparse.Namespace) -> int:
         if problems:
             return 1
         if args.frame is None:
-            print(f"{args.file}: field of view and tile fit not checked: give --frame WxH")
+            print(f"{args.file}: note: field of view and tile fit not checked: give --frame WxH", file=sys.stderr)
     print(f"{args.file}: OK")
     return 0
