@@ -213,7 +213,8 @@ def test_triton_gives_what_the_local_backend_gives(server: TritonServer, protoco
         want = local.infer(tiles)
     requests = METRICS.triton_request_seconds.collect()[0]
     before = next(s.value for s in requests.samples if s.name.endswith("_count"))
-    with TritonModel(server.config("demo_vgg16", protocol), DEMO_MODEL, batch_size=16) as remote:
+    manifest_only = DEMO_MODEL.with_suffix(".yaml")  # a camera PC needs the manifest, not the weights
+    with TritonModel(server.config("demo_vgg16", protocol), manifest_only, batch_size=16) as remote:
         assert remote.provider == f"triton:{protocol}://{server.url(protocol)}/demo_vgg16"
         got = remote.infer(tiles)
     np.testing.assert_array_equal(got.logits, want.logits)
