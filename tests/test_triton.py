@@ -406,3 +406,40 @@ def test_a_restarted_server_is_used_again_without_restarting_the_client(
             for client in clients.values():
                 np.testing.assert_array_equal(client.infer(tiles).logits, want)
                 client.close()
+
+
+@pytest.mark.slow
+def test_the_daemon_inspects_through_the_server(server: TritonServer, tmp_path: Path) -> None:
+    """`inspector run` with model.backend triton on drawn footage against the simulator: the spider bunches are
+    rejected, the model is reported as served by Triton and every request is timed in its metrics."""
+    from tests.sim import Line, stop, wait_exit, waited
+
+    line = Line(tmp_path, n_frames=60)
+    config = yaml.safe_load(line.config.read_text())
+    config["model"].update({"backend": "triton", "triton": {"url": server.url("grpc"), "model_name": "spot"}})
+    line.config.write_text(yaml.safe_dump(config))
+    sim = line.simulator()
+    seen: list[str] = []
+    try:
+        daemon = line.daemon()
+
+        def scrape() -> bool:
+            try:
+                seen[:] = [line.metrics()]
+            except OSError:
+                return False
+            return "inspector_bunches_total{" in seen[0]
+
+        assert waited(scrape, 60), "metrics never showed a decided bunch"
+        status, err = wait_exit(daemon, 120)
+        assert status == 0, err
+    finally:
+        stop(sim)
+    provider = f'provider="triton:grpc://{server.url("grpc")}/spot"'
+    assert any(row.startswith("inspector_model_info{") and provider in row for row in seen[0].splitlines()), seen[0]
+    count = next(r for r in seen[0].splitlines() if r.startswith("inspector_triton_request_seconds_count"))
+    assert float(count.split()[-1]) > 0
+    rows = {r["bunch_id"]: r for r in line.decided()}
+    assert sorted(rows) == [1, 2, 3, 4]
+    assert rows[2]["decision"] == rows[4]["decision"] == "reject"  # the spider bunches, whatever the load
+    assert not [r for r in rows.values() if r["reason"] == "model_error"], rows  # the server answered every frame
