@@ -127,3 +127,41 @@ def test_replay_with_a_nan_model_rejects_model_error_end_to_end(
         assert row["decision"] == "reject" and row["score"] == 1.0 and row["detail"].startswith("model error")
         assert (out / "evidence" / row["evidence"]).is_file()
     assert "MODEL ERRORS" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_daemon_with_a_nan_model_rejects_and_fires_model_error_bunches_and_keeps_running(
+    models: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from tests.sim import Line, stop, wait_exit, waited
+
+    line = Line(tmp_path, n_frames=60, model=models[1])
+    sim = line.simulator()
+    try:
+        daemon = line.daemon()
+        seen: list[str] = []
+
+        def scrape() -> bool:
+            try:
+                text = line.metrics()
+            except OSError:
+                return False
+            seen[:] = [r for r in text.splitlines() if r.startswith("inspector_model_errors_total{")]
+            return any(not r.endswith(" 0.0") for r in seen)
+
+        assert waited(scrape, 30), seen
+        status, err = wait_exit(daemon)
+        assert status == 0 and "Traceback" not in err, err
+        assert waited(lambda: len(line.sim_events("fired")) >= 2, 15), line.sim_log.read_text()
+    finally:
+        stop(sim)
+    rows = line.decided()
+    by_drawn = check_rows_against_truth(rows, scene(), FPS)
+    assert {bid: r["reason"] for bid, r in by_drawn.items()} == {
+        1: "pass",
+        2: "model_error",
+        3: "pass",
+        4: "model_error",
+    }
+    fired = {e["bunch_id"] for e in line.sim_events("fired")}
+    assert {by_drawn[2]["bunch_id"], by_drawn[4]["bunch_id"]} <= fired  # the ejector got them
