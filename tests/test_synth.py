@@ -219,3 +219,29 @@ def test_real_mode(tmp_path: Path) -> None:
     labels = load_labels(out)
     assert len(labels) == 2 and sum(bool(x["spider"]) for x in labels) == 1
     assert len(read_video(out / "footage.avi")) == 25
+
+
+@pytest.mark.parametrize("seconds", [0.1, 0.3, 0.5])
+def test_short_clips_show_a_bunch(tmp_path: Path, seconds: float) -> None:
+    # a clip shorter than the empty lead-in used to leave no bunch to place (IndexError)
+    out = tmp_path / "s"
+    small(out, seconds=seconds)
+    labels = load_labels(out)
+    assert labels and all(line["track"] for line in labels)
+    assert len(read_video(out / "footage.avi")) == max(1, round(seconds * 10))
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not REALDATA.is_dir(), reason="../shared/realdata is absent")
+def test_real_footage_finer_than_the_photos_renders_at_their_scale(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fine = Calibration(
+        mm_per_px=0.2, belt_direction="+x", belt_speed_mm_s=300.0, camera_to_ejector_mm=500.0, spider_span_mm=(6, 15)
+    )
+    out = tmp_path / "f"
+    with caplog.at_level("WARNING"):
+        small(out, calibration=fine, real_dir=REALDATA, seconds=0.3, width=160, height=120)
+    notes = [r.getMessage() for r in caplog.records if "finer than the photos allow" in r.getMessage()]
+    assert len(notes) == 1 and "\n" not in notes[0] and "rendering at 0.25 mm/px" in notes[0]
+    assert "mm_per_px: 0.25" in (out / "calibration.yaml").read_text()

@@ -55,6 +55,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     d.set_defaults(func=demo)
 
 
+FOOTAGE_GENERATOR = "camera-model-1"  # bump when generated footage changes, so cached clips are made again
+
+
 def footage_key(config: Config, seconds: float, real: Path | None) -> str:
     """Digest of everything the generated footage depends on: the same parameters give the same folder name in
     every process (Python's `hash()` of a string is randomised per process)."""
@@ -65,6 +68,7 @@ def footage_key(config: Config, seconds: float, real: Path | None) -> str:
         "seconds": seconds,
         "real": None if real is None else str(real.resolve()),
         "seed": 1,
+        "generator": FOOTAGE_GENERATOR,
     }
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -1,7 +1,12 @@
 """Conveyor footage with labels: plan the bunches on the belt, pre-render each once as a sprite, paste per frame.
 
-Work happens in a *canonical* frame where the belt moves +x (columns = along travel, rows = across); the finished
-frame and its boxes are then mirrored/transposed into the calibration's `belt_direction`.
+Work happens in a *canonical* frame where the belt moves +x (columns = along travel, rows = across), composed at
+the scene scale (`inspector.synth.camera.scene_scale`: no finer than the photos, up to 2x finer than the camera);
+every frame then goes through the camera model (`inspector.synth.camera.apply_camera`: resample to the camera's
+mm/px, defocus, motion blur along travel, shot + read noise, gain; the MJPG writer is the JPEG step). The camera's
+settings are drawn once per clip (one camera, one focus, one exposure), with a slow lighting drift in its gain and
+fresh noise in every frame. The finished frame and its boxes are then mirrored/transposed into the calibration's
+`belt_direction`.
 
 Outputs (see `generate_footage`): ``footage.avi`` (MJPG), ``calibration.yaml``, ``labels.jsonl`` with one line per
 bunch: ``{"bunch_id", "spider", "spider_span_mm", "track": [[frame, x1, y1, x2, y2], ...], "spider_track": [...]}``
@@ -12,9 +17,10 @@ bunch: ``{"bunch_id", "spider", "spider_span_mm", "track": [[frame, x1, y1, x2, 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -25,7 +31,8 @@ import numpy as np
 from inspector.config import DEFAULT_CALIBRATION, Calibration
 from inspector.errors import InspectorError
 from inspector.progress import progress
-from inspector.synth.raster import Sprite, alpha_bbox_xyxy, belt_texture, motion_blur, pad_sprite, resize_sprite
+from inspector.synth.camera import CameraSettings, apply_camera, honest_mm_per_px, random_settings, scene_scale
+from inspector.synth.raster import Sprite, alpha_bbox_xyxy, belt_texture, resize_sprite
 from inspector.synth.scene import (
     BELT_COLOURS_BGR,
     AssetSource,
@@ -36,11 +43,12 @@ from inspector.synth.scene import (
 )
 from inspector.types import FloatArray, U8Array
 
+log = logging.getLogger(__name__)
+
 BUNCH_LENGTH_MM = (110.0, 220.0)
 BERRY_RADIUS_MM = (7.0, 11.0)
 GAP_MM = (40.0, 160.0)  # belt between consecutive bunches (they never touch)
 LEAD_IN_S = 0.6  # empty belt at the start (lets a belt-colour model learn)
-EXPOSURE_S = 1 / 1000  # motion blur = belt speed x exposure (0.6 px at 150 mm/s, 0.25 mm/px)
 
 
 class SynthError(InspectorError):
@@ -76,6 +84,13 @@ def make_source(
     return RealSource(
         Path(real_dir), split=split, seed=seed, background_patches=background_patches, patches_per_seed=patches_per_seed
     )
+
+
+def honest_calibration(calibration: Calibration, source: AssetSource) -> tuple[Calibration, str | None]:
+    """The calibration to render with: the one given, or, where its mm/px is finer than the source's photos can
+    honestly give, the same at the photos' scale, with the one line saying so."""
+    mm, note = honest_mm_per_px(calibration.mm_per_px, source.native_mm_per_px)
+    return (calibration, None) if note is None else (calibration.model_copy(update={"mm_per_px": mm}), note)
 
 
 def canonical_wh(width: int, height: int, calibration: Calibration) -> tuple[int, int]:
@@ -114,13 +129,13 @@ def plan_bunches(
     n_bunches: int | None,
     spider_fraction: float,
     seed: int,
-    exposure_s: float = EXPOSURE_S,
+    scene_mm_per_px: float,
 ) -> list[Placement]:
-    """Render every bunch that will be seen, and place them along the belt with gaps between them."""
+    """Render every bunch that will be seen, and place them along the belt with gaps between them; `canon_wh` and
+    every pixel here are at the scene scale `scene_mm_per_px`."""
     length, across = canon_wh
-    mm = calibration.mm_per_px
-    v_px_s = calibration.px_per_s
-    blur_px = v_px_s * exposure_s
+    mm = scene_mm_per_px
+    v_px_s = calibration.belt_speed_mm_s / mm
     t_end = (n_frames - 1) / fps
     fill = n_bunches is None
     if n_bunches is None:
@@ -132,14 +147,16 @@ def plan_bunches(
     with_spider[rng.permutation(n_bunches)[:n_spiders]] = True
 
     placements: list[Placement] = []
-    x_lead = -v_px_s * LEAD_IN_S  # where the leading (right) edge of the next bunch sits at t=0
+    # where the leading (right) edge of the next bunch sits at t=0: an empty lead-in of LEAD_IN_S, unless the clip is
+    # too short to show a bunch after it; then the first bunch starts two thirds into the view
+    x_lead = -v_px_s * LEAD_IN_S if t_end >= 2 * LEAD_IN_S else length * 2 / 3
     for i in range(n_bunches):
         if fill and x_lead + v_px_s * t_end <= 0:
             break  # this one would never be seen
         brng = np.random.default_rng([seed, 1, i])
         length_px = brng.uniform(*BUNCH_LENGTH_MM) / mm
         length_px = min(length_px, 0.85 * across)
-        cut = source.bunch(brng, length_px, brng.uniform(*BERRY_RADIUS_MM) / mm)
+        cut = source.bunch(brng, length_px, brng.uniform(*BERRY_RADIUS_MM) / mm, mm)
         span_px = brng.uniform(*calibration.spider_span_mm) / mm if with_spider[i] else None
         span_lo, span_hi = (s / mm for s in calibration.spider_span_mm)
         dec = decorate_bunch(brng, source, cut, span_px, mm, int(brng.poisson(1.2)), (0.8 * span_lo, 1.3 * span_hi))
@@ -150,16 +167,6 @@ def plan_bunches(
             sprite = resize_sprite(sprite, scale)
             if spider_box is not None:
                 spider_box = _scale_box(spider_box, scale)
-        n_blur = round(blur_px)
-        if n_blur >= 2:
-            sprite = pad_sprite(sprite, n_blur)
-            pre = motion_blur(sprite.bgr.astype(np.float32) * sprite.alpha[:, :, None], n_blur, 0)
-            a = np.clip(motion_blur(sprite.alpha, n_blur, 0), 0, 1).astype(np.float32)
-            bgr = np.clip(pre / np.maximum(a[:, :, None], 1e-3), 0, 255).astype(np.uint8)
-            sprite = Sprite(bgr, a)
-            if spider_box is not None:
-                x1, y1, x2, y2 = spider_box
-                spider_box = (x1 + n_blur - n_blur // 2, y1 + n_blur, x2 + n_blur + n_blur // 2, y2 + n_blur)
         box = alpha_bbox_xyxy(sprite.alpha, 0.25) or (0, 0, *sprite.wh)
         if spider_box is not None:
             spider_box = _intersect(spider_box, box)
@@ -168,7 +175,7 @@ def plan_bunches(
         y = int(brng.uniform(0, max(1, across - h)))
         pre_bgr = sprite.bgr.astype(np.float32) * sprite.alpha[:, :, None]
         inv = np.repeat((1.0 - sprite.alpha)[:, :, None], 3, axis=2)
-        shadow = shadow_of(sprite, brng.uniform(0.2, 0.35), brng.uniform(3, 8))
+        shadow = shadow_of(sprite, brng.uniform(0.2, 0.35), brng.uniform(0.75, 2.0) / mm)
         placements.append(
             Placement(
                 i,
@@ -176,7 +183,7 @@ def plan_bunches(
                 pre_bgr,
                 inv,
                 shadow,
-                (int(brng.integers(2, 9)), int(brng.integers(2, 9))),
+                (round(brng.integers(2, 9) * 0.25 / mm), round(brng.integers(2, 9) * 0.25 / mm)),
                 x0,
                 y,
                 box,
@@ -186,6 +193,8 @@ def plan_bunches(
         )
         gap_px = rng.uniform(*GAP_MM) / mm
         x_lead = x0 + box[0] - gap_px
+    if not placements:
+        raise SynthError(f"no bunch passes the camera in {t_end:.2f} s; give more seconds")
     last = placements[-1]
     if last.x0_px + last.box[2] + v_px_s * t_end <= 0:
         raise SynthError(
@@ -287,37 +296,34 @@ def _darken(dst: U8Array, shadow: FloatArray, x: int, y: int) -> None:
 
 @dataclass(frozen=True)
 class Camera:
-    """Per-frame camera effects: slow lighting drift (per-channel gain) and sensor noise from a small bank."""
+    """The clip's camera: settings drawn once (`inspector.synth.camera.random_settings`, no JPEG step: the MJPG
+    writer is one), a slow per-channel lighting drift on its gain, and fresh noise per frame (seeded by the frame)."""
 
+    settings: CameraSettings
+    scene_mm_per_px: float
     drift_period_s: tuple[float, float, float]
     drift_phase: tuple[float, float, float]
     drift_amp: float
-    noise_pos: tuple[U8Array, ...]
-    noise_neg: tuple[U8Array, ...]
+    seed: int
 
-    def apply(self, frame: U8Array, t_s: float, index: int) -> U8Array:
-        lut = np.empty((256, 1, 3), np.uint8)
-        ramp = np.arange(256, dtype=np.float32)
-        for c in range(3):
-            gain = 1.0 + self.drift_amp * math.sin(2 * math.pi * t_s / self.drift_period_s[c] + self.drift_phase[c])
-            lut[:, 0, c] = np.clip(ramp * gain, 0, 255).astype(np.uint8)
-        out = cv2.LUT(frame, lut)
-        k = index % len(self.noise_pos)
-        out = cv2.add(out, self.noise_pos[k])
-        return np.asarray(cv2.subtract(out, self.noise_neg[k]), np.uint8)
+    def apply(self, scene: U8Array, t_s: float, index: int) -> U8Array:
+        b, g, r = (
+            gain * (1.0 + self.drift_amp * math.sin(2 * math.pi * t_s / period + phase))
+            for gain, period, phase in zip(self.settings.gain_bgr, self.drift_period_s, self.drift_phase, strict=True)
+        )
+        settings = replace(self.settings, gain_bgr=(b, g, r))
+        return apply_camera(scene, self.scene_mm_per_px, settings, np.random.default_rng([self.seed, 4, index]))
 
 
-def make_camera(rng: np.random.Generator, shape: tuple[int, int, int], bank: int = 5) -> Camera:
-    sigma = rng.uniform(1.5, 3.5)
-    pos, neg = [], []
-    for _ in range(bank):
-        n = rng.normal(0.0, sigma, shape).astype(np.float32)
-        pos.append(np.clip(n, 0, 255).astype(np.uint8))
-        neg.append(np.clip(-n, 0, 255).astype(np.uint8))
+def make_camera(rng: np.random.Generator, calibration: Calibration, scene_mm_per_px: float, seed: int) -> Camera:
+    settings = random_settings(
+        rng, calibration.mm_per_px, calibration.belt_speed_mm_s, travel_axis=0, jpeg=False
+    )  # canonical frame: travel along x
     base_period = rng.uniform(6.0, 15.0)
     periods = tuple(float(base_period * rng.uniform(0.9, 1.1)) for _ in range(3))
     phases = tuple(float(rng.uniform(0, 2 * math.pi)) for _ in range(3))
-    return Camera(periods, phases, float(rng.uniform(0.03, 0.08)), tuple(pos), tuple(neg))  # type: ignore[arg-type]
+    amp = float(rng.uniform(0.03, 0.08))
+    return Camera(settings, scene_mm_per_px, periods, phases, amp, seed)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -329,22 +335,34 @@ class Footage:
     fps: float
     n_frames: int
     calibration: Calibration
-    placements: list[Placement]
-    belt: Belt
+    placements: list[Placement]  # scene pixels
+    belt: Belt  # scene pixels
     camera: Camera
 
+    @property
+    def scene_wh(self) -> tuple[int, int]:
+        """(length, across) of the canonical frame at the scene scale."""
+        length, across = canonical_wh(self.width, self.height, self.calibration)
+        f = self.calibration.mm_per_px / self.camera.scene_mm_per_px
+        return round(length * f), round(across * f)
+
     def frames(self) -> Iterator[tuple[int, U8Array]]:
-        length, _ = canonical_wh(self.width, self.height, self.calibration)
-        v = self.calibration.px_per_s  # canonical frame: always +x; direction is applied at the end
+        length, across = canonical_wh(self.width, self.height, self.calibration)
+        scene_length, _ = self.scene_wh
+        v = self.calibration.belt_speed_mm_s / self.camera.scene_mm_per_px  # canonical: +x; direction at the end
         for f in range(self.n_frames):
             t = f / self.fps
-            canon = compose_frame(self.belt, self.placements, t, v, length)
-            canon = self.camera.apply(canon, t, f)
+            scene = compose_frame(self.belt, self.placements, t, v, scene_length)
+            canon = self.camera.apply(scene, t, f)
+            if canon.shape[:2] != (across, length):  # rounding of the scene size
+                canon = np.asarray(cv2.resize(canon, (length, across), interpolation=cv2.INTER_AREA), np.uint8)
             yield f, to_frame_image(canon, self.calibration.belt_direction)
 
     def labels(self) -> list[dict[str, Any]]:
         length, across = canonical_wh(self.width, self.height, self.calibration)
-        v = self.calibration.px_per_s
+        scene_length, scene_across = self.scene_wh
+        k = length / scene_length  # camera pixels per scene pixel
+        v = self.calibration.belt_speed_mm_s / self.camera.scene_mm_per_px
         direction = self.calibration.belt_direction
         lines: list[dict[str, Any]] = []
         for p in self.placements:
@@ -352,12 +370,16 @@ class Footage:
             spider_track: list[list[int]] = []
             for f in range(self.n_frames):
                 x = round(p.x0_px + v * f / self.fps)
-                b = _clip_shift(p.box, x, p.y_px, length, across)
+                b = _clip_shift(p.box, x, p.y_px, scene_length, scene_across)
+                if b is None:
+                    continue
+                b = _clip_shift(_scale_box(b, k), 0, 0, length, across)
                 if b is None:
                     continue
                 track.append([f, *to_frame_box(b, length, direction)])
                 if p.spider_box is not None:
-                    s = _clip_shift(p.spider_box, x, p.y_px, length, across)
+                    s = _clip_shift(p.spider_box, x, p.y_px, scene_length, scene_across)
+                    s = None if s is None else _clip_shift(_scale_box(s, k), 0, 0, length, across)
                     if s is not None:
                         spider_track.append([f, *to_frame_box(s, length, direction)])
             if not track:
@@ -394,13 +416,18 @@ def plan_footage(
     if fps <= 0 or seconds <= 0:
         raise SynthError(f"fps {fps} and seconds {seconds} must be positive")
     n_frames = max(1, round(seconds * fps))
-    canon = canonical_wh(width, height, calibration)
+    scene_mm = scene_scale(calibration.mm_per_px, source.native_mm_per_px)
+    f = calibration.mm_per_px / scene_mm
+    length, across = canonical_wh(width, height, calibration)
+    canon = (round(length * f), round(across * f))
     rng = np.random.default_rng([seed, 0])
-    placements = plan_bunches(rng, source, calibration, canon, n_frames, fps, n_bunches, spider_fraction, seed)
+    placements = plan_bunches(
+        rng, source, calibration, canon, n_frames, fps, n_bunches, spider_fraction, seed, scene_mm
+    )
     belt_rng = np.random.default_rng([seed, 2])
     colour = BELT_COLOURS_BGR[int(belt_rng.integers(len(BELT_COLOURS_BGR)))]
     belt = make_belt(belt_rng, canon, colour)
-    camera = make_camera(np.random.default_rng([seed, 3]), (canon[1], canon[0], 3))
+    camera = make_camera(np.random.default_rng([seed, 3]), calibration, scene_mm, seed)
     return Footage(width, height, fps, n_frames, calibration, placements, belt, camera)
 
 
@@ -442,11 +469,15 @@ def generate_footage(
     """Write ``footage.avi``, ``calibration.yaml`` and ``labels.jsonl`` into `out_dir`; return the video's path.
 
     Same arguments → identical frames and byte-identical labels. `real_dir` switches to real cut-outs
-    (``../shared/realdata`` layout, `split` one of `inspector.synth.real.SPLITS`).
+    (``../shared/realdata`` layout, `split` one of `inspector.synth.real.SPLITS`). A calibration finer than the
+    photos allow is rendered at the photos' scale (logged in one line; calibration.yaml says which).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     source = make_source(Path(real_dir) if real_dir is not None else None, split, seed)
+    calibration, note = honest_calibration(calibration, source)
+    if note is not None:
+        log.warning("%s", note)
     footage = plan_footage(
         width=width,
         height=height,

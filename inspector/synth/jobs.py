@@ -8,6 +8,7 @@ Footage: OUT/footage.avi (MJPG), OUT/calibration.yaml, OUT/labels.jsonl (:mod:`i
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from pydantic import ValidationError
 from inspector.cliopts import calibration_or_default, check_share
 from inspector.config import DEFAULT_CALIBRATION, Calibration, load_calibration
 from inspector.errors import InspectorError
-from inspector.synth.footage import generate_footage, make_source
+from inspector.synth.footage import generate_footage, honest_calibration, make_source
 from inspector.synth.tiles import TileSet, make_tile_set, mosaic, save_tile_set
 
 DEFAULT_REAL = Path("../shared/realdata")
@@ -60,6 +61,9 @@ def make_tiles(args: argparse.Namespace) -> int:
         background_patches=args.background_patches,
         patches_per_seed=args.patches_per_seed,
     )
+    cal, note = honest_calibration(cal, source)
+    if note is not None:
+        print(note, file=sys.stderr)
     t0 = time.perf_counter()
     tiles = make_tile_set(args.n, source, cal, args.seed, shares=(args.pos, 1 - args.pos - args.hard, args.hard))
     dt = time.perf_counter() - t0

@@ -1,6 +1,9 @@
 """Real cut-outs from a ``realdata`` folder (see ../shared/realdata/README.md for its layout).
 
-- bunches: WGISD photos with bunch boxes (``grapes/wgisd/index.json``), segmented inside the box with GrabCut;
+- bunches: WGISD photos with bunch boxes (``grapes/wgisd_full/index.json``, the photos at their original ~0.25 mm/px;
+  ``grapes/wgisd/`` at ~0.5 mm/px where the full-resolution folder is absent), segmented inside the box with
+  GrabCut at a reduced size and cut out at the photo's own resolution, then shrunk to the scene's scale (never
+  enlarged: berries keep the size the photo shows, see `GRAPE_FOLDERS`);
 - spiders: spider photos with boxes (``spiders/photos/index.json``), segmented inside the box with GrabCut
   (Black_Widow, the redback's close relative, drawn most often); close-ups whose cut-out has no leg outline
   (solidity above ``MAX_SPIDER_SOLIDITY``) and cut-outs that fell apart into pieces (``MIN_MAIN_PIECE_SHARE``)
@@ -24,9 +27,10 @@ import cv2
 import numpy as np
 
 from inspector.errors import InspectorError
-from inspector.synth.procedural import fit_span, rotate_square
+from inspector.synth.camera import check_scale
+from inspector.synth.procedural import rotate_square
 from inspector.synth.raster import Sprite, crop_sprite, feather, resize_sprite
-from inspector.synth.scene import BunchCut, SpiderCut
+from inspector.synth.scene import BunchCut, SpiderCut, shrink_to_span
 from inspector.types import FloatArray, U8Array
 
 SPLITS = ("train", "holdout", "fit", "val")  # fit + val = train, photo-disjoint (see `photo_split`)
@@ -45,7 +49,14 @@ BACKGROUND_SIDE_SHARE = (0.12, 0.3)
 BACKGROUND_MARGIN_SHARE = 0.04
 _IMAGENET_NON_SPIDER_EXCLUDE = ("spider", "widow", "tarantula", "harvestman", "tick", "scorpion")
 _SPECIES_WEIGHT = {"Black_Widow": 6.0}
-MIN_BUNCH_SIDE_PX = 60
+MIN_BUNCH_SIDE_PX = 60  # in the pixels of a 1024-px-wide photo (grapes/wgisd); scaled for the full-size folder
+# Grape photo folders, finest first: (folder, its scale in mm/px, the Gaussian softness its photos carry in their own
+# pixels). Scale from berry size (wine-grape berries 12-15 mm: ~25-30 px across at 1024 px wide, twice that at 2048).
+# Softness from the edge width (`camera.edge_width_px`) of bunch crops at full size and shrunk 2x and 4x: 4.1, 3.5,
+# 3.3 px, fitted by a photo blur of sigma ~1.25 px at full size (0.7 px once shrunk 2x). A cut-out pasted on a bunch
+# gets the bunch's softness, so neither is sharper than the other.
+GRAPE_FOLDERS: tuple[tuple[str, float, float], ...] = (("wgisd_full", 0.25, 1.25), ("wgisd", 0.5, 0.7))
+BUNCH_SHRINK = (0.85, 1.0)  # a bunch's scale at most its photo's (berry sizes vary; never enlarged)
 # A whole spider seen at 4-12 mm span shows legs: its outline has deep notches. A cut-out that fills its convex hull
 # (solidity above this) is a macro close-up of a face or an abdomen (peacock, jumping, ladybird-mimic photos), which
 # pasted at 16-48 px is a coloured blob no one could call a spider: label noise, dropped in every split alike.
@@ -221,19 +232,24 @@ class RealSource:
         self.root = root
         self.split = split
         base = "holdout" if split == "holdout" else "train"  # the folder's own split; fit/val are parts of train
-        wgisd_index = root / "grapes" / "wgisd" / "index.json"
+        folder, self.native_mm_per_px, self.native_softness_px = next(
+            (g for g in GRAPE_FOLDERS if (root / "grapes" / g[0] / "index.json").is_file()), GRAPE_FOLDERS[-1]
+        )
+        self.grape_folder = folder
+        wgisd_index = root / "grapes" / folder / "index.json"
         spider_index = root / "spiders" / "photos" / "index.json"
         for p in (wgisd_index, spider_index):
             if not p.is_file():
                 raise RealDataError(f"{p} not found; give --real the realdata folder (e.g. ../shared/realdata)")
         wgisd = [e for e in json.loads(wgisd_index.read_text())[base] if _in_split(e["file"], split)]
+        min_side = MIN_BUNCH_SIDE_PX * 0.5 / self.native_mm_per_px
         self._bunch_boxes: list[tuple[Path, tuple[float, float, float, float]]] = [
-            (root / "grapes" / "wgisd" / e["file"], tuple(b))
+            (root / "grapes" / folder / e["file"], tuple(b))
             for e in wgisd
             for b in e["bunches_xywh"]
-            if min(b[2], b[3]) >= MIN_BUNCH_SIDE_PX
+            if min(b[2], b[3]) >= min_side
         ]
-        self._grape_images = [root / "grapes" / "wgisd" / e["file"] for e in wgisd]
+        self._grape_images = [root / "grapes" / folder / e["file"] for e in wgisd]
         table = root / "grapes" / "table" / base
         if table.is_dir():
             self._grape_images += [q for q in sorted(table.glob("*.jpg")) if _in_split(_table_photo(q.name), split)]
@@ -281,14 +297,19 @@ class RealSource:
         m = 0.15
         cx1, cy1 = int(max(0, x - m * w)), int(max(0, y - m * h))
         cx2, cy2 = int(min(iw, x + w * (1 + m))), int(min(ih, y + h * (1 + m)))
-        crop, f = _shrink(img[cy1:cy2, cx1:cx2], BUNCH_CUT_PX)
+        full = img[cy1:cy2, cx1:cx2]
+        crop, f = _shrink(full, BUNCH_CUT_PX)
         rect = (int((x - cx1) * f) + 1, int((y - cy1) * f) + 1, int((x - cx1 + w) * f) - 1, int((y - cy1 + h) * f) - 1)
         w, h = w * f, h * f
         fg = _grabcut(crop, rect, iterations=3)
         share = fg.sum() / max(1.0, w * h)
         sprite: Sprite | None = None
         if 0.3 <= share <= 0.97:
-            sprite = _cutout(crop, _keep_main_components(fg, 0.25), 1.0)
+            # segmented small (GrabCut is slow), cut out at the photo's own resolution
+            mask = _keep_main_components(fg, 0.25)
+            full_h, full_w = full.shape[:2]
+            mask_full = np.asarray(cv2.resize(mask, (full_w, full_h), interpolation=cv2.INTER_LINEAR), np.float32)
+            sprite = _cutout(full, (mask_full > 0.5).astype(np.float32), 1.0 / f)
         self._bunch_cache[index] = sprite
         return sprite
 
@@ -299,42 +320,50 @@ class RealSource:
         return self._spider_cache[index]
 
     # ----------------------------------------------------------------------------------------- AssetSource
-    def bunch(self, rng: np.random.Generator, length_px: float, berry_radius_px: float) -> BunchCut:
-        """A real bunch scaled to `length_px` on its longer side (berry size follows from the photo)."""
+    def bunch(self, rng: np.random.Generator, length_px: float, berry_radius_px: float, mm_per_px: float) -> BunchCut:
+        """A real bunch at the scene scale `mm_per_px`: the size its photo shows (shrunk by up to 15 %, berries
+        vary), and never longer than `length_px`; never enlarged (a scene finer than the photos is a ScaleError).
+        `berry_radius_px` is not used: the photo has its own berries."""
+        check_scale(mm_per_px, self.native_mm_per_px)
         for _ in range(50):
             cut = self._bunch_cut(int(rng.integers(len(self._bunch_boxes))))
             if cut is not None:
                 break
         else:
-            raise RealDataError(f"{self.root}: could not segment any bunch photo; check grapes/wgisd")
-        sprite = cut
-        scale = length_px / max(sprite.wh)
-        sprite = resize_sprite(sprite, scale)
+            raise RealDataError(f"{self.root}: could not segment any bunch photo; check grapes/{self.grape_folder}")
+        scale = self.native_mm_per_px / mm_per_px * rng.uniform(*BUNCH_SHRINK)
+        scale = min(scale, length_px / max(cut.wh))
+        sprite = resize_sprite(cut, scale) if scale < 1.0 else cut
         # a touch of colour variation between bunches
         gain = (rng.uniform(0.9, 1.1) * (1 + rng.normal(0, 0.03, 3))).astype(np.float32)
         bgr = np.clip(sprite.bgr.astype(np.float32) * gain, 0, 255).astype(np.uint8)
-        return BunchCut(Sprite(bgr, sprite.alpha), softness_px=0.4 * max(scale, 1.0))
+        return BunchCut(Sprite(bgr, sprite.alpha), softness_px=self.native_softness_px * min(scale, 1.0))
 
     def spider(self, rng: np.random.Generator, span_px: float) -> SpiderCut:
-        """A real spider cut out of its photo, rotated at random, its larger side scaled to `span_px`; its origin is
-        the photo's file name."""
-        for _ in range(50):
+        """A real spider cut out of its photo, rotated at random, its larger side shrunk to `span_px` (a cut-out
+        smaller than that is passed over: spiders are never enlarged); its origin is the photo's file name."""
+        for _ in range(200):
             index = int(self._spider_pool[int(rng.integers(len(self._spider_pool)))])
             sprite = self._spider_cut(index)
-            if sprite is not None:
+            if sprite is None:
+                continue
+            if rng.random() < 0.5:
+                sprite = Sprite(sprite.bgr[:, ::-1].copy(), sprite.alpha[:, ::-1].copy())
+            turned = crop_sprite(rotate_square(sprite, rng.uniform(0, 360)), 0.1)
+            if max(turned.wh) >= span_px:
                 break
         else:
-            raise RealDataError(f"{self.root}: could not segment any spider photo; check spiders/photos")
-        if rng.random() < 0.5:
-            sprite = Sprite(sprite.bgr[:, ::-1].copy(), sprite.alpha[:, ::-1].copy())
-        return SpiderCut(fit_span(rotate_square(sprite, rng.uniform(0, 360)), span_px), self._spiders[index][0].name)
+            raise RealDataError(
+                f"{self.root}: no spider cut-out of {span_px:.0f} px or more in spiders/photos; use a coarser scale"
+            )
+        return SpiderCut(shrink_to_span(turned, span_px), self._spiders[index][0].name)
 
     def patch(self, rng: np.random.Generator, size_px: float) -> Sprite:
         """A non-spider bit of a grape/produce photo (leaf, stem, berry, wood), rotated, scaled to `size_px`."""
         sprite = self._patch_cut(int(rng.integers(PATCH_POOL)))
         if rng.random() < 0.5:
             sprite = Sprite(sprite.bgr[:, ::-1].copy(), sprite.alpha[:, ::-1].copy())
-        return fit_span(rotate_square(sprite, rng.uniform(0, 360)), size_px)
+        return shrink_to_span(rotate_square(sprite, rng.uniform(0, 360)), size_px)
 
     def _patch_cut(self, slot: int) -> Sprite:
         """Pool slot `slot` (seeded by the slot): a spider-photo background bit for a ``background_patches`` share of

@@ -19,9 +19,11 @@ from inspector.synth.raster import (
     Sprite,
     alpha_bbox_xyxy,
     blur_sprite,
+    crop_sprite,
     pad_sprite,
     paste,
     paste_alpha,
+    resize_sprite,
     rotate_sprite,
     soft_disc,
 )
@@ -31,11 +33,19 @@ BoxXYXY = tuple[int, int, int, int]
 
 # belt colours (BGR): dark blue, slate grey, light grey-white; all far from green/red/black grapes in Lab
 BELT_COLOURS_BGR: tuple[tuple[int, int, int], ...] = ((120, 72, 38), (92, 84, 78), (198, 200, 196))
+# Softness (Gaussian sigma, scene px) of what is drawn anti-aliased at scene scale or shrunk to it from a larger
+# cut-out: area resampling leaves about this much.
+DRAWN_SOFTNESS_PX = 0.4
+# Drawn bunches shade their berries smoothly: by the edge-width measure (`camera.edge_width_px`) a drawn spider on
+# them reads as sharp as the bunch once blurred to this (spider/bunch edge width 0.93-0.99 at 0.9-1.1 px, 0.79 with
+# no blur), the ratio real spiders on real bunches show.
+DRAWN_BUNCH_SOFTNESS_PX = 1.0
 
 
 @dataclass(frozen=True)
 class BunchCut:
-    """A bunch sprite plus the defocus (Gaussian sigma, px) its texture already carries (upscaled photos are soft)."""
+    """A bunch sprite plus the softness (Gaussian sigma, scene px) its texture already carries (a photo's own blur,
+    shrunk with it); what is pasted on it gets the same (`match_to_scene`)."""
 
     sprite: Sprite
     softness_px: float
@@ -51,8 +61,12 @@ class SpiderCut:
 
 class AssetSource(Protocol):
     name: str
+    # the coarsest photo scale among the source's bunches (mm/px): scenes are composed no finer (0: drawn, any scale)
+    native_mm_per_px: float
 
-    def bunch(self, rng: np.random.Generator, length_px: float, berry_radius_px: float) -> BunchCut: ...
+    def bunch(self, rng: np.random.Generator, length_px: float, berry_radius_px: float, mm_per_px: float) -> BunchCut:
+        """A bunch at scene scale `mm_per_px` (pixels given at that scale), at most `length_px` long."""
+        ...
 
     def spider(self, rng: np.random.Generator, span_px: float) -> SpiderCut: ...
 
@@ -65,10 +79,11 @@ class ProceduralSource:
     """Everything drawn: bunches, five spider kinds (redback most often), distractors as non-spider patches."""
 
     name = "procedural"
+    native_mm_per_px = 0.0
     spider_kind_p = (0.5, 0.15, 0.1, 0.15, 0.1)
 
-    def bunch(self, rng: np.random.Generator, length_px: float, berry_radius_px: float) -> BunchCut:
-        return BunchCut(proc.render_bunch(rng, length_px, berry_radius_px), 0.0)
+    def bunch(self, rng: np.random.Generator, length_px: float, berry_radius_px: float, mm_per_px: float) -> BunchCut:
+        return BunchCut(proc.render_bunch(rng, length_px, berry_radius_px), DRAWN_BUNCH_SOFTNESS_PX)
 
     def spider(self, rng: np.random.Generator, span_px: float) -> SpiderCut:
         kind = proc.SPIDER_KINDS[int(rng.choice(len(proc.SPIDER_KINDS), p=self.spider_kind_p))]
@@ -88,23 +103,27 @@ def distractor(rng: np.random.Generator, size_px: float, source: AssetSource) ->
 
 
 # --------------------------------------------------------------------------------------------- decorating
-MAX_PASTE_SOFTNESS_PX = 0.5  # defocus of a pasted object, at most (frame pixels, Gaussian sigma before jitter)
+def shrink_to_span(sprite: Sprite, span_px: float) -> Sprite:
+    """The cut-out shrunk so the larger side of its coverage box is at most `span_px`; never enlarged."""
+    sprite = crop_sprite(sprite, 0.1)
+    scale = span_px / max(*sprite.wh, 1)
+    return crop_sprite(resize_sprite(sprite, scale)) if scale < 1.0 else sprite
 
 
 def match_to_scene(rng: np.random.Generator, obj: Sprite, softness_px: float) -> Sprite:
-    """Make a cut-out sit in the scene: a small random colour cast, and the camera's defocus.
+    """Make a cut-out sit in the scene: a small random colour cast, and the bunch's own softness.
 
-    Applied identically to spiders and non-spider patches, so neither colour nor sharpness separates them.
-    The defocus is the bunch's softness capped at `MAX_PASTE_SOFTNESS_PX`: a real bunch photo enlarged 2-4x to
-    belt scale is soft because its source had few pixels, not because the camera is out of focus, and an object
-    on the bunch's surface is in the camera's focal plane. Blurring a 16 px spider by the enlargement's 1.5 px
-    erased its legs and left label noise (positives nobody could see).
+    Applied identically to spiders and non-spider patches, so neither colour nor sharpness separates them. The
+    bunch carries its photo's blur (`BunchCut.softness_px`); a cut-out shrunk to scene scale carries about
+    `DRAWN_SOFTNESS_PX`, so it is blurred by the difference (in quadrature) and comes out as sharp as the grapes it
+    sits on -- never sharper. The camera's own defocus comes later, over the whole scene (`inspector.synth.camera`).
     """
     gain = rng.uniform(0.85, 1.12) * (1 + rng.normal(0, 0.04, 3))
     bgr = np.clip(obj.bgr.astype(np.float32) * gain[None, None, :].astype(np.float32), 0, 255).astype(np.uint8)
     out = Sprite(bgr, obj.alpha)
-    sigma = min(softness_px, MAX_PASTE_SOFTNESS_PX) * rng.uniform(0.8, 1.1) + rng.uniform(0.0, 0.35)
-    return blur_sprite(pad_sprite(out, 2), sigma)
+    target = softness_px * rng.uniform(0.9, 1.1)
+    sigma = math.sqrt(max(0.0, target * target - DRAWN_SOFTNESS_PX**2))
+    return blur_sprite(pad_sprite(out, 2 + math.ceil(2 * sigma)), sigma)
 
 
 def _random_anchor(rng: np.random.Generator, alpha: FloatArray, min_alpha: float = 0.9) -> tuple[int, int]:

@@ -1,9 +1,11 @@
 """224x224 tile sets for training and evaluation, cut at the planned tile scale from rendered scenes.
 
 No video round trip, but the same rendering and compositing as the footage: a decorated bunch sprite (same
-`decorate_bunch`/`place_object`, same `match_to_scene`) on a belt texture with a shadow, then the camera (motion
-blur along travel, lighting gain, sensor noise, MJPG-like JPEG artefacts) at frame scale; the tile is then cut at
-the frame-pixel size `inspector.tiling.tile_scales` plans for the spider's span, and resized to 224.
+`decorate_bunch`/`place_object`, same `match_to_scene`) on a belt texture with a shadow, composed at the scene scale
+(`inspector.synth.camera.scene_scale`: no finer than the photos), then the camera model over the whole window
+(`inspector.synth.camera.apply_camera` with settings drawn per tile: resample to the calibration's mm/px, defocus,
+motion blur along travel, shot + read noise, gain, JPEG); the tile is then cut at the frame-pixel size
+`inspector.tiling.tile_scales` plans for the spider's span, and resized to 224.
 
 Kinds: ``pos`` (a spider wholly inside, covering 1-5 % of the tile by the disc model), ``neg`` (bunch, no
 spider), ``hard_neg`` (a spider-like distractor or a pasted non-spider patch wholly inside, where a spider would
@@ -32,14 +34,8 @@ import numpy.typing as npt
 from inspector.config import Calibration
 from inspector.errors import InspectorError
 from inspector.progress import progress
-from inspector.synth.raster import (
-    Sprite,
-    belt_texture,
-    jpeg_roundtrip,
-    motion_blur,
-    paste,
-    sensor_noise,
-)
+from inspector.synth.camera import apply_camera, random_settings, scene_scale
+from inspector.synth.raster import Sprite, belt_texture, paste
 from inspector.synth.scene import (
     BELT_COLOURS_BGR,
     AssetSource,
@@ -61,7 +57,6 @@ from inspector.types import TileScale, U8Array
 TILE_SIZE = 224
 KINDS = ("pos", "neg", "hard_neg")
 DEFAULT_SHARES = (0.5, 0.3, 0.2)
-EXPOSURE_S = (1 / 2000, 1 / 500)  # line cameras expose short (or strobe): motion blur 0.3-1.2 px at 600 px/s
 
 
 @dataclass
@@ -121,8 +116,8 @@ def kind_sequence(rng: np.random.Generator, n: int, shares: tuple[float, float, 
 
 @dataclass(frozen=True)
 class _Scene:
-    img: U8Array  # window around the target, frame scale, camera applied
-    target_xyxy: BoxXYXY  # in window pixels
+    img: U8Array  # window around the target, camera scale, camera applied
+    target_xyxy: tuple[float, float, float, float]  # in window pixels (camera scale)
 
 
 def _compose_window(
@@ -132,33 +127,32 @@ def _compose_window(
     win_px: int,
     belts: list[U8Array],
     calibration: Calibration,
+    scene_mm_per_px: float,
 ) -> _Scene:
-    """Belt + shadow + sprite in a `win_px` square centred on `target`, then the camera."""
+    """Belt + shadow + sprite in a `win_px` (scene pixels) square centred on `target`, then the camera model."""
     cx, cy = (target[0] + target[2]) // 2, (target[1] + target[3]) // 2
     ox, oy = cx - win_px // 2, cy - win_px // 2  # window origin in sprite pixels
     belt = belts[int(rng.integers(len(belts)))]
     bh, bw = belt.shape[:2]
     bx, by = int(rng.integers(0, bw - win_px + 1)), int(rng.integers(0, bh - win_px + 1))
     img = belt[by : by + win_px, bx : bx + win_px].copy()
-    shadow = shadow_of(sprite, rng.uniform(0.2, 0.35), rng.uniform(3, 8))
-    apply_shadow(img, shadow, -ox + int(rng.integers(2, 9)), -oy + int(rng.integers(2, 9)))
+    f = calibration.mm_per_px / scene_mm_per_px  # scene pixels per camera pixel
+    shadow = shadow_of(sprite, rng.uniform(0.2, 0.35), rng.uniform(3, 8) * f)
+    apply_shadow(img, shadow, -ox + int(rng.integers(2, 9) * f), -oy + int(rng.integers(2, 9) * f))
     paste(img, sprite, -ox, -oy)
-    blur = calibration.px_per_s * rng.uniform(*EXPOSURE_S)
-    img = np.asarray(motion_blur(img, blur, calibration.travel_axis), np.uint8)
-    gain = rng.uniform(0.9, 1.1) * (1 + rng.normal(0, 0.025, 3))
-    img = np.clip(img.astype(np.float32) * gain[None, None, :].astype(np.float32), 0, 255).astype(np.uint8)
-    noise = sensor_noise(rng, img.shape, rng.uniform(1.5, 3.5))
-    img = np.asarray(cv2.add(img.astype(np.int16), noise, dtype=cv2.CV_8U), np.uint8)
-    img = jpeg_roundtrip(img, int(rng.integers(80, 96)))
+    settings = random_settings(rng, calibration.mm_per_px, calibration.belt_speed_mm_s, calibration.travel_axis)
+    out = apply_camera(img, scene_mm_per_px, settings, rng)
+    s = out.shape[1] / win_px
     t = target
-    return _Scene(img, (t[0] - ox, t[1] - oy, t[2] - ox, t[3] - oy))
+    return _Scene(out, ((t[0] - ox) * s, (t[1] - oy) * s, (t[2] - ox) * s, (t[3] - oy) * s))
 
 
 def _cut_tile(
     rng: np.random.Generator, scene: _Scene, tile_px: int, out_px: int
 ) -> tuple[U8Array, tuple[float, float, float, float]]:
     """A `tile_px` square of the window holding the target box wholly, at a random offset, resized to `out_px`."""
-    x1, y1, x2, y2 = scene.target_xyxy
+    x1, y1 = math.floor(scene.target_xyxy[0]), math.floor(scene.target_xyxy[1])
+    x2, y2 = math.ceil(scene.target_xyxy[2]), math.ceil(scene.target_xyxy[3])
     h, w = scene.img.shape[:2]
     lo_x, hi_x = max(0, x2 - tile_px), min(x1, w - tile_px)
     lo_y, hi_y = max(0, y2 - tile_px), min(y1, h - tile_px)
@@ -168,7 +162,8 @@ def _cut_tile(
     interp = cv2.INTER_LINEAR if tile_px <= out_px else cv2.INTER_AREA
     tile = np.asarray(cv2.resize(crop, (out_px, out_px), interpolation=interp), np.uint8)
     s = out_px / tile_px
-    box = ((x1 - tx) * s, (y1 - ty) * s, (x2 - tx) * s, (y2 - ty) * s)
+    b = scene.target_xyxy
+    box = ((b[0] - tx) * s, (b[1] - ty) * s, (b[2] - tx) * s, (b[3] - ty) * s)
     return tile, box
 
 
@@ -186,10 +181,11 @@ def make_tile_set(
 ) -> TileSet:
     """`n` tiles of the three kinds from `source`; same arguments → identical arrays."""
     scales = tile_scales(calibration, min_fraction, max_fraction)
-    mm = calibration.mm_per_px
-    span_lo_px, span_hi_px = (s / mm for s in calibration.spider_span_mm)
+    scene_mm = scene_scale(calibration.mm_per_px, source.native_mm_per_px)
+    f = calibration.mm_per_px / scene_mm  # scene pixels per camera pixel (>= 1)
+    span_lo_px, span_hi_px = (s / scene_mm for s in calibration.spider_span_mm)
     max_tile = max(s.tile_px for s in scales)
-    win_px = int(max_tile * 1.6) + 4
+    win_px = math.ceil((int(max_tile * 1.6) + 4) * f)  # scene pixels
     belt_rng = np.random.default_rng([seed, 9])
     belts = [
         belt_texture(belt_rng, (max(512, win_px), max(512, win_px)), BELT_COLOURS_BGR[i % len(BELT_COLOURS_BGR)])
@@ -198,8 +194,8 @@ def make_tile_set(
     pool: list[BunchCut] = []
     for j in range(min(bunch_pool, max(1, n))):
         brng = np.random.default_rng([seed, 5, j])
-        length_px = brng.uniform(110.0, 220.0) / mm
-        cut = source.bunch(brng, length_px, brng.uniform(7.0, 11.0) / mm)
+        length_px = brng.uniform(110.0, 220.0) / scene_mm
+        cut = source.bunch(brng, length_px, brng.uniform(7.0, 11.0) / scene_mm, scene_mm)
         pool.append(BunchCut(random_pose(brng, cut.sprite), cut.softness_px))
 
     kinds = kind_sequence(np.random.default_rng([seed, 6]), n, shares)
@@ -220,14 +216,14 @@ def make_tile_set(
         anchor = (win_px // 2, win_px // 2)
         cut = BunchCut(local, whole.softness_px)
         span_mm = rng.uniform(*calibration.spider_span_mm)
-        span_px = span_mm / mm
+        span_px = span_mm / scene_mm
         scale = scale_for_span(scales, span_mm)
         dec = decorate_bunch(
             rng,
             source,
             cut,
             span_px if kind == "pos" else None,
-            mm,
+            scene_mm,
             int(rng.poisson(0.8)),
             (0.8 * span_lo_px, 1.3 * span_hi_px),
             spider_anchor_xy=anchor,
@@ -243,7 +239,7 @@ def make_tile_set(
             target = (anchor[0] - r, anchor[1] - r, anchor[0] + r + 1, anchor[1] + r + 1)
             if kind == "pos":
                 kind = kinds[i] = "neg"  # the spider vanished behind berries (rare): record the truth
-        scene = _compose_window(rng, sprite, target, win_px, belts, calibration)
+        scene = _compose_window(rng, sprite, target, win_px, belts, calibration, scene_mm)
         tile, box = _cut_tile(rng, scene, scale.tile_px, out_px)
         images[i], scale_px[i] = tile, scale.tile_px
         if kind == "pos":
@@ -257,14 +253,16 @@ def make_tile_set(
         "n": n,
         "counts": counts,
         "tile_px": out_px,
+        "scene_mm_per_px": scene_mm,
+        "camera_model": "inspector.synth.camera (settings drawn per tile)",
         "calibration": calibration.model_dump(mode="json", exclude_none=True),
         "scales": [
             {
                 "tile_px": s.tile_px,
                 "span_mm": list(s.span_mm),
                 "fraction": [
-                    spider_area_fraction(s.span_mm[0] / mm, s.tile_px),
-                    spider_area_fraction(s.span_mm[1] / mm, s.tile_px),
+                    spider_area_fraction(s.span_mm[0] / calibration.mm_per_px, s.tile_px),
+                    spider_area_fraction(s.span_mm[1] / calibration.mm_per_px, s.tile_px),
                 ],
             }
             for s in scales
