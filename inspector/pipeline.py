@@ -59,6 +59,7 @@ COVERAGE_TOLERANCE_PX = 2 * SEG_DOWNSCALE  # bunch boxes come from a 1/4-resolut
 EVIDENCE_DOWNSCALE = 4  # frames on either side of a gap are kept this much smaller for its evidence picture
 FAM_SIZE = 56  # Eq. 1 evaluated on a 56x56 grid per tile: enough for 1/4-resolution frame maps
 MODEL_ERROR_LOG_S = 10.0  # model errors are logged at most once per this long
+SKIP_LOG_S = 5.0  # frames skipped as late are logged at most once per this long
 HEALTH_HOLD_S = 2.0  # a skipped frame or a model error keeps `health()` unhealthy this long
 GAP_FRAMES = 5  # frame intervals beyond the latency budget without a fresh frame: frames stopped (or far behind)
 
@@ -72,6 +73,24 @@ def open_model(config: ModelConfig) -> Model:
         assert config.triton is not None  # ModelConfig requires the section with this backend
         return TritonModel(config.triton, config.path, config.batch_size)
     return Model(config.path, tuple(config.providers), config.threads, config.batch_size)
+
+
+class ThrottledLog:
+    """A log line at most once per `interval_s` (a fault on every frame must not flood the journal); the lines held
+    back are counted in the next one."""
+
+    def __init__(self, level: int, interval_s: float, what: str) -> None:
+        self.level, self.interval_s, self.what = level, interval_s, what
+        self.at_s: float | None = None
+        self.held = 0
+
+    def __call__(self, message: str) -> None:
+        now = time.monotonic()
+        if self.at_s is not None and now - self.at_s < self.interval_s:
+            self.held += 1
+            return
+        held, self.at_s, self.held = self.held, now, 0
+        log.log(self.level, "%s%s", message, f" ({held} more {self.what} not logged)" if held else "")
 
 
 MIN_TILE_PX = 2**N_LAYERS  # the model contract's smallest input: five 2x2 poolings
@@ -196,8 +215,8 @@ class Pipeline:
         self._strongest: dict[int, Snapshot] = {}  # bunch id -> snapshot of its highest-scoring inspected frame
         self._seen_only: dict[int, tuple[float, Snapshot]] = {}  # never inspected yet: its most central seen frame
         self.inspections_ok = 0  # frames inspected with every tile's output finite (what feeds the systemd watchdog)
-        self._model_error_logged_s: float | None = None  # time.monotonic() of the last model error logged
-        self._model_errors_unlogged = 0
+        self._model_error_log = ThrottledLog(logging.ERROR, MODEL_ERROR_LOG_S, "model errors")
+        self._skip_log = ThrottledLog(logging.WARNING, SKIP_LOG_S, "skipped frames")
         self._prev_small: U8Array | None = (
             None  # the previous frame at 1/EVIDENCE_DOWNSCALE (the unseen-stretch picture)
         )
@@ -334,7 +353,14 @@ class Pipeline:
                 self._last_skip_s = started_s
                 for bunch in bunches:
                     self.records[bunch.bunch_id].frames_skipped += 1
-                log.warning("frame %d skipped: no bunch in it can still be decided before its fire time", ref.seq)
+                self._skip_log(
+                    f"frame {ref.seq} skipped: no bunch in it can still be decided before its fire time "
+                    f"(inspection takes {self.inspect_s_estimate:.2f} s, frame {max(0.0, (started_s or 0.0) - ref.t_capture_s):.2f} s old)"
+                )
+                # no inspection, no new measurement: let the estimate fall back towards the declared budget, so a
+                # single slow inspection cannot keep every later frame skipped
+                budget_s = self.config.decision.latency_budget_s
+                self.inspect_s_estimate = 0.8 * self.inspect_s_estimate + 0.2 * min(self.inspect_s_estimate, budget_s)
                 if self.keep_evidence:
                     self._keep_seen(frame_bgr, bunches, ref.seq)
             else:
@@ -488,17 +514,6 @@ class Pipeline:
             if self.rule.rejects_now(record):
                 record.reject_sent = True
                 result.rejects.append(self._decide(record, final=False))
-
-    def _model_error_log(self, message: str) -> None:
-        """log.error, at most once per MODEL_ERROR_LOG_S (a model that fails on every frame must not flood the
-        journal); the ones held back are counted in the next line."""
-        now = time.monotonic()
-        if self._model_error_logged_s is not None and now - self._model_error_logged_s < MODEL_ERROR_LOG_S:
-            self._model_errors_unlogged += 1
-            return
-        held = self._model_errors_unlogged
-        self._model_error_logged_s, self._model_errors_unlogged = now, 0
-        log.error("%s%s", message, f" ({held} more model errors not logged)" if held else "")
 
     def _keep_seen(self, frame_bgr: U8Array, bunches: list[Bunch], frame: int) -> None:
         """A bunch no inspected frame has shown yet: keep its most central seen frame (its picture if it never is)."""

@@ -188,3 +188,21 @@ def test_health_flips_with_lateness_gaps_a_full_queue_and_skips(spot: Path) -> N
             pipe.process(draw(f, [], FPS, cal), FrameRef(0, f, t))
             expected = (False, "frames skipped: inspection too late for their deadlines")
             assert pipe.health() == (expected if clock.now_s - t_skip < HEALTH_HOLD_S else (True, "ok")), t - t_skip
+
+
+def test_one_slow_inspection_does_not_keep_every_later_frame_skipped(spot: Path) -> None:
+    """After an inspection that took 10 s (a hiccup), frames on time are skipped at first; each skip lets the
+    estimate fall back towards decision.latency_budget_s, so inspections resume while the bunches are in view."""
+    clock = Clock()
+    bunches = scene()
+    cal = calibration()
+    with Model(spot, batch_size=8) as model:
+        pipe = Pipeline(config(spot, latency_budget_s=0.05), cal, model, FPS, clock=clock)
+        pipe.inspect_s_estimate = 10.0  # longer than any bunch's time to the ejector (5.3 s)
+        skipped, inspected = [], []
+        for f in range(40):
+            clock.now_s = f / FPS + 0.01
+            step = pipe.process(draw(f, bunches, FPS, cal), FrameRef(0, f, f / FPS))
+            (skipped if step.skipped else inspected if step.inspected else []).append(f)
+    assert skipped and inspected and max(skipped) < min(f for f in inspected if f > skipped[0])
+    assert len(skipped) <= 12 and pipe.inspect_s_estimate < 2.0  # measured inspections pull it down further
