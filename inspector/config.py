@@ -124,6 +124,9 @@ class TritonConfig(Strict):
     model_version: str = Field("", description="a version number; empty: the server's choice (its version policy)")
     protocol: Literal["http", "grpc"] = "grpc"
     timeout_s: float = Field(2.0, gt=0, le=60, description="one request; past it the frame's bunches are rejected")
+    start_wait_s: float = Field(
+        60.0, ge=0, le=600, description="at start, how long to wait for the server and the model to be ready"
+    )
 
     @field_validator("url")
     @classmethod

@@ -78,6 +78,10 @@ def error_kind(exc: BaseException) -> str:
     return "server"
 
 
+class _NotReady(ModelError):
+    """The server or the model is not there yet (worth waiting for at start, unlike a model that does not fit)."""
+
+
 @dataclass(frozen=True)
 class ServedModel:
     """What the server says about the model: metadata (inputs/outputs), config, the version that answered."""
@@ -108,6 +112,7 @@ class TritonBackend:
             self.client = self.client_mod.InferenceServerClient(
                 config.url, connection_timeout=timeout, network_timeout=timeout
             )
+        self._wait_ready()
         self.served = self._check_start()
         self.input_name = ""
         self.input_dtype: type[np.generic] = np.float32
@@ -121,27 +126,48 @@ class TritonBackend:
                 kwargs["as_json"] = True
         return getattr(self.client, name)(*args, **kwargs)
 
-    def _check_start(self) -> ServedModel:
+    def _wait_ready(self) -> None:
+        """Server live and model ready, waiting up to `start_wait_s` for both (a server restarting, or started
+        after the cameras); then the last reason, in one line."""
+        deadline = time.monotonic() + self.config.start_wait_s
+        pause_s = 0.5
+        while True:
+            try:
+                self._ready_now()
+                return
+            except _NotReady as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ModelError(str(exc)) from None
+                if pause_s == 0.5:
+                    log.warning("%s; waiting up to %.0f s for it", exc, self.config.start_wait_s)
+                time.sleep(min(pause_s, left))
+                pause_s = min(2 * pause_s, 5.0)
+
+    def _ready_now(self) -> None:
         c = self.config
         try:
             live = self._call("is_server_live")
         except Exception as exc:
-            raise ModelError(
+            raise _NotReady(
                 f"Triton server {self.where} is not reachable ({_first_line(exc)}): start it, or fix model.triton.url "
                 "and model.triton.protocol (Triton's HTTP port is 8000, gRPC 8001 by default)"
             ) from None
         if not live:
-            raise ModelError(f"Triton server {self.where} answers but is not live; see the server's log")
+            raise _NotReady(f"Triton server {self.where} answers but is not live; see the server's log")
         try:
             ready = self._call("is_model_ready", c.model_name, c.model_version)
         except Exception as exc:
-            raise ModelError(f"Triton server {self.where}: model readiness unknown ({_first_line(exc)})") from None
+            raise _NotReady(f"Triton server {self.where}: model readiness unknown ({_first_line(exc)})") from None
         if not ready:
-            raise ModelError(
+            raise _NotReady(
                 f"model {c.model_name!r}{' version ' + c.model_version if c.model_version else ''} is not ready on the "
                 f"Triton server {self.where} ({self._repository()}); fix model.triton.model_name or "
                 "see the server's log"
             )
+
+    def _check_start(self) -> ServedModel:
+        c = self.config
         try:
             meta = self._call("get_model_metadata", c.model_name, c.model_version)
             cfg = self._call("get_model_config", c.model_name, c.model_version)

@@ -8,8 +8,11 @@ fail instead, since .ci/run builds it.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -35,7 +38,7 @@ from inspector.types import Decision, FrameRef
 from tests.drawn import write_footage
 from tests.spot_model import write_spot_model
 from tests.test_deploy import DEPLOY, _verify, need_tool
-from tests.triton_server import TritonServer, TritonServerError, unavailable_reason
+from tests.triton_server import TritonServer, TritonServerError, free_ports, unavailable_reason
 
 TEMPLATE = DEPLOY / "inspector@.service"
 SHIPPED_REPO = DEPLOY / "triton" / "demo_vgg16" / "config.pbtxt"
@@ -182,13 +185,13 @@ def _skip(reason: str) -> None:
     pytest.skip(reason)
 
 
-def _start_or_skip(models: dict[str, Path], log_path: Path) -> TritonServer:
+def _start_or_skip(models: dict[str, Path], log_path: Path, ports: tuple[int, int] | None = None) -> TritonServer:
     """A server for `models`, or a skip saying why none can start here (a failure under CI=true)."""
     reason = unavailable_reason()
     if reason is not None:
         _skip(reason)
     try:
-        return TritonServer.start(models, log_path)
+        return TritonServer.start(models, log_path, ports=ports)
     except TritonServerError as exc:
         _skip(f"the Triton server cannot start here: {exc}")
         raise
@@ -243,10 +246,10 @@ def test_model_info_against_the_server(server: TritonServer, protocol: str, caps
 
 
 @pytest.mark.slow
-def test_missing_server_or_model_is_one_line(server: TritonServer, capsys: pytest.CaptureFixture[str]) -> None:
-    from tests.triton_server import free_port
-
-    nobody = f"127.0.0.1:{free_port()}"
+def test_missing_server_or_model_is_one_line(
+    server: TritonServer, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    nobody = f"127.0.0.1:{free_ports(1)[0]}"
     for protocol in ("grpc", "http"):
         assert (
             main(["model", "info", str(DEMO_MODEL), "--triton", nobody, "--protocol", protocol, "--model-name", "m"])
@@ -258,9 +261,40 @@ def test_missing_server_or_model_is_one_line(server: TritonServer, capsys: pytes
         assert main([*args, "--model-name", "nope"]) == 1
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "'nope' is not ready" in err and "model_name" in err, err
-    # a served model whose outputs do not fit the manifest: the spot model (64 px) under the demo manifest
-    with pytest.raises(ModelError, match=r"input 'input' is FP32 \[-1, 3, 64, 64\]"):
-        TritonModel(server.config("spot"), DEMO_MODEL)
+    # a served model that does not fit the manifest (the spot model, 64 px, under the demo manifest) fails at once:
+    # no waiting, unlike a server or model not there yet
+    with (
+        caplog.at_level(logging.WARNING, "inspector.model_triton"),
+        pytest.raises(ModelError, match=r"input 'input' is FP32 \[-1, 3, 64, 64\]"),
+    ):
+        TritonModel(server.config("spot", start_wait_s=600.0), DEMO_MODEL)
+    assert not [r for r in caplog.records if "waiting up to" in r.getMessage()]
+
+
+@pytest.mark.slow
+def test_a_daemon_started_before_the_server_waits_for_it(models: dict[str, Path], tmp_path: Path) -> None:
+    """Cameras booting before the inference server (or during its restart) wait `start_wait_s` for it."""
+    http, grpc = free_ports(2)
+    config = TritonConfig(url=f"127.0.0.1:{grpc}", model_name="spot", start_wait_s=300.0)
+    opened: list[object] = []
+    waiter = threading.Thread(target=lambda: opened.append(_open_or_error(config, models["spot"])), daemon=True)
+    waiter.start()
+    time.sleep(1.0)  # it is waiting: no server yet
+    assert waiter.is_alive() and not opened
+    with _start_or_skip({"spot": models["spot"]}, tmp_path / "server.log", ports=(http, grpc)):
+        waiter.join(timeout=300)
+        assert isinstance(opened[0], TritonModel), opened
+        opened[0].close()
+    # without waiting, the same start fails at once with the one line
+    with pytest.raises(ModelError, match="is not reachable"):
+        TritonModel(config.model_copy(update={"start_wait_s": 0.0}), models["spot"])
+
+
+def _open_or_error(config: TritonConfig, manifest_of: Path) -> object:
+    try:
+        return TritonModel(config, manifest_of, 4)
+    except Exception as exc:
+        return exc
 
 
 def _replay_config(tmp_path: Path, name: str, model: Path, triton: dict[str, object] | None) -> Path:

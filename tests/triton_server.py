@@ -100,8 +100,16 @@ class TritonServer:
     def url(self, protocol: str) -> str:
         return f"127.0.0.1:{self.grpc_port if protocol == 'grpc' else self.http_port}"
 
-    def config(self, model_name: str, protocol: str = "grpc", timeout_s: float = 10.0) -> TritonConfig:
-        return TritonConfig(url=self.url(protocol), model_name=model_name, protocol=protocol, timeout_s=timeout_s)
+    def config(
+        self, model_name: str, protocol: str = "grpc", timeout_s: float = 10.0, start_wait_s: float = 0.0
+    ) -> TritonConfig:
+        return TritonConfig(
+            url=self.url(protocol),
+            model_name=model_name,
+            protocol=protocol,
+            timeout_s=timeout_s,
+            start_wait_s=start_wait_s,
+        )
 
     def freeze(self) -> None:
         """SIGSTOP the whole group: the server keeps its sockets but answers nothing (a hung server)."""

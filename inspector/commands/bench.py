@@ -52,7 +52,7 @@ def run_triton(args: argparse.Namespace) -> int:
 
     what = "inspector bench --triton"
     config = config_from_options(
-        what, url=args.triton, model_name=args.model_name, protocol=args.protocol, timeout_s=30.0
+        what, url=args.triton, model_name=args.model_name, protocol=args.protocol, timeout_s=30.0, start_wait_s=0.0
     )
     try:
         clients = [int(c) for c in args.clients.split(",") if c.strip()]

@@ -101,6 +101,7 @@ def _open_for_info(args: argparse.Namespace) -> Model:
         model_version=args.model_version,
         protocol=args.protocol,
         timeout_s=args.timeout,
+        start_wait_s=0.0,  # a person asking: the answer now
     )
     return TritonModel(config, args.model, args.batch_size)
 
