@@ -240,10 +240,7 @@ def uninspected_detail(
         if gaps and merged:
             lead = merged[-1][1] if calibration.travel_sign > 0 else merged[0][0]
             back = sorted(
-                (
-                    abs(lead - (b if calibration.travel_sign > 0 else a)),
-                    abs(lead - (a if calibration.travel_sign > 0 else b)),
-                )
+                (abs(lead - (b if calibration.travel_sign > 0 else a)), abs(lead - (a if calibration.travel_sign > 0 else b)))
                 for a, b in gaps
             )
             stretches = ", ".join(f"{calibration.mm(x):.0f}–{calibration.mm(y):.0f} mm" for x, y in back)

@@ -252,14 +252,8 @@ def _legend(
         lines.append(("[#] hatched orange: the part of the bunch no inspected frame showed", (0, 140, 255)))
     lines += [
         (_frames_line(decision, picture_frame), _GREY),
-        (
-            f"[#] left: the bunch as the camera saw it in frame {picture_frame}; right: the same with the heat map",
-            _GREY,
-        ),
-        (
-            "[#] heat map: blue = little, red = strong evidence of a spider (tile FAMs weighted by probability)",
-            (255, 0, 0),
-        ),
+        (f"[#] left: the bunch as the camera saw it in frame {picture_frame}; right: the same with the heat map", _GREY),
+        ("[#] heat map: blue = little, red = strong evidence of a spider (tile FAMs weighted by probability)", (255, 0, 0)),
         ("[#] thin grey lines: the tiles the model inspected (they overlap; several sizes)", _GREY),
         (f"[#] red box: a tile at or above the threshold {threshold:.2f}, with its spider probability", _RED),
         ("[#] white box: the most suspicious tiles below the threshold, with their probability", _WHITE),
@@ -336,9 +330,7 @@ def render_gap(gap: GapSnapshot, decision: Decision, width_px: int = 960) -> U8A
     for k in range(-view_h, unseen_w, 14):
         cv2.line(hatch, (k, view_h), (k + view_h, 0), _RED, 1, cv2.LINE_AA)
     cv2.rectangle(strip, (x, y0), (x + unseen_w - 1, y0 + view_h - 1), _RED, 2)
-    label = f"{unseen_px * gap.mm_per_px:.0f} mm never seen" + (
-        " (drawn shortened)" if drawn_unseen < unseen_px else ""
-    )
+    label = f"{unseen_px * gap.mm_per_px:.0f} mm never seen" + (" (drawn shortened)" if drawn_unseen < unseen_px else "")
     cv2.putText(strip, label, (x + 6, y0 + view_h // 2), _FONT, 0.55, _WHITE, 2, cv2.LINE_AA)
     cv2.putText(strip, label, (x + 6, y0 + view_h // 2), _FONT, 0.55, _RED, 1, cv2.LINE_AA)
     x += unseen_w
@@ -353,15 +345,10 @@ def render_gap(gap: GapSnapshot, decision: Decision, width_px: int = 960) -> U8A
     legend = _text_panel(
         [
             (_frames_line(decision, None), _GREY),
-            (
-                "[#] hatched red: belt that passed the camera between two frames; no frame showed it, so it is "
-                "rejected across the whole belt width",
-                _RED,
-            ),
-            (
-                "[#] pictures: the frames on either side of the gap, placed where their belt was when the gap ended",
-                _GREY,
-            ),
+            ("[#] hatched red: belt that passed the camera between two frames; no frame showed it, so it is "
+             "rejected across the whole belt width", _RED),
+            ("[#] pictures: the frames on either side of the gap, placed where their belt was when the gap ended",
+             _GREY),
         ],
         width_px,
         0.5,

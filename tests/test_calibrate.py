@@ -495,9 +495,7 @@ def test_printed_target_read_back_with_a_pdf_reader_has_its_page_squares_and_sca
     top = int(black_rows[0])
     across = edges(gray[top + 5])  # the first row of a 9x6 board: 10 squares, the last white: 10 edges
     first_col = int(across[0])
-    down = edges(
-        gray[: top + 8 * int(across[1] - across[0]), first_col + 5]
-    )  # the first column: 7 squares, the last black: 8 edges
+    down = edges(gray[: top + 8 * int(across[1] - across[0]), first_col + 5])  # the first column: 7 squares, the last black: 8 edges
     assert len(across) == 10 and len(down) == 8, (across, down)
     square_x_mm = (across[-1] - across[0]) / 9 * mm_per_px_x
     square_y_mm = (down[-1] - down[0]) / 7 * mm_per_px_y

@@ -39,11 +39,7 @@ def test_embedded_defaults_validate() -> None:
 @pytest.mark.parametrize(
     "text, line, words",
     [
-        (
-            "decision:\n  threshold: 0.5\n  treshold: 0.4\n",
-            3,
-            ["decision.treshold: unknown key; did you mean threshold?"],
-        ),
+        ("decision:\n  threshold: 0.5\n  treshold: 0.4\n", 3, ["decision.treshold: unknown key; did you mean threshold?"]),
         ("decision:\n  threshold: high\n", 2, ["decision.threshold: must be a number; got 'high'"]),
         ("decision:\n  threshold: 1.5\n", 2, ["decision.threshold: must be at most 1; got 1.5"]),
         ("belt:\n  mode: sideways\n", 2, ["belt.mode: must be 'belt' or 'whole_frame'; got 'sideways'"]),

@@ -27,18 +27,12 @@ def free_port() -> int:
 
 
 def test_footage_cache_key_is_the_same_in_every_process() -> None:
-    code = (
-        "from inspector.commands.run import footage_key; from inspector.config import Config; "
-        "print(footage_key(Config(), 60.0, None))"
-    )
+    code = "from inspector.commands.run import footage_key; from inspector.config import Config; " \
+           "print(footage_key(Config(), 60.0, None))"
     keys = {
         subprocess.run(
-            [sys.executable, "-c", code],
-            env={**os.environ, "PYTHONHASHSEED": seed},
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
+            [sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": seed}, cwd=ROOT,
+            capture_output=True, text=True, check=True,
         ).stdout.strip()
         for seed in ("1", "2", "random")
     }
@@ -49,24 +43,16 @@ def test_footage_cache_key_is_the_same_in_every_process() -> None:
 @pytest.mark.slow
 def test_demo_prints_what_it_caught_and_whether_the_machine_kept_up(tmp_path: Path) -> None:
     config = tmp_path / "ports.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "metrics": {"port": free_port()},
-                "review": {"port": free_port()},
-                "link": {"controller": f"tcp://127.0.0.1:{free_port()}", "publish": f"tcp://127.0.0.1:{free_port()}"},
-            }
-        )
-    )
+    config.write_text(yaml.safe_dump({
+        "metrics": {"port": free_port()},
+        "review": {"port": free_port()},
+        "link": {"controller": f"tcp://127.0.0.1:{free_port()}", "publish": f"tcp://127.0.0.1:{free_port()}"},
+    }))
     out = tmp_path / "demo"
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
     proc = subprocess.run(
         [sys.executable, "-m", "inspector", "demo", "--seconds", "8", "--out", str(out), "--config", str(config)],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = proc.stdout
@@ -76,22 +62,14 @@ def test_demo_prints_what_it_caught_and_whether_the_machine_kept_up(tmp_path: Pa
     frames = re.search(r"frames: (\d+) captured, (\d+) processed, (\d+) inspected \(tiles run\), (\d+) dropped", text)
     assert frames and int(frames[1]) >= int(frames[2]) >= int(frames[3]) > 0, text
     assert re.search(r"decision latency, .*: (p50 [\d.]+ s, p99 [\d.]+ s|n/a)", text), text
-    rejects = re.search(
-        r"rejects: (\d+) decided, (\d+) sent, (\d+) acked, (\d+) fired by the simulator, (\d+) missed", text
-    )
+    rejects = re.search(r"rejects: (\d+) decided, (\d+) sent, (\d+) acked, (\d+) fired by the simulator, (\d+) missed", text)
     assert rejects, text
     rows = [json.loads(line) for line in (out / "decisions.jsonl").read_text().splitlines()]
-    fired = [
-        e
-        for line in (out / "actuator_sim.jsonl").read_text().splitlines()
-        if (e := json.loads(line))["event"] == "fired"
-    ]
+    fired = [e for line in (out / "actuator_sim.jsonl").read_text().splitlines() if (e := json.loads(line))["event"] == "fired"]
     assert int(rejects[1]) == sum(r["decision"] == "reject" for r in rows)
     assert int(rejects[4]) == len(fired)
     dropped = int(frames[4])
-    assert ("THIS MACHINE DID NOT KEEP UP" in text) == (
-        dropped > 0 or int(rejects[5]) > 0 or "after their fire" in text
-    )
+    assert ("THIS MACHINE DID NOT KEEP UP" in text) == (dropped > 0 or int(rejects[5]) > 0 or "after their fire" in text)
     if dropped:
         assert f"{dropped} of {frames[1]} frames were dropped" in text
     assert f"rejects to review: {out / 'review.html'}" in text and (out / "review.html").is_file()

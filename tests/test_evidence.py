@@ -93,48 +93,26 @@ def test_uninspected_detail_names_the_unseen_stretch_and_the_dropped_frames() ->
         rec.observe(f, f / FPS, Box(30 * f, 80, 30 * f + 100, 160), (30.0 * f, 0.0), (320, 240), cal)
     rec.inspected([0.1], 6)
     windows = [(50.0, 500.0)]  # the inspected frame showed only its leading 50 px (25 mm)
-    d = decide(
-        rec,
-        threshold=0.5,
-        how="max",
-        frame_wh=(320, 240),
-        calibration=cal,
-        belt_speed_mm_s=None,
-        final=True,
-        windows=windows,
-    )
+    d = decide(rec, threshold=0.5, how="max", frame_wh=(320, 240), calibration=cal, belt_speed_mm_s=None,
+               final=True, windows=windows)
     assert d.reason == "uninspected" and d.judged_frames == (6,)
     assert "the stretch 25–50 mm behind its leading end was never in an inspected frame" in d.detail
     assert "3 frame(s) were dropped while it was (or may have been) in view" in d.detail
     rec_late = BunchRecord(2, BunchHeat(4))
     rec_late.observe(0, 0.0, Box(100, 80, 200, 160), (0.0, 0.0), (320, 240), cal)
-    d = decide(
-        rec_late,
-        threshold=0.5,
-        how="max",
-        frame_wh=(320, 240),
-        calibration=cal,
-        belt_speed_mm_s=None,
-        final=True,
-        windows=[],
-    )
+    d = decide(rec_late, threshold=0.5, how="max", frame_wh=(320, 240), calibration=cal, belt_speed_mm_s=None,
+               final=True, windows=[])
     assert d.detail == "no inspected frame showed it: it left the view before an inspection was due (inspection late)"
     rec_gap = BunchRecord(3, BunchHeat(4))  # first seen right after 4 frames that never arrived
     rec_gap.observe(9, 0.9, Box(100, 80, 200, 160), (0.0, 0.0), (320, 240), cal, frames_missed_before=4)
-    d = decide(
-        rec_gap,
-        threshold=0.5,
-        how="max",
-        frame_wh=(320, 240),
-        calibration=cal,
-        belt_speed_mm_s=None,
-        final=True,
-        windows=[],
-    )
+    d = decide(rec_gap, threshold=0.5, how="max", frame_wh=(320, 240), calibration=cal, belt_speed_mm_s=None,
+               final=True, windows=[])
     assert "no inspected frame showed it: 4 frame(s) were dropped while it was (or may have been) in view" in d.detail
 
 
-def test_unseen_stretch_gets_a_schematic_picture_and_says_which_frames_were_missing(spot: Path, tmp_path: Path) -> None:
+def test_unseen_stretch_gets_a_schematic_picture_and_says_which_frames_were_missing(
+    spot: Path, tmp_path: Path
+) -> None:
     frames = [*range(6), *range(20, 45)]  # frames 6-19 never arrive: the belt moves 450 px, the view is 320 px
     decided = run(spot, frames)
     gaps = [(d, ev) for d, ev in decided if d.reason == "uninspected" and d.inspected_frames == 0]
@@ -157,10 +135,9 @@ def test_every_reject_gets_a_picture_and_a_failed_picture_never_loses_the_row(
     d = Decision(3, "reject", "spider", 0.9, 4, (0, 0, 10, 10), None, 5.0, 1, 0.4, None, "model said so", (4,), 0.5)
     assert render_any(None, d).shape[1] == 960  # no frame kept: a card with the verdict and the reason
     (tmp_path / "ev" / "bunch_000003.jpg").mkdir(parents=True)  # the picture's path is taken: it cannot be written
-    with (
-        caplog.at_level(logging.ERROR),
-        DecisionLog(tmp_path / "d.jsonl", tmp_path / "ev", append=False, wall_clock=False) as log,
-    ):
+    with caplog.at_level(logging.ERROR), DecisionLog(
+        tmp_path / "d.jsonl", tmp_path / "ev", append=False, wall_clock=False
+    ) as log:
         log.write([d], {})
     row = json.loads((tmp_path / "d.jsonl").read_text())
     assert row["bunch_id"] == 3 and "evidence" not in row and row["detail"] == "model said so"
@@ -171,20 +148,8 @@ def test_uninspected_picture_hatches_the_part_no_inspected_frame_showed() -> Non
     """Bunch box x 220..280 in a crop from x 200; belt travel 50 px: belt stretch [200, 230) is frame x 250..280."""
     crop = np.full((80, 100, 3), 120, np.uint8)
     snap = Snapshot(
-        crop,
-        Box(200, 100, 300, 180),
-        np.zeros((80, 100), np.float32),
-        np.zeros((0, 4), np.int32),
-        np.zeros(0),
-        9,
-        (50.0, 0.0),
-        None,
-        Box(220, 110, 280, 170),
-        16.0,
-        0.0,
-        True,
-        ((200.0, 230.0),),
-        0,
+        crop, Box(200, 100, 300, 180), np.zeros((80, 100), np.float32), np.zeros((0, 4), np.int32), np.zeros(0), 9,
+        (50.0, 0.0), None, Box(220, 110, 280, 170), 16.0, 0.0, True, ((200.0, 230.0),), 0,
     )
     image = crop.copy()
     assert hatch_unseen(image, snap, scale=1)
@@ -197,7 +162,9 @@ def test_uninspected_picture_hatches_the_part_no_inspected_frame_showed() -> Non
     assert not hatch_unseen(crop.copy(), Snapshot(**{**snap.__dict__, "unseen_along": ((0.0, 100.0),)}), scale=1)
 
 
-@pytest.mark.parametrize(("moved_px", "axis", "sign"), [(325.0, 0, 1), (330.0, 1, -1), (1e6, 0, -1), (641.0, 1, 1)])
+@pytest.mark.parametrize(
+    ("moved_px", "axis", "sign"), [(325.0, 0, 1), (330.0, 1, -1), (1e6, 0, -1), (641.0, 1, 1)]
+)
 def test_unseen_stretch_schematic_of_any_length_and_direction(moved_px: float, axis: int, sign: int) -> None:
     """A stretch of a few mm, one of kilometres (a stalled camera), belts along x or y, either way: always a picture."""
     small = np.full((60, 80, 3), 150, np.uint8)

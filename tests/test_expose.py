@@ -310,9 +310,7 @@ def test_an_input_below_32_px_is_a_one_line_error(tmp_path: Path, capsys: pytest
     src = save(tmp_path, _dynamic_hw(vgg_graph(size=64, fam_outputs=False)))
     with pytest.raises(ModelError, match="input size 16 is below 32 px"):
         expose_file(src, tmp_path / "small.onnx", TV, size=16)
-    status = cli_main(
-        ["model", "expose", str(src), str(tmp_path / "o.onnx"), "--preset", "torchvision", "--size", "31"]
-    )
+    status = cli_main(["model", "expose", str(src), str(tmp_path / "o.onnx"), "--preset", "torchvision", "--size", "31"])
     err = capsys.readouterr().err
     assert status == 1 and "input size 31 is below 32 px" in err and len(err.strip().splitlines()) == 1
     # the control: the same graph at 33 px, the smallest odd size five poolings allow

@@ -44,9 +44,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     t.add_argument("report", type=Path, nargs="+", help="report.json of `inspector replay --labels`; several: pooled")
     t.add_argument("--config", type=Path, help="config to tune (embedded defaults when absent)")
-    t.add_argument(
-        "--out", type=Path, required=True, help="where to write the tuned config (--config's own path: in place)"
-    )
+    t.add_argument("--out", type=Path, required=True, help="where to write the tuned config (--config's own path: in place)")
     t.add_argument("--target-recall", type=float, help="recall to reach (default: the reports' own)")
     t.set_defaults(func=run_tune)
 
@@ -162,9 +160,7 @@ def _write_threshold(config_path: Path | None, out: Path, threshold: float, sour
     if config_path is None:
         text = f"# written by `inspector tune` from {source}\n" + set_value("", ("decision", "threshold"), threshold)
     else:
-        text = set_value(
-            config_path.read_text(encoding="utf-8"), ("decision", "threshold"), threshold, str(config_path)
-        )
+        text = set_value(config_path.read_text(encoding="utf-8"), ("decision", "threshold"), threshold, str(config_path))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(text, encoding="utf-8")

@@ -50,9 +50,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     d.add_argument("--out", type=Path, help="where to keep footage, decisions and simulator log (default: a temp dir)")
     d.add_argument("--real", type=Path, help="compose footage from real photos (e.g. ../shared/realdata)")
     d.add_argument(
-        "--config",
-        type=Path,
-        help="daemon config to start from (ports, model, decision); source and output are the demo's",
+        "--config", type=Path, help="daemon config to start from (ports, model, decision); source and output are the demo's"
     )
     d.set_defaults(func=demo)
 
@@ -142,9 +140,7 @@ def demo(args: argparse.Namespace) -> int:
                 f"actuator simulator exited at start (status {sim.returncode}); is {config.link.controller} in use?"
             )
         review = f"http://{config.review.address}:{config.review.port}/review" if config.review.port else "a free port"
-        metrics = (
-            f"http://{config.metrics.address}:{config.metrics.port}/metrics" if config.metrics.port else "a free port"
-        )
+        metrics = f"http://{config.metrics.address}:{config.metrics.port}/metrics" if config.metrics.port else "a free port"
         print(
             f"demo: daemon starting — rejects to review live at {review}, metrics {metrics}, decisions {jsonl}, "
             f"evidence {out / 'evidence'}, simulator log {sim_log}",

@@ -74,9 +74,7 @@ def run(args: argparse.Namespace) -> int:
             _plot_sweep(args, name, tiles, sweeps[i], threshold, base[i] if base else None)
         if args.errors:
             write_errors(args, name, tiles, ev, threshold)
-    failed = [
-        name for name, _ in sets if args.probes and not _probe_set(args, name, sets, evals, threshold, out, species)
-    ]
+    failed = [name for name, _ in sets if args.probes and not _probe_set(args, name, sets, evals, threshold, out, species)]
     print()
     against = f"; baseline {args.baseline} at {args.baseline_threshold}" if args.baseline else ""
     print(f"model {args.model} (FAM mode {args.fam_mode}, threshold {threshold}{against})")
@@ -171,11 +169,7 @@ def _report_set(name: str, tiles: TileSet, ev: Evaluation) -> dict[str, Any]:
         n_px = int((tiles.tile_scale_px == px).sum())
         parts = ", ".join(f"{k} {100 * v:.1f} %" for k, v in acc.items() if k != "all")
         print(f"  tiles cut at {px} px ({n_px}): accuracy {100 * acc['all']:.1f} % ({parts})")
-    figures: dict[str, Any] = {
-        **ev.figures.as_dict(),
-        "per_kind_accuracy": ev.per_kind_accuracy,
-        "tiles_per_s": ev.tiles_per_s,
-    }
+    figures: dict[str, Any] = {**ev.figures.as_dict(), "per_kind_accuracy": ev.per_kind_accuracy, "tiles_per_s": ev.tiles_per_s}
     if ev.per_scale_accuracy:
         figures["per_scale_accuracy"] = {str(px): acc for px, acc in ev.per_scale_accuracy.items()}
     return figures
