@@ -4,7 +4,8 @@ gateway (``inspector/gateway.py``): both put the protocol core (``inspector/cont
 ``ControllerSocket`` binds the ROUTER the inspectors' DEALERs connect to (CURVE server with the controller's key
 when one is given; with an allow-list, a ZAP handler that admits only the listed client keys, each by its name),
 hands back every frame with the sender's route and allow-list name, and sends replies. A frame of the wrong shape
-is reported to ``on_event`` as ``malformed`` and dropped, a refused client key as ``denied``.
+is reported to ``on_event`` as ``malformed`` and dropped, a refused client key as ``denied`` (the first 10, then
+every 100th: a rogue retrying forever must not fill the log).
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class ControllerSocket:
         self.address = bind
         self.curve_secret_key_file = curve_secret_key_file
         self.allow = allow
+        self.denied = 0  # refused client keys (logged: the first 10, then every 100th)
         self.emit = on_event
         self.who = who
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
@@ -131,8 +133,13 @@ class ControllerSocket:
         key = req[6] if len(req) > 6 else b""
         name = self.allow.get(key) if mechanism == b"CURVE" else None
         if name is None:
-            z85 = zmq.utils.z85.encode(key).decode() if len(key) == 32 else "?"
-            self.emit("denied", mechanism=mechanism.decode(errors="replace"), key=z85, address=req[3].decode())
+            self.denied += 1
+            if self.denied <= 10 or self.denied % 100 == 0:  # a rogue retrying forever must not fill the log
+                z85 = zmq.utils.z85.encode(key).decode() if len(key) == 32 else "?"
+                address = req[3].decode()
+                self.emit(
+                    "denied", mechanism=mechanism.decode(errors="replace"), key=z85, address=address, count=self.denied
+                )
             self.zap.send_multipart([version, request_id, b"400", b"key not on the allow-list", b"", b""])
         else:
             self.zap.send_multipart([version, request_id, b"200", b"OK", name.encode(), b""])

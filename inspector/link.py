@@ -157,6 +157,85 @@ def read_secret_key_file(path: Path) -> tuple[bytes, bytes]:
     return public, secret
 
 
+PUB_MAX_SUBSCRIPTIONS = 64  # subscription frames one XPUB takes before it is reset (a legitimate SUB sends one)
+PUB_RCVHWM = 50  # subscription frames libzmq takes in per activation: bounds what a flood stores before a reset
+
+
+class _Publisher:
+    """The decision XPUB. libzmq keeps every subscription it receives in a trie (in manual mode as well), so a
+    subscription flood would grow the daemon's memory without bound: we read each subscription (manual mode), give a
+    subscriber the decision topic, and once PUB_MAX_SUBSCRIPTIONS have come in since the bind, close the socket and
+    bind it again (``inspector_pub_resets_total``): the trie is freed, subscribers reconnect on their own, and no
+    more than about PUB_RCVHWM + PUB_MAX_SUBSCRIPTIONS subscriptions are ever held."""
+
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, metrics: Metrics) -> None:
+        self.ctx, self.endpoint, self.metrics = ctx, endpoint, metrics
+        self.sock: zmq.Socket[bytes] | None = None
+        self.taken = 0  # subscription frames since the bind
+        self.resets = 0
+        self.bind()
+        assert self.sock is not None
+        self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)  # a port 0 / wildcard resolved once
+
+    def bind(self) -> bool:
+        sock = self.ctx.socket(zmq.XPUB)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, 1000)
+        sock.setsockopt(zmq.RCVHWM, PUB_RCVHWM)
+        sock.setsockopt(zmq.MAXMSGSIZE, 256)  # a subscription is a topic: nothing longer comes in
+        sock.setsockopt(zmq.XPUB_MANUAL, 1)  # we decide what a subscriber gets
+        try:
+            sock.bind(self.endpoint)
+        except zmq.ZMQError:
+            sock.close(0)
+            if self.sock is None and self.resets == 0:
+                raise
+            return False  # the port is still closing after a reset: the loop tries again
+        self.sock, self.taken = sock, 0
+        return True
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close(0)
+            self.sock = None
+
+    def send(self, frames: list[bytes]) -> None:
+        if self.sock is None:
+            self.bind()
+        if self.sock is not None:
+            with contextlib.suppress(zmq.Again):
+                self.sock.send_multipart(frames, zmq.NOBLOCK)
+
+    def drain(self) -> None:
+        """Read the subscriptions that came in; reset the socket when there were too many."""
+        if self.sock is None:
+            self.bind()
+            return
+        for _ in range(PUB_MAX_SUBSCRIPTIONS + 1):
+            try:
+                frame = self.sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.taken += 1
+            topic = frame[1:]
+            if frame[:1] == b"\x01" and messages.PUB_TOPIC_DECISION.startswith(topic):
+                self.sock.setsockopt(zmq.SUBSCRIBE, messages.PUB_TOPIC_DECISION)  # for the pipe this came from
+            else:
+                self.metrics.subscriptions_dropped.inc()
+            if self.taken > PUB_MAX_SUBSCRIPTIONS:
+                self.resets += 1
+                self.metrics.pub_resets.inc()
+                if self.resets <= 10 or self.resets % 100 == 0:
+                    log.warning(
+                        "decision PUB reset #%d: more than %d subscriptions (a flood?)",
+                        self.resets,
+                        PUB_MAX_SUBSCRIPTIONS,
+                    )
+                self.close()
+                self.bind()
+                return
+
+
 class RejectLink:
     """The inspector's end of the actuator link (see module docstring)."""
 
@@ -291,7 +370,7 @@ class RejectLink:
             os.write(self._wake_w, b"\0")
 
     # ------------------------------------------------------------------ the link thread
-    def _make_sockets(self, ctx: zmq.Context[zmq.Socket[bytes]]) -> tuple[zmq.Socket[bytes], zmq.Socket[bytes] | None]:
+    def _make_sockets(self, ctx: zmq.Context[zmq.Socket[bytes]]) -> tuple[zmq.Socket[bytes], _Publisher | None]:
         cfg = self.cfg
         dealer = ctx.socket(zmq.DEALER)
         dealer.setsockopt(zmq.IMMEDIATE, 1)  # hand frames only to a connected controller: nothing goes stale
@@ -315,21 +394,14 @@ class RejectLink:
             raise LinkError(f"link.controller {cfg.controller!r}: {exc}; write e.g. tcp://10.0.0.5:5560") from None
         pub = None
         if cfg.publish is not None:
-            pub = ctx.socket(zmq.XPUB)
-            pub.setsockopt(zmq.LINGER, 0)
-            pub.setsockopt(zmq.SNDHWM, 1000)
-            pub.setsockopt(zmq.RCVHWM, 1000)
-            pub.setsockopt(zmq.MAXMSGSIZE, 256)  # a subscription is a topic: nothing longer comes in
-            pub.setsockopt(zmq.XPUB_MANUAL, 1)  # we decide what a subscriber gets: floods cannot grow a trie
             try:
-                pub.bind(cfg.publish)
+                pub = _Publisher(ctx, cfg.publish, self.metrics)
             except zmq.ZMQError as exc:
-                pub.close()
                 dealer.close()
                 raise LinkError(
                     f"link.publish {cfg.publish!r}: cannot bind ({exc}); choose a free port or set it to null"
                 ) from None
-            self.pub_endpoint = pub.getsockopt_string(zmq.LAST_ENDPOINT)
+            self.pub_endpoint = pub.endpoint
         return dealer, pub
 
     def _run(self) -> None:
@@ -352,15 +424,10 @@ class RejectLink:
         finally:
             dealer.close(0)
             if pub is not None:
-                pub.close(0)
+                pub.close()
             ctx.term()
 
-    def _loop(self, dealer: zmq.Socket[bytes], pub: zmq.Socket[bytes] | None) -> None:
-        poller = zmq.Poller()
-        poller.register(dealer, zmq.POLLIN)
-        poller.register(self._wake_r, zmq.POLLIN)
-        if pub is not None:
-            poller.register(pub, zmq.POLLIN)
+    def _loop(self, dealer: zmq.Socket[bytes], pub: _Publisher | None) -> None:
         pending: dict[int, _Pending] = {}  # not acked yet
         due: dict[int, _Pending] = {}  # acked, not reported fired yet
         next_hb_s = self.clock()
@@ -415,14 +482,19 @@ class RejectLink:
             if close_deadline_s is not None:
                 wake_at = min(wake_at, close_deadline_s)
             timeout_ms = max(0.0, min(0.1, wake_at - self.clock())) * 1000
+            poller = zmq.Poller()
+            poller.register(dealer, zmq.POLLIN)
+            poller.register(self._wake_r, zmq.POLLIN)
+            if pub is not None and pub.sock is not None:
+                poller.register(pub.sock, zmq.POLLIN)
             events = dict(poller.poll(int(timeout_ms)))
             if events.get(self._wake_r):
                 with contextlib.suppress(BlockingIOError, OSError):
                     os.read(self._wake_r, 4096)
             if events.get(dealer):
                 self._receive(dealer, pending, due)
-            if pub is not None and events.get(pub):
-                self._drain_subscriptions(pub)
+            if pub is not None:
+                pub.drain()
 
     def _inbox_rejects(self) -> int:
         return sum(1 for kind, _ in list(self._inbox) if kind == "reject")
@@ -452,7 +524,7 @@ class RejectLink:
             dealer.send(messages.encode(hb), zmq.NOBLOCK)
         self._sent_health = self._progress[1]
 
-    def _publish(self, pub: zmq.Socket[bytes], item: object) -> None:
+    def _publish(self, pub: _Publisher, item: object) -> None:
         assert isinstance(item, tuple)
         decision, seq = item
         assert isinstance(decision, Decision) and isinstance(seq, int)
@@ -462,22 +534,7 @@ class RejectLink:
             self.metrics.link_errors.labels(kind="publish").inc()
             log.error("decision of bunch %d not published: %s", decision.bunch_id, exc)
             return
-        with contextlib.suppress(zmq.Again):
-            pub.send_multipart(frames, zmq.NOBLOCK)
-
-    def _drain_subscriptions(self, pub: zmq.Socket[bytes]) -> None:
-        """XPUB manual mode: give a subscriber the decision topic when it asks for it (or for everything); drop
-        and count every other subscription, so nothing a peer sends can grow the socket's subscription state."""
-        for _ in range(10_000):
-            try:
-                frame = pub.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            topic = frame[1:]
-            if frame[:1] == b"\x01" and messages.PUB_TOPIC_DECISION.startswith(topic):
-                pub.setsockopt(zmq.SUBSCRIBE, messages.PUB_TOPIC_DECISION)  # for the pipe this came from
-            else:
-                self.metrics.subscriptions_dropped.inc()
+        pub.send(frames)
 
     def _transmit(self, dealer: zmq.Socket[bytes], p: _Pending, now: float) -> bool:
         """Send (again) if the controller clock is known; False when the reject cannot be encoded (counted)."""

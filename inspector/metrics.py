@@ -267,6 +267,11 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.pub_resets = Counter(
+            "inspector_pub_resets_total",
+            "Decision PUB socket closed and bound again after too many subscriptions (a flood)",
+            registry=r,
+        )
         self.subscriptions_dropped = Counter(
             "inspector_pub_subscriptions_dropped_total",
             "Subscriptions to the decision PUB socket ignored (other topics, repeats)",

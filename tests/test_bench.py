@@ -198,7 +198,7 @@ def test_soak_accounting_finds_lost_and_uncounted_rejects() -> None:
         {"event": "reject", "bunch_id": 1},
         {"event": "fired", "bunch_id": 1},
         {"event": "reject", "bunch_id": 2},
-        {"event": "late", "bunch_id": 2},
+        {"event": "refused", "bunch_id": 2},
         {"event": "reject", "bunch_id": 3},  # received, never fired, not counted: an uncounted miss
     ]  # bunch 4 never arrived
     acc = soak.account(decisions, events, missed_bunches={2})
@@ -236,6 +236,7 @@ def test_soak_short_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "checks:" in summary
     assert result["daemon_exit"] == 0 and result["rss_samples"] >= 8
     assert result["passed"]["zero_rejects_lost"] and result["passed"]["every_miss_counted"]
+    assert result["passed"]["fires_on_time"] and result["passed"]["no_spider_passed"], result["ejector"]
     assert result["metrics"]["frames_captured"] > 0
     assert status in (0, 1)  # memory growth over 14 s on a shared machine is reported, not asserted here
 

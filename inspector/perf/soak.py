@@ -14,8 +14,12 @@ Checks (exit status 1 when one fails):
 - memory: median RSS over the last 10 % of the run vs over the first 10 % after warm-up: growth < 5 %;
 - zero reject messages lost: every reject in the daemon's decisions.jsonl reached the simulator, or the daemon
   itself counted it missed (``REJECT MISSED`` in its log);
-- every miss counted: every reject the simulator did not fire on time (late, never received, unfired at exit) is
-  one the daemon counted missed.
+- every miss counted: every reject the simulator did not fire on time (refused as late, never received, unfired at
+  exit) is one the daemon counted missed;
+- fires on time: every reject fired within one frame interval of its bunch's true arrival at the ejector (from the
+  footage's labels, ``inspector/perf/ejector.py``), a stretch lasting past the bunch's trailing end;
+- no spider passed: every labelled spider bunch that reached the ejector while the simulator ran was fired at or
+  arrived while the simulator was in fail-safe.
 Also printed: frames captured/dropped/inspected, bunches by reason (``uninspected`` = the fail-safe at work),
 acks, retransmits, decision latency mean (from the histogram).
 """
@@ -38,7 +42,9 @@ from typing import Any
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from inspector.config import load_calibration
 from inspector.errors import InspectorError
+from inspector.perf.ejector import ejector_report
 
 MISSED_RE = re.compile(r"REJECT MISSED: seq (\d+) bunch (\d+)")
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -111,7 +117,7 @@ class Accounting:
     daemon_rejects: int = 0
     received: int = 0
     fired: int = 0
-    late: int = 0
+    late: int = 0  # refused by the controller (nack): it could not fire them in time
     unfired_at_exit: int = 0
     sim_missed_seqs: int = 0
     daemon_counted_missed: int = 0
@@ -132,7 +138,7 @@ def account(decisions: list[dict[str, Any]], sim_events: list[dict[str, Any]], m
     fired = {int(e["bunch_id"]) for e in sim_events if e.get("event") == "fired" and "bunch_id" in e}
     acc.received = len(rejects & received)
     acc.fired = len(rejects & fired)
-    acc.late = sum(1 for e in sim_events if e.get("event") == "late")
+    acc.late = sum(1 for e in sim_events if e.get("event") == "refused")
     acc.unfired_at_exit = sum(1 for e in sim_events if e.get("event") == "unfired_at_exit")
     acc.sim_missed_seqs = sum(1 for e in sim_events if e.get("event") == "missed")
     acc.daemon_counted_missed = len(missed_bunches)
@@ -181,6 +187,7 @@ class SoakResult:
     accounting: dict[str, Any]
     metrics: dict[str, float | None]
     passed: dict[str, bool]
+    ejector: dict[str, Any] = field(default_factory=dict)  # inspector.perf.ejector.EjectorReport
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -308,6 +315,12 @@ def run_soak(settings: SoakSettings) -> SoakResult:
     missed = {int(m.group(2)) for m in MISSED_RE.finditer(daemon_log.read_text(errors="replace"))}
     acc = account(decisions, read_jsonl(sim_log), missed)
     memory = memory_growth(samples, settings.warmup_s)
+    labels = read_jsonl(footage_dir / "labels.jsonl")
+    cal = load_calibration(footage_dir / "calibration.yaml")
+    clip_frames = round(settings.clip_s * fps)
+    ejector = ejector_report(
+        decisions, read_jsonl(sim_log), labels, cal, (settings.width, settings.height), fps, clip_frames
+    )
     m = last_metrics
     metrics = {
         "frames_captured": metric_sum(m, "inspector_frames_captured_total"),
@@ -328,6 +341,8 @@ def run_soak(settings: SoakSettings) -> SoakResult:
         "zero_rejects_lost": not acc.lost,
         "every_miss_counted": not acc.uncounted_misses,
         "daemon_exited_cleanly": daemon_exit == 0,
+        "fires_on_time": not ejector.fires_off and not ejector.short_stretches,
+        "no_spider_passed": not ejector.spiders_passed,
     }
     return SoakResult(
         settings.seconds,
@@ -341,6 +356,7 @@ def run_soak(settings: SoakSettings) -> SoakResult:
         asdict(acc),
         metrics,
         passed,
+        asdict(ejector),
     )
 
 
@@ -361,9 +377,13 @@ def format_summary(r: SoakResult) -> str:
         f"  bunches: {num(m['bunches_pass'])} passed, {num(m['bunches_spider'])} rejected as spider, "
         f"{num(m['bunches_uninspected'])} rejected uninspected (fail-safe)",
         f"  rejects: {acc['daemon_rejects']} sent by the daemon, {acc['received']} received by the simulator, "
-        f"{acc['fired']} fired, {acc['late']} late, {acc['unfired_at_exit']} unfired at exit; "
+        f"{acc['fired']} fired, {acc['late']} refused as late, {acc['unfired_at_exit']} unfired at exit; "
         f"{acc['daemon_counted_missed']} counted missed by the daemon; lost {len(acc['lost'])}, "
         f"uncounted misses {len(acc['uncounted_misses'])}",
+        f"  ejector: {r.ejector.get('fires_checked', 0)} fires checked against the labels, "
+        f"{len(r.ejector.get('fires_off', []))} off their bunch by more than one frame; spider bunches "
+        f"{len(r.ejector.get('spiders_fired', []))} fired at, {len(r.ejector.get('spiders_failsafe', []))} in "
+        f"fail-safe, {len(r.ejector.get('spiders_passed', []))} passed",
         f"  link: {num(m['rejects_acked'])} acked, {num(m['retransmits'])} retransmits; decision latency mean "
         f"{num(m['decision_latency_mean_s'], '.2f')} s",
         "  checks: " + ", ".join(f"{k} {'PASS' if v else 'FAIL'}" for k, v in r.passed.items()),
