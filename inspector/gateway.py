@@ -159,7 +159,7 @@ class GatewayConfig(Sectioned):
     ejectors: list[EjectorConfig] = Field(min_length=1)
     pulse_s: float = Field(0.05, gt=0, le=5, description="how long an ejector output stays on per reject")
     late_tolerance_s: float = Field(
-        0.01, ge=0, le=0.1, description="a pulse due longer ago than this is refused, not fired late"
+        0.033, ge=0, le=0.1, description="a pulse due longer ago than this is refused, not fired late"
     )
     fail_safe: FailSafeConfig = Field(FailSafeConfig(), validate_default=True)
     watchdog: WatchdogConfig = WatchdogConfig()
@@ -255,7 +255,12 @@ class GatewayMetrics:
             ["kind"],
         )
         self.plc_up = gauge("inspector_gateway_plc_up", "1 while the PLC connection is up")
-        self.connects = counter("inspector_gateway_plc_connects_total", "PLC connection attempts by result", ["result"])
+        self.connects = counter(
+            "inspector_gateway_plc_connects_total",
+            "PLC connection attempts: ok, failed (unreachable or lost while writing the outputs), refused (the PLC "
+            "refused an output)",
+            ["result"],
+        )
         self.fail_safe = gauge("inspector_gateway_fail_safe", "1 while the gateway holds fail-safe")
         self.fail_safe_reason = gauge(
             "inspector_gateway_fail_safe_reason", "1 while this reason holds fail-safe", ["reason"]

@@ -217,12 +217,13 @@ FromController = ControllerHeartbeat | Ack | Nack | Fired
 
 
 # ------------------------------------------------------------------------------------------------ encoding
-def finite_or_none(x: float | None, digits: int = 6) -> float | None:
-    """``x`` rounded, or None when it is None, NaN or infinite (JSON has no NaN)."""
+def finite_or_none(x: float | None) -> float | None:
+    """``x`` as a float, or None when it is None, NaN or infinite (JSON has no NaN). Never rounded: Python's float
+    repr round-trips exactly, so whatever a receiver accepts it can send back unchanged."""
     if x is None:
         return None
     v = float(x)
-    return round(v, digits) if math.isfinite(v) else None
+    return v if math.isfinite(v) else None
 
 
 def clean(obj: Any) -> Any:
@@ -266,7 +267,7 @@ def encode(msg: Message) -> bytes:
             fire_at_s=_time("fire_at_s", msg.fire_at_s),
             stretch_s=_time("stretch_s", msg.stretch_s),
             deadline_s=_time("deadline_s", msg.deadline_s),
-            across_mm=finite_or_none(msg.across_mm, 3),
+            across_mm=finite_or_none(msg.across_mm),
             fire_at_unix_s=finite_or_none(msg.fire_at_unix_s),
             t_capture_unix_s=finite_or_none(msg.t_capture_unix_s),
             sent_unix_s=finite_or_none(msg.sent_unix_s),

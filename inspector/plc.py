@@ -236,7 +236,7 @@ class PlcOutput:
             metrics.refused.labels(reason=reason)
         for kind in ("connection", "refused"):
             metrics.write_errors.labels(kind=kind)
-        for result in ("ok", "failed"):
+        for result in ("ok", "failed", "refused"):
             metrics.connects.labels(result=result)
         self._publish_fail_safe(set())
 
@@ -486,19 +486,19 @@ class PlcOutput:
                     await asyncio.sleep(backoff_s)
                     backoff_s = min(2 * backoff_s, self.config.reconnect.max_s)
                     continue
-                self.metrics.connects.labels(result="ok").inc()
-                self._set_connected(True)
-                log.info("PLC connected: %s", self.driver.peer)
-                try:
+                try:  # the PLC is up only once it has taken every output
                     await self._sync_outputs()
-                except PlcWriteRefused:  # outputs the PLC does not have: stay fail-safe, try again later
-                    self._set_connected(False)
+                except (PlcWriteRefused, PlcConnectionError) as exc:
+                    refused = isinstance(exc, PlcWriteRefused)  # outputs the PLC does not have: stay fail-safe
+                    self.metrics.connects.labels(result="refused" if refused else "failed").inc()
+                    log.warning("%s; stays fail-safe, next try in %.1f s", exc, backoff_s)
                     await self.driver.close()
                     await asyncio.sleep(backoff_s)
                     backoff_s = min(2 * backoff_s, self.config.reconnect.max_s)
                     continue
-                except PlcConnectionError:
-                    continue  # lost again: reconnect
+                self.metrics.connects.labels(result="ok").inc()
+                self._set_connected(True)
+                log.info("PLC connected: %s", self.driver.peer)
                 backoff_s = self.config.reconnect.initial_s
                 await self._set_reason(FAIL_SAFE_PLC, False)
             self._wake.clear()

@@ -310,3 +310,15 @@ def test_evaluate_cli_threshold_options_are_one_line_errors(tmp_path: Path, extr
     proc = _evaluate("--tiles", f"known={tmp_path / 'known'}", *extra)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_many_tile_sizes_are_reported_in_quartiles() -> None:
+    from inspector.training.evaluation import scale_groups
+
+    few = np.array([140, 306, 140, 0], np.int32)
+    assert scale_groups(few).tolist() == [140, 306, 140, 0]  # the planner's scales: as they are
+    many = np.array([0, *range(40, 120)], np.int32)  # sizes drawn per tile (cross-style sets): 80 of them
+    groups = scale_groups(many)
+    assert groups[0] == 0 and sorted(set(groups.tolist()) - {0}) == [60, 80, 100, 119]
+    assert (groups[1:] >= many[1:]).all()
+    assert [int((groups == g).sum()) for g in (60, 80, 100, 119)] == [21, 20, 20, 19]

@@ -152,3 +152,12 @@ def test_fuzz_mutated_messages(msg: messages.Message, extra: dict[str, object], 
     got = _outcome(json.dumps(obj).encode())
     if got is not None and type(got) is type(msg) and obj == json.loads(encode(msg)):
         assert got == msg
+
+
+@pytest.mark.parametrize("key, value", [("across_mm", 0.0625), ("score", 1e-7), ("fire_at_s", 1002.0000001)])
+def test_accepted_numbers_survive_a_round_trip_unrounded(key: str, value: float) -> None:
+    frame = json.loads(encode(sample_messages()[0]))
+    frame[key] = value
+    msg = decode(json.dumps(frame).encode())
+    assert getattr(msg, key) == value
+    assert decode(encode(msg)) == msg

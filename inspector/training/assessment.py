@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import numpy as np
 
 from inspector.cliopts import named_item
 from inspector.errors import InspectorError
@@ -31,6 +32,7 @@ from inspector.training.evaluation import (
     format_table,
     misclassified,
     missed_by_origin,
+    scale_groups,
     scorer,
 )
 from inspector.training.probes import ProbeReport, format_probes, run_probes
@@ -165,10 +167,12 @@ def _report_set(name: str, tiles: TileSet, ev: Evaluation) -> dict[str, Any]:
     """Print the set's accuracy per kind and per tile scale; its figures for the JSON."""
     kinds = ", ".join(f"{k} {100 * v:.1f} %" for k, v in ev.per_kind_accuracy.items())
     print(f"{name}: {ev.figures.n} tiles, {ev.tiles_per_s:.0f} tiles/s; accuracy per kind: {kinds}")
+    groups = scale_groups(tiles.tile_scale_px)
+    grouped = "up to " if not np.array_equal(groups, tiles.tile_scale_px) else ""
     for px, acc in ev.per_scale_accuracy.items():
-        n_px = int((tiles.tile_scale_px == px).sum())
+        n_px = int((groups == px).sum())
         parts = ", ".join(f"{k} {100 * v:.1f} %" for k, v in acc.items() if k != "all")
-        print(f"  tiles cut at {px} px ({n_px}): accuracy {100 * acc['all']:.1f} % ({parts})")
+        print(f"  tiles cut at {grouped}{px} px ({n_px}): accuracy {100 * acc['all']:.1f} % ({parts})")
     figures: dict[str, Any] = {**ev.figures.as_dict(), "per_kind_accuracy": ev.per_kind_accuracy, "tiles_per_s": ev.tiles_per_s}
     if ev.per_scale_accuracy:
         figures["per_scale_accuracy"] = {str(px): acc for px, acc in ev.per_scale_accuracy.items()}

@@ -104,11 +104,27 @@ def _per_kind(p: np.ndarray, tiles: TileSet, threshold: float, where: np.ndarray
     return {k: _accuracy(p, tiles, threshold, sel & (tiles.kinds == k)) for k in sorted(set(tiles.kinds[sel].tolist()))}
 
 
+MAX_SCALES = 6  # more recorded tile scales than this (sizes drawn per tile) are grouped into quartiles
+
+
+def scale_groups(scale_px: np.ndarray) -> np.ndarray:
+    """(N,) the scale each tile is reported under: its own, or — where a set records more than
+    :data:`MAX_SCALES` sizes — the largest size of its quartile of the sizes (0 stays 0: not recorded)."""
+    known = scale_px[scale_px > 0]
+    if len(set(known.tolist())) <= MAX_SCALES:
+        return scale_px
+    edges = np.unique(np.quantile(known, [0.25, 0.5, 0.75, 1.0], method="higher").astype(scale_px.dtype))
+    groups = edges[np.minimum(np.searchsorted(edges, scale_px), len(edges) - 1)]
+    return np.where(scale_px > 0, groups, 0)
+
+
 def _per_scale(p: np.ndarray, tiles: TileSet, threshold: float) -> dict[int, dict[str, float]]:
-    """Accuracy ("all" and per kind) per tile scale; empty when the set did not record its scales."""
+    """Accuracy ("all" and per kind) per tile scale (or group of scales, :func:`scale_groups`); empty when the set
+    did not record its scales."""
     out: dict[int, dict[str, float]] = {}
-    for px in sorted(set(tiles.tile_scale_px.tolist()) - {0}):
-        at = tiles.tile_scale_px == px
+    groups = scale_groups(tiles.tile_scale_px)
+    for px in sorted(set(groups.tolist()) - {0}):
+        at = groups == px
         out[int(px)] = {"all": _accuracy(p, tiles, threshold, at), **_per_kind(p, tiles, threshold, at)}
     return out
 
