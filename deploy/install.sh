@@ -3,6 +3,7 @@
 #
 #   sudo deploy/install.sh --cpu            # CPU onnxruntime
 #   sudo deploy/install.sh --gpu            # onnxruntime-gpu + the NVIDIA device drop-in for the unit
+#   sudo deploy/install.sh --cpu --gateway  # also the PLC ejector gateway (docs/PLC.md, README "Wiring a PLC")
 #   sudo deploy/install.sh --uninstall      # remove venv, unit and command; keep config and data
 #   sudo deploy/install.sh --uninstall --purge   # also remove /etc/inspector, /var/lib/inspector, user
 #
@@ -20,14 +21,17 @@
 #            --no-venv      lay out files only, do not create the virtual environment (packaging, tests)
 #            --source DIR   the repository to install from (default: this script's repository)
 #            --python EXE   interpreter for the venv (default python3, needs >= 3.11)
+#            --gateway      also the PLC ejector gateway: the extra `gateway`, /etc/inspector/gateway.yaml from
+#                           deploy/gateway.example.yaml (never overwritten), inspector-gateway.service; kept
+#                           up to date by every later run once installed
 #            --allow-ip CIDR  let the daemon reach this network too (the units allow loopback only): the ejector
 #                           controller's or PLC's net, a remote inference server; repeat for several; written
 #                           to inspector.service.d/network.conf (and the template's); without it the drop-in
-#                           is removed (loopback only again)
+#                           is removed (loopback only again); the gateway's unit gets the same drop-in
 # After installing: calibrate (calibration/README.md), then  sudo systemctl enable --now inspector
 set -euo pipefail
 
-usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; }
 
 PREFIX=""
 EXTRA="cpu"
@@ -38,11 +42,13 @@ VENV=1
 SOURCE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="python3"
 ALLOW_IPS=()
+GATEWAY=0
 
 while [ $# -gt 0 ]; do
   case "$1" in
     --cpu) EXTRA="cpu" ;;
     --gpu) EXTRA="gpu" ;;
+    --gateway) GATEWAY=1 ;;
     --uninstall) ACTION="uninstall" ;;
     --purge) PURGE=1 ;;
     --dry-run) DRY=1 ;;
@@ -66,6 +72,8 @@ VENV_DIR="$OPT/venv"
 ETC="$PREFIX/etc/inspector"
 STATE="$PREFIX/var/lib/inspector"
 UNIT_DIR="$PREFIX/etc/systemd/system"
+# once the gateway is installed, every later run (an upgrade) keeps it up to date
+if [ -e "$UNIT_DIR/inspector-gateway.service" ]; then GATEWAY=1; fi
 BIN_LINK="$PREFIX/usr/local/bin/inspector"
 SYSTEM_ROOT=0
 [ -z "$PREFIX" ] && SYSTEM_ROOT=1
@@ -85,8 +93,9 @@ fi
 do_uninstall() {
   if have_systemd; then
     run systemctl disable --now inspector.service || true
+    run systemctl disable --now inspector-gateway.service || true
   fi
-  for unit in inspector.service inspector@.service; do
+  for unit in inspector.service inspector@.service inspector-gateway.service; do
     run rm -f "$UNIT_DIR/$unit" "$UNIT_DIR/$unit.d/gpu.conf" "$UNIT_DIR/$unit.d/network.conf"
     [ -d "$UNIT_DIR/$unit.d" ] && run rmdir --ignore-fail-on-non-empty "$UNIT_DIR/$unit.d"
   done
@@ -130,7 +139,9 @@ do_install() {
     local other="onnxruntime-gpu"
     [ "$EXTRA" = "gpu" ] && other="onnxruntime"
     run "$VENV_DIR/bin/pip" uninstall --quiet --yes "$other" || true
-    run "$VENV_DIR/bin/pip" install --quiet "$SOURCE[$EXTRA]"
+    local extras="$EXTRA"
+    if [ "$GATEWAY" -eq 1 ]; then extras="$EXTRA,gateway"; fi
+    run "$VENV_DIR/bin/pip" install --quiet "$SOURCE[$extras]"
   else
     say "--no-venv: not creating $VENV_DIR"
   fi
@@ -145,6 +156,15 @@ do_install() {
     run install -m 0644 "$SOURCE/deploy/config.example.yaml" "$ETC/config.yaml"
   fi
   run install -m 0644 "$SOURCE/deploy/config.example.yaml" "$ETC/config.example.yaml"
+  if [ "$GATEWAY" -eq 1 ]; then
+    if [ -e "$ETC/gateway.yaml" ]; then
+      say "keeping existing $ETC/gateway.yaml (new example: $ETC/gateway.example.yaml)"
+    else
+      run install -m 0640 "$SOURCE/deploy/gateway.example.yaml" "$ETC/gateway.yaml"
+      if [ "$SYSTEM_ROOT" -eq 1 ]; then run chgrp inspector "$ETC/gateway.yaml"; fi
+    fi
+    run install -m 0644 "$SOURCE/deploy/gateway.example.yaml" "$ETC/gateway.example.yaml"
+  fi
   [ -e "$ETC/calibration.yaml" ] || say "no $ETC/calibration.yaml yet: calibrate the line (calibration/README.md)"
 
   # 4. state folder
@@ -154,11 +174,13 @@ do_install() {
     run chmod 0750 "$STATE"
   fi
 
-  # 5. systemd units: one camera (inspector.service) and the per-camera template (+ GPU drop-ins)
+  # 5. systemd units: one camera (inspector.service) and the per-camera template (+ GPU drop-ins), the gateway
   run mkdir -p "$UNIT_DIR"
-  for unit in inspector.service inspector@.service; do
+  local units=(inspector.service inspector@.service)
+  if [ "$GATEWAY" -eq 1 ]; then units+=(inspector-gateway.service); fi
+  for unit in "${units[@]}"; do
     run install -m 0644 "$SOURCE/deploy/$unit" "$UNIT_DIR/$unit"
-    if [ "$EXTRA" = "gpu" ]; then
+    if [ "$EXTRA" = "gpu" ] && [ "$unit" != inspector-gateway.service ]; then
       run mkdir -p "$UNIT_DIR/$unit.d"
       run install -m 0644 "$SOURCE/deploy/gpu.conf" "$UNIT_DIR/$unit.d/gpu.conf"
     else
@@ -178,6 +200,9 @@ do_install() {
   if have_systemd; then
     run systemctl daemon-reload
     say "installed; calibrate, then: sudo systemctl enable --now inspector"
+    if [ "$GATEWAY" -eq 1 ]; then
+      say "gateway: edit $ETC/gateway.yaml (docs/PLC.md), then: sudo systemctl enable --now inspector-gateway"
+    fi
   else
     say "installed under ${PREFIX:-/} ($EXTRA); systemd not touched"
   fi

@@ -32,7 +32,15 @@ from inspector.perf.soak import free_port
 from inspector.plc import PlcOutput, PulseRefused
 from tests.plc_servers import PlcServer
 from tests.sim import RawInspector, decision, fresh_metrics, link_cfg, reject_frame, wait_for, waited
-from tests.test_deploy import DEPLOY, _exposed_sample_names, _unit_settings, _verify, need_tool, undocumented_keys
+from tests.test_deploy import (
+    DEPLOY,
+    _exposed_sample_names,
+    _install,
+    _unit_settings,
+    _verify,
+    need_tool,
+    undocumented_keys,
+)
 
 pytest.importorskip("pymodbus")
 pytest.importorskip("asyncua")
@@ -438,6 +446,26 @@ def test_unit_verifies_with_systemd_analyze(tmp_path: Path) -> None:
     need_tool("systemd-analyze", "systemd")
     assert _verify(UNIT.read_text(), tmp_path, UNIT.name) == ""
     assert "Unknown key" in _verify(UNIT.read_text().replace("PrivateDevices=", "PrivateDevice="), tmp_path, UNIT.name)
+
+
+def test_install_sh_lays_out_the_gateway_and_keeps_its_config(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    units = root / "etc/systemd/system"
+    assert _install("--prefix", str(root), "--no-venv", "--gateway", "--allow-ip", "10.1.2.0/24").returncode == 0
+    config = root / "etc/inspector/gateway.yaml"
+    assert config.read_text() == EXAMPLE.read_text()
+    assert (units / UNIT.name).read_text() == UNIT.read_text()
+    assert "IPAddressAllow=10.1.2.0/24" in (units / f"{UNIT.name}.d/network.conf").read_text()
+    # an upgrade without the flag keeps the gateway installed, its edited config, and updates its drop-in
+    config.write_text("# edited for the line's PLC\n")
+    proc = _install("--prefix", str(root), "--no-venv")
+    assert proc.returncode == 0, proc.stderr
+    assert config.read_text() == "# edited for the line's PLC\n" and "keeping existing" in proc.stdout
+    assert (units / UNIT.name).is_file() and not (units / f"{UNIT.name}.d/network.conf").exists()
+    dry = _install("--prefix", str(root), "--dry-run")
+    assert any(line.endswith("[cpu,gateway]") for line in dry.stdout.splitlines()), dry.stdout
+    assert _install("--prefix", str(root), "--uninstall").returncode == 0
+    assert not (units / UNIT.name).exists() and config.is_file()
 
 
 # ------------------------------------------------------------------------------------------------ alerts
