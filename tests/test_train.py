@@ -183,6 +183,7 @@ def test_train_cli_writes_model_manifest_and_card(tmp_path: Path) -> None:
     assert "8 training / 4 validation tiles" in card and "(selection only)" in card
     assert "(chosen by accuracy + half the pointing share)" in card and "ROC AUC" in card  # --select's default
     assert "jitter and sensor noise; class-balanced" in card  # default jitter 1, said without a factor
+    assert "## Shortcut probes" in card and "sharp-patch probe" in card and "| blurred spider σ 3 |" in card
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])

@@ -32,10 +32,11 @@ from inspector.training.evaluation import (
     format_table,
     misclassified,
     missed_by_origin,
+    probe_model,
     scale_groups,
-    scorer,
+    seam_companion,
 )
-from inspector.training.probes import ProbeReport, format_probes, run_probes
+from inspector.training.probes import format_probes
 
 
 def run(args: argparse.Namespace) -> int:
@@ -100,19 +101,11 @@ def _probe_set(
 ) -> bool:
     """--probes on one set: print the table, add it to the JSON; True when the model passes."""
     i = [n for n, _ in sets].index(name)
-    tiles = sets[i][1]
     seam = load_seam_set(args.tiles, name)
-    with scorer(args.model, threads=args.threads) as score:
-        report: ProbeReport = run_probes(
-            score,
-            tiles,
-            evals[i].spider_prob,
-            threshold=threshold,
-            pointing=evals[i].figures.pointing,
-            seam=seam,
-            species_index=species,
-            seed=args.probe_seed,
-        )
+    report = probe_model(
+        args.model, sets[i][1], evals[i], threshold, seam=seam, species_index=species, seed=args.probe_seed,
+        threads=args.threads,
+    )  # fmt: skip
     print()
     print(format_probes(name, report))
     if seam is None:
@@ -125,8 +118,8 @@ def load_seam_set(items: list[str], name: str) -> TileSet | None:
     """The companion sets ``DIR/seam`` of the tile set `name` (``[NAME=]DIR[,DIR...]``), concatenated; None if none."""
     for set_name, paths in map(named_item, items):
         if set_name == name:
-            found = [Path(p) / "seam" for p in paths.split(",") if (Path(p) / "seam" / "tiles.npz").is_file()]
-            return concat_tile_sets([load_tile_set(p) for p in found]) if found else None
+            found = [t for t in (seam_companion(Path(p)) for p in paths.split(",")) if t is not None]
+            return concat_tile_sets(found) if found else None
     return None
 
 

@@ -50,6 +50,7 @@ def render_card(
     onnx_mb: float,
     evaluation_table: str | None = None,
     command: str | None = None,
+    probe_tables: list[str] | None = None,
 ) -> str:
     s = asdict(settings)
     s["weights"] = str(settings.weights) if settings.weights else None
@@ -108,6 +109,13 @@ def render_card(
         parts += [
             "\n## Evaluation (inspector evaluate: onnxruntime, paper Eq. 1 FAM, threshold 0.5)\n",
             evaluation_table,
+        ]
+    if probe_tables:
+        parts += [
+            "\n## Shortcut probes (inspector evaluate --probes)\n",
+            "A spider detector must not care about sharpness or paste seams: each probe changes only that and reads "
+            "the false-alarm rate or recall again (`inspector/training/probes.py`).\n",
+            *probe_tables,
         ]
     return "\n".join(parts) + "\n"
 

@@ -19,9 +19,9 @@ from inspector.evidence import heat_overlay
 from inspector.fam import FamMode, tile_fam
 from inspector.model import Model
 from inspector.progress import progress
-from inspector.synth.tiles import TileSet, mosaic
+from inspector.synth.tiles import TileSet, load_tile_set, mosaic
 from inspector.training.metrics import TileFigures, tile_figures
-from inspector.training.probes import Scorer
+from inspector.training.probes import ProbeReport, Scorer, run_probes
 from inspector.types import U8Array
 
 # The seed paper's test accuracies (Menikdiwela et al.), for the side-by-side table.
@@ -80,6 +80,36 @@ def scorer(model_path: Path, batch: int = 32, threads: int = 2) -> Iterator[Scor
             return model.infer(images).spider_prob
 
         yield score
+
+
+def probe_model(
+    model_path: Path,
+    tiles: TileSet,
+    ev: Evaluation,
+    threshold: float,
+    *,
+    seam: TileSet | None = None,
+    species_index: dict[str, str] | None = None,
+    seed: int = 0,
+    threads: int = 2,
+) -> ProbeReport:
+    """The shortcut probes (:mod:`inspector.training.probes`) of `model_path` on `tiles`, already evaluated as `ev`."""
+    with scorer(model_path, threads=threads) as score:
+        return run_probes(
+            score,
+            tiles,
+            ev.spider_prob,
+            threshold=threshold,
+            pointing=ev.figures.pointing,
+            seam=seam,
+            species_index=species_index,
+            seed=seed,
+        )
+
+
+def seam_companion(folder: Path) -> TileSet | None:
+    """The seam-probe set made beside a cross-style set (``folder/seam``), or None."""
+    return load_tile_set(folder / "seam") if (folder / "seam" / "tiles.npz").is_file() else None
 
 
 def at_threshold(ev: Evaluation, tiles: TileSet, threshold: float) -> Evaluation:

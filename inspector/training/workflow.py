@@ -23,8 +23,9 @@ from inspector.errors import InspectorError, ModelError
 from inspector.synth.tiles import TileSet, concat_tile_sets, load_tile_set
 from inspector.training.card import render_card, write_card
 from inspector.training.distill import teacher_spider_prob
-from inspector.training.evaluation import evaluate_model, format_table
+from inspector.training.evaluation import evaluate_model, format_table, probe_model, seam_companion
 from inspector.training.export import export_model, format_parity
+from inspector.training.probes import format_probes
 from inspector.training.train import EpochLog, Trainer, TrainResult, TrainSettings, fam_layer_scale, resolve_device
 from inspector.training.vgg import hed_weights_path, parse_width, width_label
 
@@ -197,10 +198,14 @@ def write_outputs(args: argparse.Namespace, settings: TrainSettings, inputs: Tra
         fp16_weights=args.fp16_weights,
     )
     print(format_parity(parity))
-    table = None
+    table, probes = None, []
     if inputs.reports:
-        table = format_table([(n, evaluate_model(out, t)) for n, _, t in inputs.reports])
+        evals = [(n, evaluate_model(out, t)) for n, _, t in inputs.reports]
+        table = format_table(evals)
         print(table)
+        for (name, folder, tiles), (_, ev) in zip(inputs.reports, evals, strict=True):
+            probes.append(format_probes(name, probe_model(out, tiles, ev, 0.5, seam=seam_companion(folder))))
+            print(probes[-1])
     card = render_card(
         name,
         settings,
@@ -210,6 +215,7 @@ def write_outputs(args: argparse.Namespace, settings: TrainSettings, inputs: Tra
         parity,
         out.stat().st_size / 1e6,
         evaluation_table=table,
+        probe_tables=probes,
         command=shlex.join(["inspector", *sys.argv[1:]]),
     )
     write_card(out.with_suffix(".md"), card)
