@@ -206,8 +206,8 @@ class PlcOutput:
 
     It is the ``Output`` of the controller core (``inspector/controller.py``): ``fire`` (switch now, called by
     the core when a reject is due; blocks for the write) and ``fail_safe``, both thread-safe. Starts in fail-safe
-    (reasons ``startup``, cleared by the protocol end, and ``plc_down``, cleared once the PLC has taken every
-    output).
+    (reasons ``inspectors``, released by the controller core once the inspectors vouch for the belt, and
+    ``plc_down``, released once the PLC has taken every output).
     """
 
     def __init__(
