@@ -24,7 +24,8 @@ is sent again (``inspector_rejects_resent_total``).
 its heartbeats stop and goes fail-safe, and the daemon exits non-zero so systemd restarts it.
 
 ``close()`` (or leaving the ``with``) stops taking new work and keeps retransmitting pending rejects until each is
-acked or its deadline has passed, at most ``close_timeout_s``; what is still unacked then is counted missed.
+acked or its deadline has passed, and waits for the ``fired`` of acked ones, at most ``close_timeout_s``; what is
+still unacked then is counted missed, what is acked and not reported fired is logged (the controller has it).
 """
 
 from __future__ import annotations
@@ -470,11 +471,17 @@ class RejectLink:
             self.metrics.rejects_due.set(len(due))
             # ---- closing
             if close_deadline_s is not None and not self._inbox:
-                if not pending:
+                if not pending and not due:
                     return
                 if now >= close_deadline_s:
                     for p in pending.values():
                         self._count_missed(p, now, "still unacked when the link closed")
+                    if due:  # the controller has them and may well fire them; we cannot know any more
+                        log.warning(
+                            "link closed with %d acked reject(s) not yet reported fired (bunches %s)",
+                            len(due),
+                            ", ".join(str(p.decision.bunch_id) for p in due.values()),
+                        )
                     self.metrics.rejects_pending.set(0)
                     return
             # ---- wait for input or the next deadline
