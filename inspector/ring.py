@@ -321,9 +321,6 @@ class FrameRing:
             self._copy_hw = (hh, ww)
             return FrameRef(slot=slot, seq=seq, t_capture_s=t_s)
 
-    def release(self) -> None:
-        """Nothing to give back: the consumer holds a private copy (kept for callers of the old interface)."""
-
     def frame(self, ref: FrameRef) -> U8Array:
         """(H, W, 3) view of the frame taken last (a private copy); valid until the next try_get."""
         hh, ww = self._copy_hw
