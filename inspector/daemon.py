@@ -132,7 +132,6 @@ class Daemon:
         m.belt_speed.set(step.belt_speed_mm_s)
         if self.pipeline is not None:
             m.frames_needed.set(self.pipeline.frames_needed_per_s())
-            m.inspection_healthy.set(self.pipeline.health()[0])
 
     def _belt_speed_mm_s(self) -> float:
         speed = self.pipeline.belt_speed_mm_s if self.pipeline is not None else 0.0
@@ -146,10 +145,13 @@ class Daemon:
 
     def _progress(self, link: RejectLink | None) -> None:
         """Tell the link the watermark (when the last decided stretch of belt reaches the ejector) and the health."""
-        if link is None or self.pipeline is None:
+        if self.pipeline is None:
+            return
+        healthy, reason = self.pipeline.health()
+        self.metrics.inspection_healthy.set(healthy)  # every loop turn: also while no frame comes
+        if link is None:
             return
         until = self.pipeline.decided_until_s
-        healthy, reason = self.pipeline.health()
         at_ejector = (
             None if until is None else fire_time_at_offset_s(until, 0.0, self.calibration, self._belt_speed_mm_s())
         )
