@@ -22,6 +22,7 @@ bunch: the ejector stays on for the time its length takes to pass. When the link
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import deque
 from contextlib import ExitStack
@@ -107,7 +108,10 @@ class Daemon:
         now = time.monotonic()
         for d in step.rejects:
             if link is not None:
-                link.send_reject(d, 0.0 if d.reason == "spider" else self._stretch_s(d))
+                if d.reason == "spider":
+                    link.send_reject(d)
+                else:
+                    link.send_reject(d, *self._stretch(d))
             self.summary.last_fire_at_s = max(self.summary.last_fire_at_s, d.fire_at_s)
             self.summary.reject_latency_s.append(max(0.0, now - d.t_capture_s))
             if d.fire_at_s < now:
@@ -137,11 +141,24 @@ class Daemon:
         speed = self.pipeline.belt_speed_mm_s if self.pipeline is not None else 0.0
         return speed if speed > 0 else self.calibration.belt_speed_mm_s
 
-    def _stretch_s(self, d: Decision) -> float:
-        """How long the bunch of ``d`` takes to pass the ejector (its box along the belt)."""
-        axis = self.calibration.travel_axis
-        length_px = d.bbox_xyxy[axis + 2] - d.bbox_xyxy[axis]
-        return self.calibration.mm(max(0, length_px)) / self._belt_speed_mm_s()
+    def _stretch(self, d: Decision) -> tuple[float, float]:
+        """(length, lead) in seconds of the ejector stretch for the bunch of ``d``: from its leading end to its
+        trailing end, ``lead`` before its fire time. An end cut by the edge of the view was never seen: that side
+        is extended by the whole view length, the most that can hide beyond it."""
+        cal, axis, sign = self.calibration, self.calibration.travel_axis, self.calibration.travel_sign
+        lo, hi = float(d.bbox_xyxy[axis]), float(d.bbox_xyxy[axis + 2])
+        frame_wh = self.pipeline.frame_wh if self.pipeline is not None else None
+        view = float(frame_wh[axis]) if frame_wh is not None else math.inf
+        lead_px, trail_px = (hi, lo) if sign > 0 else (lo, hi)
+        centre_px = (lo + hi) / 2.0
+        ahead_px, behind_px = abs(lead_px - centre_px), abs(centre_px - trail_px)
+        at_far, at_near = lo < view - 1 <= hi, lo <= 0 < hi  # the box runs over the far / near edge of the view
+        if (sign > 0 and at_far) or (sign < 0 and at_near):  # its leading end left the view unseen
+            ahead_px += view
+        if (sign > 0 and at_near) or (sign < 0 and at_far):  # its trailing end had not come into view
+            behind_px += view
+        speed = self._belt_speed_mm_s()
+        return cal.mm(ahead_px + behind_px) / speed, cal.mm(ahead_px) / speed
 
     def _progress(self, link: RejectLink | None) -> None:
         """Tell the link the watermark (when the last decided stretch of belt reaches the ejector) and the health."""

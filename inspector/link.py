@@ -64,14 +64,17 @@ class _Pending:
     seq: int
     decision: Decision
     stretch_s: float = 0.0
+    lead_s: float | None = None  # how long before the fire time the stretch starts (None: centred on it)
     sends: int = 0  # successful hand-overs to a connected controller
     next_send_s: float = 0.0
     acked: bool = False
 
     @property
     def start_s(self) -> float:
-        """When the ejector must start (inspector clock): a stretch is centred on the bunch's fire time."""
-        return self.decision.fire_at_s - self.stretch_s / 2.0
+        """When the ejector must start (inspector clock): ``lead_s`` before the bunch's fire time (a stretch without
+        one is centred on it)."""
+        lead = self.stretch_s / 2.0 if self.lead_s is None else self.lead_s
+        return self.decision.fire_at_s - lead
 
     def deadline_s(self, tolerance_s: float) -> float:
         return self.start_s + tolerance_s
@@ -335,13 +338,16 @@ class RejectLink:
         self.publish(decision, seq)
         return seq
 
-    def send_reject(self, decision: Decision, stretch_s: float = 0.0) -> int:
-        """Queue a reject; ``stretch_s``: how long the ejector stays on, centred on the fire time (0: one pulse)."""
+    def send_reject(self, decision: Decision, stretch_s: float = 0.0, lead_s: float | None = None) -> int:
+        """Queue a reject; ``stretch_s``: how long the ejector stays on (0: one pulse), starting ``lead_s`` before the
+        fire time (None: centred on it)."""
         with self._seq_lock:
             seq = next(self._seq)
         self.metrics.rejects_sent.inc()
         stretch = float(stretch_s) if math.isfinite(stretch_s) else messages.MAX_STRETCH_S
-        self._inbox.append(("reject", _Pending(seq, decision, min(max(0.0, stretch), messages.MAX_STRETCH_S))))
+        stretch = min(max(0.0, stretch), messages.MAX_STRETCH_S)
+        lead = None if lead_s is None or not math.isfinite(lead_s) else min(max(0.0, float(lead_s)), stretch)
+        self._inbox.append(("reject", _Pending(seq, decision, stretch, lead)))
         self._wake()
         return seq
 

@@ -8,8 +8,9 @@ clip's length: frame ``seq`` shows clip frame ``seq % clip_frames``.
 
 Truth at the ejector: a labelled bunch's centre reaches the ejector at ``fire_time_s`` of its box centre in any frame
 that shows it whole (the median over those frames), its leading and trailing ends half its length earlier and later,
-at the calibrated belt speed. A fire is **on time** when it starts within ``tolerance_s`` (one frame interval) of
-that: a pulse (``stretch_s`` 0) at the bunch's centre, a stretch at its leading end, lasting past its trailing end.
+at the calibrated belt speed. A fire is **on time** when a pulse (``stretch_s`` 0) comes within one frame interval of
+the bunch's centre, and a stretch is on by its leading end (an earlier start, e.g. for an end never seen, is safe)
+and lasts past its trailing end, each within one frame interval.
 A decision that lies on no labelled bunch (an unseen stretch of belt after a gap) is timed by its own box. A spider
 bunch that reached the ejector while the controller was logging is **caught** when a fire covers it or the controller
 was in fail-safe while it passed (the controller starts in fail-safe and returns to it when the inspector stops);
@@ -177,11 +178,15 @@ def ejector_report(
         else:
             lead, trail = _box_arrival(row, cal, frame_wh)
         at, stretch = float(e["at_s"]), float(e.get("stretch_s", 0.0))
-        want = lead if stretch > 0 else (lead + trail) / 2.0
-        if abs(at - want) > tol:
-            report.fires_off.append((int(e["bunch_id"]), round(at - want, 4)))
-        if stretch > 0 and at + stretch < trail - tol:
-            report.short_stretches.append(int(e["bunch_id"]))
+        if (
+            stretch > 0
+        ):  # a stretch covers its bunch: on by its leading end (earlier is safe), off after its trailing end
+            if at > lead + tol:
+                report.fires_off.append((int(e["bunch_id"]), round(at - lead, 4)))
+            if at + stretch < trail - tol:
+                report.short_stretches.append(int(e["bunch_id"]))
+        elif abs(at - (lead + trail) / 2.0) > tol:  # a pulse at its centre
+            report.fires_off.append((int(e["bunch_id"]), round(at - (lead + trail) / 2.0, 4)))
         covered.append((at, at + stretch))
     safe = failsafe_intervals(events)
     times = [float(e["t_s"]) for e in events if "t_s" in e]
