@@ -12,8 +12,10 @@ ZeroMQ (ZMTP 3.x), TCP. The **controller binds a ROUTER** socket (default ``tcp:
 reply with that identity frame first). Both ends set ZMQ_MAXMSGSIZE so a larger frame drops the connection. The
 inspector additionally binds an **XPUB** socket (default ``tcp://127.0.0.1:5561``, loopback) on which every decision
 is published as two frames ``[b"decision", JSON]`` for loggers and dashboards; subscribers use a plain SUB socket.
-The inspector handles subscriptions itself (XPUB manual mode): each subscriber is given the ``decision`` topic at
-most once and every other subscription is dropped and counted, so a flood of subscriptions cannot grow its memory.
+The inspector handles subscriptions itself (XPUB manual mode): a subscriber asking for ``decision`` (or everything)
+is given the ``decision`` topic, every other subscription is dropped and counted, and after 64 subscriptions the
+socket is closed and bound again (libzmq would keep every one), so a subscription flood cannot grow the inspector's
+memory; subscribers reconnect by themselves and may miss the decisions published meanwhile.
 
 Security: CURVE. The controller is the CURVE server (its secret key stays on the controller); the inspector pins
 the controller's public key (``link.curve_server_public_key``, 40-character Z85) and uses its own key pair
