@@ -63,6 +63,7 @@ def test_nan_output_rejects_the_bunch_model_error_at_once_and_passes_the_clean_o
             for d in step.rejects:  # sent while the bunch is in view: the reject is already model_error
                 assert (d.decision, d.reason, d.score) == ("reject", "model_error", 1.0)
                 assert d.bunch_id in {b.bunch_id for b in step.bunches}
+        assert pipe.health() == (False, "the model failed on a frame (model_error rejects)")  # within 2 s of one
         end = pipe.finish()
         finals += end.final
         failed = pipe.inspections_ok
