@@ -27,11 +27,12 @@ import cv2
 import numpy as np
 
 from inspector.belt import (
+    REKEY_FRACTION,
     SEG_DOWNSCALE,
+    BeltOdometer,
     BeltSegmenter,
     BunchTracker,
     FrameSelector,
-    estimate_shift,
     find_bunches,
     gray_small,
 )
@@ -242,33 +243,31 @@ class Pipeline:
         self.windows: list[tuple[float, float]] = []  # inspected stretches of belt (see BunchRecord.fully_inspected)
         self.travel_xy = (0.0, 0.0)
         self.belt_speed_mm_s = calibration.belt_speed_mm_s
-        self._prev_gray: np.ndarray | None = None
         self._prev_t: float | None = None
         self._direction = np.zeros(2)
         self._direction[calibration.travel_axis] = calibration.travel_sign
+        self.odometer: BeltOdometer | None = None
 
     # ------------------------------------------------------------------------------------------------ helpers
     def _start(self, frame_wh: tuple[int, int]) -> None:
         self.frame_wh = frame_wh
         self.tracker = BunchTracker(frame_wh, self.calibration)
+        self.odometer = BeltOdometer(
+            self._direction,
+            self.calibration.px_per_s,
+            REKEY_FRACTION * frame_wh[self.calibration.travel_axis],
+            self.config.belt.refine_with_phase_correlation,
+        )
         self.selector = FrameSelector(frame_wh, self.calibration, self.config.belt, self.fps)
         biggest = max(s.tile_px for s in self.scales)
         if biggest > min(frame_wh):
             log.warning("tile size %d px exceeds the frame %s: tiles will be stretched", biggest, frame_wh)
 
-    def _belt_shift(self, frame_bgr: U8Array, t_s: float) -> tuple[float, float]:
-        gray = gray_small(frame_bgr)
-        dt = 0.0 if self._prev_t is None else max(0.0, t_s - self._prev_t)
-        expected = tuple(float(v) for v in self._direction * self.calibration.px_per_s * dt)
-        shift: tuple[float, float] = (expected[0], expected[1])
-        if self._prev_gray is not None and dt > 0 and self.config.belt.refine_with_phase_correlation:
-            measured = estimate_shift(self._prev_gray, gray, shift)
-            along = float(np.dot(measured, self._direction))  # the belt moves along its axis only
-            shift = (along * float(self._direction[0]), along * float(self._direction[1]))
-        if dt > 0:
-            speed = self.calibration.mm(float(np.hypot(*shift))) / dt
-            self.belt_speed_mm_s = 0.9 * self.belt_speed_mm_s + 0.1 * speed
-        self._prev_gray, self._prev_t = gray, t_s
+    def _belt_shift(self, frame_bgr: U8Array, t_s: float, has_content: bool) -> tuple[float, float]:
+        assert self.odometer is not None
+        shift = self.odometer.step(gray_small(frame_bgr), t_s, has_content)
+        self.belt_speed_mm_s = self.calibration.mm(self.odometer.speed_px_per_s)
+        self._prev_t = t_s
         return shift
 
     def _record(self, bunch_id: int) -> BunchRecord:
@@ -302,10 +301,11 @@ class Pipeline:
         assert self.tracker is not None and self.selector is not None and self.frame_wh is not None
         started_s = self.clock() if self.clock is not None else None
         prior_watermark = self.decided_until_s
-        shift = self._belt_shift(frame_bgr, ref.t_capture_s)
-        self.travel_xy = (self.travel_xy[0] + shift[0], self.travel_xy[1] + shift[1])
         mask = self.segmenter.mask(frame_bgr)
-        bunches, departed = self.tracker.update(find_bunches(mask, self.min_area_px), shift)
+        found = find_bunches(mask, self.min_area_px)
+        shift = self._belt_shift(frame_bgr, ref.t_capture_s, bool(found))
+        self.travel_xy = (self.travel_xy[0] + shift[0], self.travel_xy[1] + shift[1])
+        bunches, departed = self.tracker.update(found, shift)
         missed = 0 if self._prev_seq is None else max(0, ref.seq - self._prev_seq - 1)
         for bunch in bunches:
             seen = self._record(bunch.bunch_id)

@@ -118,14 +118,21 @@ class _Base:
         return self._anchor_s
 
     def _stamp(self, seq: int) -> float:
-        """Wait for the frame's slot when paced; return its capture time."""
+        """Wait for the frame's slot when paced; return its capture time.
+
+        Paced on the monotonic clock, a frame's capture time is its slot (as a camera stamps the exposure), not the
+        moment it was read: a reader that fell behind would otherwise date frames late, and every fire time
+        computed from them would be late by as much."""
         fps = self.fps or DEFAULT_VIDEO_FPS
         if self.pace == "realtime":
             if self._anchor_s is None:
                 self._anchor_s = time.monotonic() - seq / fps
-            delay = self._anchor_s + seq / fps - time.monotonic()
+            slot_s = self._anchor_s + seq / fps
+            delay = slot_s - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
+            if self.clock is time.monotonic:
+                return slot_s
         if self.clock is None:
             return seq / fps
         return self.clock()

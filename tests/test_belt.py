@@ -4,7 +4,16 @@ import cv2
 import numpy as np
 import pytest
 
-from inspector.belt import BeltSegmenter, BunchTracker, FrameSelector, estimate_shift, find_bunches, gray_small
+from inspector.belt import (
+    REKEY_FRACTION,
+    BeltOdometer,
+    BeltSegmenter,
+    BunchTracker,
+    FrameSelector,
+    estimate_shift,
+    find_bunches,
+    gray_small,
+)
 from inspector.config import BeltConfig
 from inspector.types import Box
 from tests.drawn import BELT_BGR, calibration, draw, scene
@@ -80,3 +89,36 @@ def test_frame_selection_inspects_each_stretch_the_configured_number_of_times() 
     assert checked > 100
     every = FrameSelector((320, 240), cal, BeltConfig(mode="whole_frame"), fps=10.0)
     assert all(every.select(30.0 * f) for f in range(10))
+
+
+def _odometer_travel_px(odometer: BeltOdometer, fps: float, n_frames: int, wh: tuple[int, int] = (320, 240)) -> float:
+    """Travel the odometer reads over the drawn scene, frames with a bunch on the belt found as the pipeline does."""
+    cal = calibration()
+    segmenter = BeltSegmenter(BeltConfig())
+    travel_px = 0.0
+    for f in range(n_frames):
+        frame = draw(f, scene(4), fps, cal, wh)
+        has_content = bool(find_bunches(segmenter.mask(frame), 100.0))
+        travel_px += odometer.step(gray_small(frame), f / fps, has_content)[0]
+    return travel_px
+
+
+@pytest.mark.parametrize("fps", [10.0, 30.0, 60.0])
+def test_odometer_reads_belt_travel_within_3_percent_at_any_frame_rate(fps: float) -> None:
+    # consecutive-frame phase correlation read this belt 8 % (30 fps) to 17 % (60 fps) slow, and a bare belt as
+    # stopped; fire times extrapolate the speed over the distance to the ejector
+    cal = calibration()
+    odometer = BeltOdometer(np.array([1.0, 0.0]), cal.px_per_s, REKEY_FRACTION * 320)
+    n = int(3 * fps)
+    assert _odometer_travel_px(odometer, fps, n) == pytest.approx(cal.px_per_s * (n - 1) / fps, rel=0.03)
+    assert odometer.speed_px_per_s == pytest.approx(cal.px_per_s, rel=0.03)
+
+
+def test_odometer_measures_a_belt_slower_than_calibrated_and_trusts_the_calibration_when_not_refining() -> None:
+    cal = calibration()
+    slow = BeltOdometer(np.array([1.0, 0.0]), 1.3 * cal.px_per_s, 80.0)  # the calibration says 30 % faster
+    _odometer_travel_px(slow, 60.0, 180)
+    assert slow.speed_px_per_s == pytest.approx(cal.px_per_s, rel=0.03)
+    blind = BeltOdometer(np.array([1.0, 0.0]), 100.0, 80.0, refine=False)
+    assert _odometer_travel_px(blind, 60.0, 120) == pytest.approx(100.0 * 119 / 60.0)
+    assert blind.speed_px_per_s == 100.0

@@ -62,6 +62,17 @@ def test_video_file_paced_is_not_faster_than_its_fps(tmp_path: Path) -> None:
     assert stamps == sorted(stamps)
 
 
+def test_paced_frames_are_dated_by_their_slot_not_by_when_a_late_reader_took_them(tmp_path: Path) -> None:
+    # a reader that falls behind (a busy machine) must not date frames late: fire times are computed from the date
+    video = write_video(tmp_path / "v.avi", 40, fps=25.0)
+    with VideoFileSource(video, pace="realtime") as src:
+        first = src.read()
+        time.sleep(0.5)  # 12 slots late: the source skips ahead to the frame due
+        second = src.read()
+    assert first is not None and second is not None
+    assert second.t_capture_s - first.t_capture_s == pytest.approx((second.seq - first.seq) / 25.0, abs=1e-6)
+
+
 def test_video_file_resume_at_seq(tmp_path: Path) -> None:
     video = write_video(tmp_path / "a.avi", 10)
     with VideoFileSource(video, seq_start=6) as src:
