@@ -102,7 +102,7 @@ def test_sets_without_spider_origin_still_load_and_concatenate(tiles, tmp_path: 
 
     d = tmp_path / "old"
     d.mkdir()
-    np.savez_compressed(  # a set made before session 8
+    np.savez_compressed(  # an older set, without spider_origin
         d / "tiles.npz", images=tiles.images, labels=tiles.labels, boxes_xyxy=tiles.boxes_xyxy, kinds=tiles.kinds
     )
     old = load_tile_set(d)
@@ -157,7 +157,7 @@ def test_cli(tmp_path: Path) -> None:
 def test_cli_photo_options_never_fall_back_to_procedural(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], error: str
 ) -> None:
-    # `--real DIR` without `--mode real` used to make procedural tiles silently (session 7 lost a run to it)
+    # `--real DIR` without `--mode real` used to make procedural tiles silently (a training run was lost to it)
     argv = [a.format(nowhere=tmp_path / "nowhere") for a in argv]
     assert make_tiles(["--out", str(tmp_path / "t"), "--n", "2", *argv]) == 1
     assert error in capsys.readouterr().err and not (tmp_path / "t").exists()

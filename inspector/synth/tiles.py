@@ -14,8 +14,8 @@ be). Every tile (any kind) may also carry extra non-spider patches, so paste sea
 Saved format (`save_tile_set`): ``tiles.npz`` with ``images`` (N,224,224,3) uint8 BGR, ``labels`` (N,) int8
 (1 = spider), ``boxes_xyxy`` (N,4) float32 (spider box in tile pixels, -1 where none), ``kinds`` (N,) str,
 ``spider_origin`` (N,) str (the spider's source photo or ``procedural:<kind>``, "" on tiles without one; absent
-in sets made before session 8, read as all ""), ``tile_scale_px`` (N,) int32 (the frame-pixel size the tile was cut
-at, one of meta's scales; absent in sets made before session 15, read as 0 = not recorded); and ``meta.json`` (mode,
+in older sets, read as all ""), ``tile_scale_px`` (N,) int32 (the frame-pixel size the tile was cut
+at, one of meta's scales; absent in older sets, read as 0 = not recorded); and ``meta.json`` (mode,
 source, split, seed, counts, calibration, scales).
 """
 
@@ -67,7 +67,7 @@ class TileSet:
     kinds: npt.NDArray[np.str_]  # (N,)
     meta: dict[str, object] = field(default_factory=dict)
     # (N,) where each spider tile's spider came from (photo file name, or procedural:<kind>); "" on the other tiles
-    # and where it was not recorded (sets made before session 8). Left out: all "".
+    # and where it was not recorded (older sets). Left out: all "".
     spider_origin: npt.NDArray[np.str_] = field(default_factory=lambda: np.zeros(0, dtype=str))
     # (N,) the frame-pixel size each tile was cut at (the plan's scale, before resizing to 224); 0 = not recorded
     tile_scale_px: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, np.int32))

@@ -1,6 +1,6 @@
 """Soft targets for knowledge distillation: an ensemble's spider probability for every tile of a training set.
 
-Averaging the probabilities of two independently trained models lifts tile accuracy (session 7: J + R6 94.9 %
+Averaging the probabilities of two independently trained models lifts tile accuracy (measured: J + R6 94.9 %
 against J's 94.5 % on `v3_val`) at twice the inference cost, which the line cannot pay. Distillation moves that
 gain into one model of the shipped size: the student learns from the ensemble's probabilities as well as from the
 labels (:attr:`inspector.training.train.TrainSettings.distill`). The teachers run once, through the daemon's own

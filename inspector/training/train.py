@@ -561,7 +561,7 @@ def lr_at(progress: float, max_lr: float, warmup: float = 0.1, floor: float = 0.
     return max_lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * q)))
 
 
-POINTING_TARGET = 0.85  # issue 3's FAM pointing target
+POINTING_TARGET = 0.85  # the FAM pointing a shipped model must reach
 # what can pick the best epoch (TrainSettings.select), as the model card says it
 SELECTION_RULES = {
     "accuracy": "accuracy + half the pointing share",
