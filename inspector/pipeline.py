@@ -242,7 +242,6 @@ class Pipeline:
         self.records: dict[int, BunchRecord] = {}
         self.windows: list[tuple[float, float]] = []  # inspected stretches of belt (see BunchRecord.fully_inspected)
         self.travel_xy = (0.0, 0.0)
-        self.belt_speed_mm_s = calibration.belt_speed_mm_s
         self._prev_t: float | None = None
         self._direction = np.zeros(2)
         self._direction[calibration.travel_axis] = calibration.travel_sign
@@ -263,10 +262,16 @@ class Pipeline:
         if biggest > min(frame_wh):
             log.warning("tile size %d px exceeds the frame %s: tiles will be stretched", biggest, frame_wh)
 
+    @property
+    def belt_speed_mm_s(self) -> float:
+        """The measured belt speed (the calibrated one until the odometer has measured)."""
+        if self.odometer is None:
+            return self.calibration.belt_speed_mm_s
+        return self.calibration.mm(self.odometer.speed_px_per_s)
+
     def _belt_shift(self, frame_bgr: U8Array, t_s: float, has_content: bool) -> tuple[float, float]:
         assert self.odometer is not None
         shift = self.odometer.step(gray_small(frame_bgr), t_s, has_content)
-        self.belt_speed_mm_s = self.calibration.mm(self.odometer.speed_px_per_s)
         self._prev_t = t_s
         return shift
 
