@@ -16,6 +16,7 @@ from inspector.synth.camera import (
     CameraSettings,
     ScaleError,
     apply_camera,
+    depth_of_field,
     edge_width_px,
     honest_mm_per_px,
     random_settings,
@@ -183,3 +184,36 @@ def test_tiles_at_a_scale_finer_than_the_photos_are_refused() -> None:
     fine = DEFAULT_CALIBRATION.model_copy(update={"mm_per_px": source.native_mm_per_px * 0.8})
     with pytest.raises(ScaleError):
         make_tile_set(2, source, fine, seed=0, bunch_pool=1)
+
+
+def _edges(size: int = 224, step_px: int = 16) -> np.ndarray:
+    """A checkerboard: strong edges everywhere, so local sharpness can be read anywhere."""
+    yy, xx = np.mgrid[:size, :size]
+    board = ((yy // step_px + xx // step_px) % 2 * 160 + 40).astype(np.uint8)
+    return np.repeat(board[..., None], 3, axis=2)
+
+
+@pytest.mark.parametrize("max_sigma_px", [0.0, -1.0])
+def test_depth_of_field_without_blur_is_the_image(max_sigma_px: float) -> None:
+    img = _edges()
+    assert depth_of_field(img, max_sigma_px, np.random.default_rng(0)) is img
+    empty = np.zeros((0, 0, 3), np.uint8)
+    assert depth_of_field(empty, 2.0, np.random.default_rng(0)).size == 0
+
+
+def test_depth_of_field_varies_sharpness_over_the_tile_and_repeats_by_seed() -> None:
+    img = _edges()
+    out = depth_of_field(img, 3.0, np.random.default_rng(5))
+    assert out.shape == img.shape and out.dtype == np.uint8
+    assert np.array_equal(out, depth_of_field(img, 3.0, np.random.default_rng(5)))
+    assert not np.array_equal(out, depth_of_field(img, 3.0, np.random.default_rng(6)))
+    widths = []
+    for y in range(0, 224, 56):
+        for x in range(0, 224, 56):
+            mask = np.zeros(img.shape[:2], bool)
+            mask[y : y + 56, x : x + 56] = True
+            widths.append(edge_width_px(out, mask))
+    w = np.array(widths)
+    assert np.all(np.isfinite(w))
+    assert w.max() > 1.4 * w.min(), f"edge widths {np.round(w, 2)}: sharpness does not vary over the tile"
+    assert w.min() >= edge_width_px(img) - 0.05  # nothing comes out sharper than it went in

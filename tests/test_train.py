@@ -84,6 +84,23 @@ def test_augment_jitter_scales_the_colour_part_only() -> None:
     assert 0 < dev_half < dev_full
 
 
+def test_augment_depth_of_field_blurs_the_share_asked_and_keeps_the_geometry() -> None:
+    rng = np.random.default_rng(4)
+    img = torch.from_numpy(rng.integers(30, 220, (16, 224, 224, 3), dtype=np.uint8))
+    boxes = torch.tensor([[10.0, 20.0, 40.0, 60.0]] * 16)
+    plain, plain_boxes = augment(img, boxes, torch.Generator().manual_seed(3), jitter=0.0)
+    again, _ = augment(img, boxes, torch.Generator().manual_seed(3), jitter=0.0, depth_of_field=0.0)
+    assert torch.equal(plain, again)  # share 0 draws nothing extra: old seeds give the old tiles
+    blurred, blurred_boxes = augment(img, boxes, torch.Generator().manual_seed(3), jitter=0.0, depth_of_field=1.0)
+    assert torch.equal(blurred_boxes, plain_boxes)  # the same flips and turns at any share
+    for i in range(16):  # every tile blurred somewhere, none sharpened: random pixels lose contrast
+        assert blurred[i].std() < plain[i].std()
+        assert (blurred[i] - plain[i]).abs().mean() > 1.0
+    some, _ = augment(img, boxes, torch.Generator().manual_seed(3), jitter=0.0, depth_of_field=0.5)
+    changed = sum(not torch.equal(some[i], plain[i]) for i in range(16))
+    assert 0 < changed < 16
+
+
 def test_location_targets() -> None:
     boxes = torch.tensor([[16.0, 32.0, 48.0, 40.0], [-1, -1, -1, -1]])
     t = _cells_target(boxes, torch.tensor([1, 0]), 14)  # 16 px cells
@@ -127,10 +144,10 @@ def test_separate_selection_set_chooses_the_epoch_and_is_never_trained_on(monkey
     real_augment = train_mod.augment
 
     def spy(
-        images: torch.Tensor, boxes: torch.Tensor, gen: torch.Generator, jitter: float = 1.0
+        images: torch.Tensor, boxes: torch.Tensor, gen: torch.Generator, jitter: float = 1.0, dof: float = 0.0
     ) -> tuple[torch.Tensor, torch.Tensor]:
         batches.append(images.clone())  # before augmentation moves the corner
-        return real_augment(images, boxes, gen, jitter)
+        return real_augment(images, boxes, gen, jitter, dof)
 
     monkeypatch.setattr(train_mod, "augment", spy)
     trainer = Trainer(TrainSettings(width=16, epochs=2, batch=4, steps_per_epoch=2, seed=0, batch_norm=False))
@@ -428,6 +445,7 @@ def test_card_states_the_augmentation_as_trained(jitter: float, expect: str) -> 
     from inspector.training.card import _augmentation_text
 
     assert _augmentation_text(jitter) == expect
+    assert _augmentation_text(jitter, 0.5).startswith("horizontal flips, 90° rotations, a random depth of field on 50 %")
 
 
 def _figures(accuracy: float, auc: float, pointing: float) -> TileFigures:

@@ -88,6 +88,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=1.0,
         help="scale of the colour jitter and noise augmentation, 0 to 2 (default 1; 0: flips and turns only)",
     )
+    p.add_argument(
+        "--depth-of-field",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="share of training tiles seen with a random depth of field (blur varying over the tile, spider or not "
+        "alike), 0 to 1 (default 0)",
+    )
     p.add_argument("--no-recycle", action="store_true", help="leave dead ReLU units dead (default: re-draw them)")
     p.add_argument(
         "--average-from",

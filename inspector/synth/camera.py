@@ -166,6 +166,31 @@ def apply_camera(
     return out
 
 
+def depth_of_field(
+    img: U8Array, max_sigma_px: float, rng: np.random.Generator, cells: int = 4, levels: int = 4
+) -> U8Array:
+    """The image seen with a depth of field shallower than the subject: a Gaussian defocus whose sigma varies
+    smoothly over the frame (0 .. `max_sigma_px`, drawn on a `cells` x `cells` grid and interpolated bicubically),
+    as when some berries of a bunch lie in the focal plane and others in front of or behind it.
+
+    Sharpness then changes from place to place independently of what is there, so a model trained on it cannot
+    take a sharp spot for a spider. Blends `levels` evenly spaced blur levels; pure OpenCV on BGR uint8.
+    """
+    if max_sigma_px <= 0 or img.size == 0:
+        return img
+    h, w = img.shape[:2]
+    f = img.astype(np.float32)
+    sigmas = np.linspace(0.0, max_sigma_px, levels)
+    stack = np.stack([f] + [cv2.GaussianBlur(f, (0, 0), float(s), borderType=cv2.BORDER_REFLECT) for s in sigmas[1:]])
+    grid = rng.uniform(0.0, 1.0, (cells, cells)).astype(np.float32)
+    field = np.clip(cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC), 0.0, 1.0) * (levels - 1)
+    lo = np.minimum(field.astype(np.int32), levels - 2)
+    frac = (field - lo)[..., None] if img.ndim == 3 else field - lo
+    yy, xx = np.mgrid[:h, :w]
+    out = stack[lo, yy, xx] * (1.0 - frac) + stack[lo + 1, yy, xx] * frac
+    return np.asarray(np.clip(out + 0.5, 0, 255), np.uint8)
+
+
 def edge_width_px(
     img: U8Array, mask: np.ndarray | None = None, top_share: float = 0.1, min_contrast: float = 20.0
 ) -> float:
@@ -196,6 +221,7 @@ __all__ = [
     "ScaleError",
     "apply_camera",
     "check_scale",
+    "depth_of_field",
     "edge_width_px",
     "honest_mm_per_px",
     "random_settings",

@@ -32,8 +32,10 @@ def _pct(v: float) -> str:
     return "—" if math.isnan(v) else f"{100 * v:.1f} %"
 
 
-def _augmentation_text(jitter: float) -> str:
+def _augmentation_text(jitter: float, depth_of_field: float = 0.0) -> str:
     geometry = "horizontal flips, 90° rotations"
+    if depth_of_field > 0:
+        geometry += f", a random depth of field on {100 * depth_of_field:.0f} % of tiles"
     if jitter == 0:
         return geometry + " (no colour jitter or noise)"
     scale = "" if jitter == 1 else f" ×{jitter:g}"
@@ -79,7 +81,7 @@ def render_card(
         f"- start weights: {settings.weights_note or 'random (from scratch)'}",
         f"- losses: {_class_loss_text(settings)}; pool4 objectness head ×{settings.aux_objectness}; "
         f"FAM-mass-in-box ×{settings.aux_fam_mass}",
-        f"- augmentation: {_augmentation_text(settings.jitter)}; class-balanced sampling",
+        f"- augmentation: {_augmentation_text(settings.jitter, settings.depth_of_field)}; class-balanced sampling",
         f"- settings: `{json.dumps({k: v for k, v in s.items() if k != 'weights_note'}, sort_keys=True)}`",
         f"- {result.n_train} training / {result.n_val} validation tiles; {len(result.history)} epochs in "
         f"{result.seconds / 60:.1f} min ({result.stopped}); best epoch {result.best_epoch}",

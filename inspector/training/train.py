@@ -1,6 +1,6 @@
 """Fine-tuning loop for the inspector's VGG16 on tile sets (format: :mod:`inspector.synth.tiles`).
 
-All layers train (as in the seed paper), with flips, 90° rotations, colour jitter and noise, class-balanced
+All layers train (as in the seed paper), with flips, 90° rotations, depth of field, colour jitter and noise, class-balanced
 sampling, a validation split and early stopping. Two location signals help the small widths learn at all on a
 2-core CPU (TRAINING-NOTES.md: class loss alone did not get going from scratch):
 
@@ -28,6 +28,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, update_bn
 
 from inspector.progress import progress as progress_bar
+from inspector.synth.camera import depth_of_field
 from inspector.synth.tiles import TileSet
 from inspector.training.dormant import recycle_dead_units
 from inspector.training.metrics import TileFigures, tile_figures
@@ -65,6 +66,7 @@ class TrainSettings:
     recycle_dead: bool = True  # re-draw dead ReLU units before every epoch (inspector.training.dormant)
     steps_per_epoch: int | None = None  # default: one pass over the training split
     jitter: float = 1.0  # scale of augment()'s colour jitter and noise (0: flips and turns only)
+    depth_of_field: float = 0.0  # share of training tiles seen with a random depth-of-field blur (augment())
     average_from: float | None = None  # average the weights (SWA) from this share of the run on (None: off)
     distill: float = 0.0  # weight of the teachers' soft targets in the class loss (0: labels only; needs soft targets)
     teachers: tuple[str, ...] = ()  # where the soft targets came from (for the model card)
@@ -113,13 +115,19 @@ def to_input(images_bgr: torch.Tensor) -> torch.Tensor:
 
 
 def augment(
-    images: torch.Tensor, boxes: torch.Tensor, gen: torch.Generator, jitter: float = 1.0
+    images: torch.Tensor,
+    boxes: torch.Tensor,
+    gen: torch.Generator,
+    jitter: float = 1.0,
+    depth_of_field: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random flips, 90° rotations, brightness/contrast/saturation jitter and noise on uint8 BGR tiles.
+    """Random flips, 90° rotations, depth of field, brightness/contrast/saturation jitter and noise on uint8 BGR tiles.
 
     ``boxes`` (N, 4) xyxy (negative = none) follow the geometry. ``jitter`` scales the photometric part (1: brightness
     and contrast ±25 %, saturation ±30 %, noise sigma up to 6; 0: geometry only); the same random numbers are drawn
-    whatever its value, so a seed gives the same flips and turns. Returns float BGR in 0..255 and new boxes.
+    whatever its value, so a seed gives the same flips and turns. A ``depth_of_field`` share of the tiles, spider or
+    not alike, first goes through :func:`inspector.synth.camera.depth_of_field` (blur sigma varying over the tile,
+    up to `DOF_SIGMA_PX`), so sharpness says nothing about where a spider is. Returns float BGR in 0..255 and new boxes.
     """
     n, s = images.shape[0], images.shape[1]
     x = images.float()
@@ -140,6 +148,8 @@ def augment(
         out[i] = img
         if has[i]:
             b[i] = bx
+    if depth_of_field > 0:  # drawn after the geometry: a seed gives the same flips and turns at any share
+        out = _with_depth_of_field(out, gen, depth_of_field)
     j = float(jitter)
     bright = torch.empty(n, 1, 1, 1).uniform_(1 - 0.25 * j, 1 + 0.25 * j, generator=gen)
     contrast = torch.empty(n, 1, 1, 1).uniform_(1 - 0.25 * j, 1 + 0.25 * j, generator=gen)
@@ -151,6 +161,23 @@ def augment(
     out = out * bright
     out = out + torch.randn(out.shape, generator=gen) * torch.empty(n, 1, 1, 1).uniform_(0, 6 * j, generator=gen)
     return out.clamp_(0, 255), b
+
+
+DOF_SIGMA_PX = (0.5, 3.0)  # most blur of augment()'s depth of field, drawn per tile (tile pixels)
+
+
+def _with_depth_of_field(images: torch.Tensor, gen: torch.Generator, share: float) -> torch.Tensor:
+    """The float 0..255 BGR tiles, a `share` of them (drawn with `gen`) seen with a random depth of field."""
+    pick = (torch.rand(images.shape[0], generator=gen) < share).numpy()
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+    if not pick.any():
+        return images
+    rng = np.random.default_rng(seed)
+    out = images.clone()
+    for i in np.flatnonzero(pick):
+        tile = images[i].round().clamp(0, 255).to(torch.uint8).numpy()
+        out[i] = torch.from_numpy(depth_of_field(tile, float(rng.uniform(*DOF_SIGMA_PX)), rng)).float()
+    return out
 
 
 def class_loss(
@@ -374,7 +401,7 @@ class Trainer:
         total_steps = run.steps * s.epochs
         for _ in progress_bar(range(run.steps), desc=f"epoch {epoch}", unit="batch", leave=False):
             bi = torch.from_numpy(run.rng.choice(run.tr, size=min(s.batch, len(run.tr)), replace=True, p=run.sample_p))
-            imgs, bxs = augment(run.images[bi], run.boxes[bi], run.gen, s.jitter)
+            imgs, bxs = augment(run.images[bi], run.boxes[bi], run.gen, s.jitter, s.depth_of_field)
             # augmentation stays on the CPU (its generator fixes the draws); the batch then moves to the device
             x = to_input_float(imgs).to(self.device)
             loss = self._loss(x, run.labels[bi], bxs, None if run.soft is None else run.soft[bi])

@@ -32,7 +32,7 @@ from inspector.training.vgg import hed_weights_path, parse_width, width_label
 # options of `inspector train` that are TrainSettings fields of the same name and meaning
 SAME_NAMED_SETTINGS = (
     "hidden", "epochs", "batch", "lr", "val_frac", "patience", "select", "max_minutes", "seed", "threads",
-    "dropout", "jitter", "steps_per_epoch", "average_from",
+    "dropout", "jitter", "depth_of_field", "steps_per_epoch", "average_from",
 )  # fmt: skip
 
 
@@ -81,6 +81,8 @@ def check_options(args: argparse.Namespace) -> TrainSettings:
         raise InspectorError(f"--average-from must lie in [0, 1), got {args.average_from:g}")
     if not 0.0 <= args.jitter <= 2.0:
         raise InspectorError(f"--jitter must lie in [0, 2], got {args.jitter:g}")
+    if not 0.0 <= args.depth_of_field <= 1.0:
+        raise InspectorError(f"--depth-of-field must lie in [0, 1], got {args.depth_of_field:g}")
     distill = _distill_weight(args.teacher, args.distill, args.teacher_hflip)
     if not args.out.parent.is_dir():
         raise InspectorError(f"{args.out.parent}: no such directory for the output")
