@@ -20,7 +20,11 @@ the inspected frames it was judged on and the threshold in force.
 Fire time: the bunch centre is ``d`` px past the image's centre line (along the direction of travel) in the frame
 taken at ``t``; it reaches the ejector ``camera_to_ejector_mm − d·mm_per_px`` later, at belt speed:
 ``fire_at_s = t + (camera_to_ejector_mm − d·mm_per_px) / belt_speed_mm_s`` (the calibrated speed while no speed has
-been measured). Every fire time in the package comes from `fire_time_at_offset_s`.
+been measured). Every fire time in the package comes from `fire_time_at_offset_s`. A bunch's fire time is the
+interquartile mean of this over the frames that showed it whole (`BunchRecord.fire_at_s`), so an early spider reject
+(a pulse at the centre) waits until the bunch was seen whole: while the entry edge cuts it, its box's centre lies
+downstream of the bunch's (a 60 fps reject fired 20 ms early); a bunch never seen whole (longer than the view) is
+placed by its most central frame.
 
 This module owns the whole rule: `DecisionRule` says when a bunch is rejected early (`rejects_now`), what its verdict
 is when it leaves the view (`verdict`), which passes the rule overruled (`overruled`), and `unseen_stretch` rejects a
@@ -35,11 +39,13 @@ from typing import Literal
 
 import numpy as np
 
+from inspector.belt import interquartile_mean
 from inspector.config import Calibration
 from inspector.fam import BunchHeat
 from inspector.types import Box, Decision
 
 Aggregate = Literal["max", "noisy_or"]
+WHOLE_SIGHTINGS = 64  # a bunch's fire time is taken over at most this many frames that showed it whole (the last)
 
 
 def aggregate_score(probs: list[float], how: Aggregate) -> float:
@@ -156,6 +162,7 @@ class BunchRecord:
     model_error: str = ""  # the model failed on its tiles (an exception, NaN or infinite output): what happened
     entry_side_seen: bool = False  # seen once with its trailing edge inside the view (not cut by the entry edge)
     exit_side_seen: bool = False  # seen once with its leading edge inside the view (not cut by the exit edge)
+    whole_at: list[tuple[float, float]] = field(default_factory=list)  # seen whole: (t_s, centre's along_offset_px)
 
     def observe(
         self,
@@ -182,6 +189,9 @@ class BunchRecord:
         self.seen_along.append((lo - travel_xy[axis], hi - travel_xy[axis]))
         if len(self.seen_along) > 64:
             self.seen_along = merge_intervals(self.seen_along)
+        if not (at_low_edge or at_high_edge):
+            self.whole_at.append((t_s, along_offset_px(box.center_xy, frame_wh, calibration)))
+            del self.whole_at[:-WHOLE_SIGHTINGS]
         offset = abs(along_offset_px(box.center_xy, frame_wh, calibration))
         if offset < self.best_offset_px:
             self.best_offset_px, self.best_frame, self.best_box = offset, frame, box
@@ -190,6 +200,23 @@ class BunchRecord:
     @property
     def inspected_frames(self) -> int:
         return len(self.frame_probs)
+
+    @property
+    def seen_whole(self) -> bool:
+        """Seen at least once with both ends inside the view: its centre is known."""
+        return bool(self.whole_at)
+
+    def fire_at_s(self, frame_wh: tuple[int, int], calibration: Calibration, belt_speed_mm_s: float | None) -> float:
+        """When the bunch's centre reaches the ejector: the interquartile mean of the fire times of the frames that
+        showed it whole (each box from a 1/4-resolution mask is a pixel or two off, each frame differently); a bunch
+        never seen whole (longer than the view) by its most central frame."""
+        if not self.whole_at:
+            return fire_time_s(self.best_t_s, self.best_center_xy, frame_wh, calibration, belt_speed_mm_s)
+        fire_s = interquartile_mean(
+            [fire_time_at_offset_s(t_s, offset_px, calibration, belt_speed_mm_s) for t_s, offset_px in self.whole_at]
+        )
+        assert fire_s is not None  # whole_at is not empty
+        return fire_s
 
     def inspected(self, probs: list[float], frame: int = -1) -> None:
         """An inspected frame showed this bunch; `probs` are the spider probabilities of its tiles there."""
@@ -308,7 +335,7 @@ def decide(
         frame=record.best_frame,
         bbox_xyxy=box.xyxy,
         spider_xy=spider_xy,
-        fire_at_s=fire_time_s(record.best_t_s, record.best_center_xy, frame_wh, calibration, belt_speed_mm_s),
+        fire_at_s=record.fire_at_s(frame_wh, calibration, belt_speed_mm_s),
         inspected_frames=record.inspected_frames,
         t_capture_s=record.best_t_s,
         across_mm=across_mm(point, frame_wh, calibration),
@@ -336,11 +363,16 @@ class DecisionRule:
         return replace(self, threshold=threshold)
 
     def rejects_now(self, record: BunchRecord) -> bool:
-        """Early reject while the bunch is still in view: not sent yet, and the model failed on its tiles or k frames
-        agree with a score at the threshold."""
+        """Early reject while the bunch is still in view: not sent yet, and the model failed on its tiles, or k frames
+        agree with a score at the threshold and the bunch was seen whole (a spider reject is a pulse at its centre:
+        while the entry edge cuts the bunch its centre is not known; a bunch never seen whole goes when it leaves)."""
         return not record.reject_sent and (
             bool(record.model_error)
-            or (record.agreed(self.agree_frames) and record.score(self.aggregate, self.agree_frames) >= self.threshold)
+            or (
+                record.seen_whole
+                and record.agreed(self.agree_frames)
+                and record.score(self.aggregate, self.agree_frames) >= self.threshold
+            )
         )
 
     def verdict(

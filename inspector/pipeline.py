@@ -34,7 +34,6 @@ from inspector.belt import (
     BunchTracker,
     FrameSelector,
     find_bunches,
-    gray_small,
 )
 from inspector.config import Calibration, Config, ModelConfig
 from inspector.decision import (
@@ -271,7 +270,7 @@ class Pipeline:
 
     def _belt_shift(self, frame_bgr: U8Array, t_s: float, has_content: bool) -> tuple[float, float]:
         assert self.odometer is not None
-        shift = self.odometer.step(gray_small(frame_bgr), t_s, has_content)
+        shift = self.odometer.step(frame_bgr, t_s, has_content)
         self._prev_t = t_s
         return shift
 
@@ -375,6 +374,11 @@ class Pipeline:
                     self.inspect_s_estimate = 0.8 * self.inspect_s_estimate + 0.2 * spent
         elif self.keep_evidence:
             self._keep_seen(frame_bgr, bunches, ref.seq)
+        for bunch in bunches:  # a spider reject held back until the bunch was seen whole goes now
+            record = self.records.get(bunch.bunch_id)
+            if record is not None and self.rule.rejects_now(record):
+                record.reject_sent = True
+                result.rejects.append(self._decide(record, final=False))
         for bunch_id in departed:
             record = self.records.pop(bunch_id, None)
             if record is not None:

@@ -236,3 +236,39 @@ def test_a_spider_score_rejects_as_spider_even_when_the_bunch_was_also_not_wholl
     d = verdict(rec, windows, final=True)
     assert (d.decision, d.reason) == ("reject", "spider")
     assert DecisionRule(0.5).rejects_now(rec)  # and already while in view
+
+
+def test_a_bunch_is_fired_at_the_interquartile_mean_of_the_frames_that_showed_it_whole() -> None:
+    # 80 px long, centre at -20 + 30 f px in frame f (t = f / 10 s): it crosses the centre line (160 px) at 0.6 s
+    cal = calibration()  # 0.5 mm/px, 150 mm/s, ejector 800 mm past the centre line
+    truth_s = 0.6 + 800.0 / 150.0
+    jitter_px = {3: 1, 4: -1, 5: 2, 6: 0, 7: -2, 8: 12, 9: -1}  # 1/4-resolution boxes; frame 8 glued to a leaf
+    rec = BunchRecord(1, BunchHeat(4))
+    for f in range(2):  # cut by the entry edge: their box centres lie 15-30 px downstream of the bunch's
+        rec.observe(f, f / 10, shifted(-60, f), (30.0 * f, 0.0), (320, 240), cal)
+        assert not rec.seen_whole
+    # no whole frame yet: the most central cut one, 15 px downstream of the bunch's centre: 50 ms early
+    assert rec.fire_at_s((320, 240), cal, None) == pytest.approx(truth_s - 7.5 / 150.0)
+    for f, dx in jitter_px.items():
+        x = -60 + 30 * f + dx
+        rec.observe(f, f / 10, Box(x, 100, x + 80, 180), (30.0 * f, 0.0), (320, 240), cal)
+    assert rec.seen_whole and len(rec.whole_at) == 7
+    # the middle five: -1, -1, 0, 1, 2 px: 0.2 px = 0.1 mm downstream, 0.7 ms early
+    assert rec.fire_at_s((320, 240), cal, None) == pytest.approx(truth_s - 0.1 / 150.0, abs=1e-6)
+    d = verdict(rec, [(-10_000.0, 10_000.0)], final=True)
+    assert d.fire_at_s == pytest.approx(truth_s - 0.1 / 150.0, abs=1e-6)
+    assert BunchRecord(2, BunchHeat(4)).whole_at == []
+
+
+def test_an_early_spider_reject_waits_until_the_bunch_was_seen_whole_a_model_error_does_not() -> None:
+    cal = calibration()
+    rule = DecisionRule(0.5, "max")
+    rec, _ = record_seen([shifted(-60, f) for f in range(2)], [True, True], [0.9])  # only ever cut by the edge
+    assert not rule.rejects_now(rec)  # its centre is not known: a pulse would miss it
+    rec.observe(3, 0.3, shifted(-60, 3), (90.0, 0.0), (320, 240), cal)
+    assert rule.rejects_now(rec)
+    failed, _ = record_seen([shifted(-60, f) for f in range(2)], [False, False], [])
+    failed.model_error = "non-finite output"
+    assert rule.rejects_now(failed)
+    d = verdict(rec, [], final=True)  # leaving the view is the latest a held-back reject goes (the pipeline)
+    assert (d.decision, d.reason) == ("reject", "spider")

@@ -271,11 +271,12 @@ def test_every_decision_matches_its_drawn_bunch_and_spiders_are_rejected_while_i
     assert {bid: (d.decision, d.reason) for bid, d in decided.items()} == expected
     rejects = sent(t)
     assert set(rejects) == {decided[2].bunch_id, decided[4].bunch_id}
-    for bid in (2, 4):  # the early reject: sent at the first inspected frame that showed the spider, bunch in view
+    for bid in (2, 4):  # the early reject: at the first inspected frame that showed the spider, or once the bunch was
+        # seen whole after it (a pulse goes to the bunch's centre; a 1/4-resolution box touches the edge a frame longer)
         b = bunches[bid - 1]
         first = next(f for f in t.inspected if spider_in_view(b, f))
-        assert rejects[decided[bid].bunch_id] == first, (bid, rejects, t.inspected)
-        assert in_view(b, first)
+        whole = next(f for f in range(first, 40) if in_view(b, f))
+        assert whole <= rejects[decided[bid].bunch_id] <= whole + 1, (bid, rejects, t.inspected)
 
 
 def test_a_bunch_that_leaves_the_view_only_partly_seen_is_rejected_uninspected_and_sent_once(spot: Path) -> None:
