@@ -165,7 +165,7 @@ class Daemon:
         if self.pipeline is None:
             return
         healthy, reason = self.pipeline.health()
-        self.metrics.inspection_healthy.set(healthy)  # every loop turn: also while no frame comes
+        self.metrics.set_health(healthy, reason)  # every loop turn: also while no frame comes
         if link is None:
             return
         until = self.pipeline.decided_until_s

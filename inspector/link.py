@@ -459,14 +459,14 @@ class RejectLink:
                 p = pending[seq]
                 if now > p.deadline_s(tol):
                     del pending[seq]
-                    self._count_missed(p, now, "its deadline passed without an ack")
+                    self._count_missed(p, now, "unacked", "its deadline passed without an ack")
                 elif now >= p.next_send_s and not self._transmit(dealer, p, now):
                     del pending[seq]
             for seq in sorted(due):
                 p = due[seq]
                 if now > p.deadline_s(tol) + self.cfg.controller_timeout_s:
                     del due[seq]
-                    self._count_missed(p, now, "acked, but the controller never reported it fired")
+                    self._count_missed(p, now, "not_fired", "acked, but the controller never reported it fired")
             # ---- heartbeat
             if now >= next_hb_s or self._progress[1] != self._sent_health:
                 self._heartbeat(dealer, now, pending)
@@ -481,7 +481,7 @@ class RejectLink:
                     return
                 if now >= close_deadline_s:
                     for p in pending.values():
-                        self._count_missed(p, now, "still unacked when the link closed")
+                        self._count_missed(p, now, "closed", "still unacked when the link closed")
                     if due:  # the controller has them and may well fire them; we cannot know any more
                         log.warning(
                             "link closed with %d acked reject(s) not yet reported fired (bunches %s)",
@@ -579,7 +579,7 @@ class RejectLink:
             frame = messages.encode(msg)
         except ValueError as exc:
             self.metrics.link_errors.labels(kind="reject").inc()
-            self._count_missed(p, now, f"cannot be encoded ({exc})")
+            self._count_missed(p, now, "unencodable", f"cannot be encoded ({exc})")
             return False
         try:
             dealer.send(frame, zmq.NOBLOCK)
@@ -594,9 +594,11 @@ class RejectLink:
         p.sends += 1
         return True
 
-    def _count_missed(self, p: _Pending, now: float, why: str) -> None:
+    def _count_missed(self, p: _Pending, now: float, cause: str, why: str) -> None:
+        """``cause``: one of metrics.MISS_CAUSES; ``why`` in words for the log."""
         self.missed += 1
         self.metrics.rejects_missed.inc()
+        self.metrics.rejects_missed_by_cause.labels(cause=cause).inc()
         log.error(
             "REJECT MISSED: seq %d bunch %d (%s, score %.3f): %s; sent %d time(s), fire time %+.3f s from now",
             p.seq,
@@ -645,7 +647,7 @@ class RejectLink:
                 if p is not None:
                     self.refused += 1
                     self.metrics.rejects_refused.labels(reason=msg.reason).inc()
-                    self._count_missed(p, t4, f"the controller refused it ({msg.reason})")
+                    self._count_missed(p, t4, "refused", f"the controller refused it ({msg.reason})")
             else:
                 p = due.pop(msg.seq, None) or pending.pop(msg.seq, None)
                 if p is not None:
@@ -658,7 +660,9 @@ class RejectLink:
         if est is not None:
             error_s = msg.at_s - (p.start_s + est.offset_s)
             self.fire_errors_s.append(error_s)
+            self.metrics.reject_fire_error_seconds.observe(error_s)
             if abs(error_s) > self.cfg.fire_tolerance_s:
+                self.metrics.rejects_fired_off_time.inc()
                 log.error(
                     "bunch %d: fired %+.3f s off its time (tolerance %.3f s)",
                     p.decision.bunch_id,

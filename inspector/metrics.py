@@ -56,6 +56,26 @@ log = logging.getLogger(__name__)
 # latency buckets: a frame interval is ~10-100 ms, a batch on CPU up to seconds
 _LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 _SLACK_BUCKETS = (-1.0, -0.1, 0.0, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0)
+# a reject's actual start minus its fire time: a frame interval is ~10-100 ms, the default tolerance 30 ms
+_FIRE_ERROR_BUCKETS = (-0.1, -0.03, -0.01, -0.003, 0.0, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+
+# Why inspection is unhealthy (label of inspector_inspection_unhealthy_reason), from the start of the reason text
+# Pipeline.health() gives; a text that matches none is "other" (tests/test_metrics.py keeps the two in step).
+HEALTH_REASONS: dict[str, str] = {
+    "no frame inspected yet": "starting",
+    "no fresh frame": "no_frames",
+    "the model failed": "model_error",
+    "frames skipped": "skipping",
+    "frame queue full": "queue_full",
+    "inspection late": "late",
+}
+# why a reject counted in inspector_rejects_missed_total was missed (label of inspector_rejects_missed_by_cause_total)
+MISS_CAUSES = ("unacked", "refused", "not_fired", "unencodable", "closed")
+
+
+def health_reason(text: str) -> str:
+    """The label of a ``Pipeline.health()`` reason text: one of HEALTH_REASONS' values, else "other"."""
+    return next((code for start, code in HEALTH_REASONS.items() if text.startswith(start)), "other")
 
 
 # docs/ARCHITECTURE.md "Metrics": these names are an interface (dashboards, alert rules, outside checks). Never rename.
@@ -130,6 +150,16 @@ class Metrics:
             "answering, frames arriving",
             registry=r,
         )
+        self.inspection_unhealthy_reason = Gauge(
+            "inspector_inspection_unhealthy_reason",
+            "1 for the reason inspection is unhealthy now, 0 for the others (all 0 while healthy): starting (no frame "
+            "inspected yet), no_frames (no fresh frame: frames stopped or far behind), model_error, skipping (frames "
+            "skipped: too late for their deadlines), queue_full, late (slack below the margin), other",
+            ["reason"],
+            registry=r,
+        )
+        for reason in (*HEALTH_REASONS.values(), "other"):
+            self.inspection_unhealthy_reason.labels(reason=reason)
         self.capture_reconnects = Counter(
             "inspector_capture_reconnects_total", "Times the capture process reopened its source", registry=r
         )
@@ -215,6 +245,16 @@ class Metrics:
         self.rejects_missed = Counter(
             "inspector_rejects_missed_total", "Rejects not acknowledged before their fire time", registry=r
         )
+        self.rejects_missed_by_cause = Counter(
+            "inspector_rejects_missed_by_cause_total",
+            "The rejects of inspector_rejects_missed_total by cause: unacked (no ack by its deadline: controller "
+            "silent, unreachable or restarted), refused (nacked), not_fired (acked, never reported fired), "
+            "unencodable, closed (still unacked when the link closed)",
+            ["cause"],
+            registry=r,
+        )
+        for cause in MISS_CAUSES:
+            self.rejects_missed_by_cause.labels(cause=cause)
         self.rejects_pending = Gauge("inspector_rejects_pending", "Rejects sent and not yet acked", registry=r)
         self.controller_heartbeat_age = Gauge(
             "inspector_controller_heartbeat_age_seconds",
@@ -234,6 +274,18 @@ class Metrics:
         )
         self.rejects_fired = Counter(
             "inspector_rejects_fired_total", "Rejects the controller reported fired", registry=r
+        )
+        self.reject_fire_error_seconds = Histogram(
+            "inspector_reject_fire_error_seconds",
+            "Start of a reject the controller reported fired minus its fire time (on the controller's clock)",
+            buckets=_FIRE_ERROR_BUCKETS,
+            registry=r,
+        )
+        self.rejects_fired_off_time = Counter(
+            "inspector_rejects_fired_off_time_total",
+            "Rejects the controller reported fired more than link.fire_tolerance_s off their fire time: the ejector "
+            "may have hit a neighbouring bunch and missed this one",
+            registry=r,
         )
         self.rejects_refused = Counter(
             "inspector_rejects_refused_total",
@@ -315,6 +367,13 @@ class Metrics:
             if delta > 0:
                 counter.inc(delta)
                 setattr(seen, attr, total)
+
+    def set_health(self, healthy: bool, reason: str) -> None:
+        """Inspection health (``Pipeline.health()``): the gauge, and which reason holds it unhealthy."""
+        self.inspection_healthy.set(1 if healthy else 0)
+        code = None if healthy else health_reason(reason)
+        for label in (*HEALTH_REASONS.values(), "other"):
+            self.inspection_unhealthy_reason.labels(reason=label).set(1 if label == code else 0)
 
     def set_model(self, name: str, width: int | str, provider: str) -> None:
         self.model_info.info({"name": str(name), "width": str(width), "provider": str(provider)})

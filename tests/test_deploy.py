@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 UNIT = DEPLOY / "inspector.service"
 RULES = DEPLOY / "prometheus" / "inspector-alerts.yml"
+GATEWAY_RULES = DEPLOY / "prometheus" / "gateway-alerts.yml"
 SCRAPE = DEPLOY / "prometheus" / "prometheus.yml"
 DASHBOARD = DEPLOY / "grafana" / "inspector-dashboard.json"
 
@@ -301,28 +302,104 @@ def _exposed_sample_names(registry: Any = None) -> set[str]:
     return names
 
 
-def _dashboard_exprs() -> list[str]:
+def _dashboard_exprs(gateway: bool = False) -> list[str]:
+    """The queries of the dashboard on the daemon's metrics, or (``gateway``) on the gateway's
+    (``inspector_gateway_*``, its own registry and scrape job)."""
     dash = json.loads(DASHBOARD.read_text())
     exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
     for var in dash["templating"]["list"]:
         q = var.get("query")
         if isinstance(q, dict):
             exprs.append(q["query"])
-    return exprs
+    return [e for e in exprs if ("inspector_gateway_" in e) == gateway]
 
 
-def _rule_exprs() -> list[str]:
-    rules = yaml.safe_load(RULES.read_text())
-    return [r["expr"] for g in rules["groups"] for r in g["rules"]]
+def _rule_exprs(rules: Path = RULES) -> list[str]:
+    return [r["expr"] for g in yaml.safe_load(rules.read_text())["groups"] for r in g["rules"]]
+
+
+def _families(registry: Any) -> set[str]:
+    """Metric family names as queried: counters with their ``_total``, Info with ``_info``."""
+    suffix = {"counter": "_total", "info": "_info"}
+    return {m.name + suffix.get(m.type, "") for m in registry.collect()}
 
 
 def test_every_metric_in_dashboard_and_rules_exists() -> None:
-    exposed = _exposed_sample_names()
-    for where, exprs in (("dashboard", _dashboard_exprs()), ("alert rules", _rule_exprs())):
+    from inspector.gateway import GatewayMetrics
+
+    daemon, gateway = _exposed_sample_names(), _exposed_sample_names(GatewayMetrics().registry)
+    for where, exprs, exposed in (
+        ("dashboard", _dashboard_exprs(), daemon),
+        ("dashboard (gateway)", _dashboard_exprs(gateway=True), gateway),
+        ("alert rules", _rule_exprs(), daemon),
+        ("gateway alert rules", _rule_exprs(GATEWAY_RULES), gateway),
+    ):
         used = {m for e in exprs for m in METRIC_RE.findall(e)}
         assert used, where
         unknown = sorted(used - exposed)
-        assert not unknown, f"{where} uses metrics the daemon does not expose: {unknown}"
+        assert not unknown, f"{where} uses metrics the {where.split()[-1]} does not expose: {unknown}"
+
+
+def test_every_exported_metric_is_on_the_dashboard_or_in_an_alert() -> None:
+    """A counter of a fail-safe path nobody looks at is a miss nobody sees: every family the daemon and the gateway
+    export is queried by some panel or alert rule."""
+    from prometheus_client import CollectorRegistry
+
+    from inspector.gateway import GatewayMetrics
+    from inspector.metrics import Metrics
+
+    exprs = _dashboard_exprs() + _dashboard_exprs(gateway=True) + _rule_exprs() + _rule_exprs(GATEWAY_RULES)
+    used = {m for e in exprs for m in METRIC_RE.findall(e)}
+    families = _families(Metrics(CollectorRegistry()).registry) | _families(GatewayMetrics().registry)
+    assert len(families) > 60
+    unseen = sorted(f for f in families if f not in used and not any(u.startswith(f + "_") for u in used))
+    assert not unseen, f"exported but on no dashboard panel and in no alert rule: {unseen}"
+
+
+def test_every_dashboard_panel_says_what_it_shows_in_which_unit_and_when_to_worry() -> None:
+    dash = json.loads(DASHBOARD.read_text())
+    panels = [p for p in dash["panels"] if p["type"] not in ("row", "text")]
+    assert len(panels) > 30
+    for p in panels:
+        defaults = p["fieldConfig"]["defaults"]
+        assert len(p.get("description", "")) > 40, p["title"]
+        assert defaults.get("unit"), p["title"]
+        steps = defaults.get("thresholds", {}).get("steps", [])
+        assert steps and steps[0]["value"] is None, p["title"]  # the base colour, then the limits
+        assert all(t["expr"] and t["refId"] for t in p["targets"]), p["title"]
+    y = {p["id"]: p["gridPos"]["y"] for p in dash["panels"]}
+    rows = [p for p in dash["panels"] if p["type"] == "row"]
+    assert sorted(y.values()) == [p["gridPos"]["y"] for p in dash["panels"]]  # in reading order
+    assert rows[0]["gridPos"]["y"] == 0
+
+
+# ------------------------------------------------------------------------------------------------ alert rules
+def _alerts(rules: Path) -> dict[str, dict[str, Any]]:
+    return {r["alert"]: r for g in yaml.safe_load(rules.read_text())["groups"] for r in g["rules"] if "alert" in r}
+
+
+@pytest.mark.parametrize("rules, unit_tests", [(RULES, "alerts-test.yml"), (GATEWAY_RULES, "gateway-alerts-test.yml")])
+def test_every_alert_is_unit_tested_firing_and_quiet_and_says_what_to_do(rules: Path, unit_tests: str) -> None:
+    alerts = _alerts(rules)
+    firing: set[str] = set()
+    quiet: set[str] = set()
+    for case in yaml.safe_load((rules.parent / unit_tests).read_text())["tests"]:
+        for check in case["alert_rule_test"]:
+            (firing if check["exp_alerts"] else quiet).add(check["alertname"])
+    assert sorted(set(alerts) - firing) == [], f"{unit_tests}: never seen firing"
+    assert sorted(set(alerts) - quiet) == [], f"{unit_tests}: never seen quiet"
+    assert not (firing | quiet) - set(alerts)
+    for name, rule in alerts.items():
+        notes = rule["annotations"]
+        assert rule["labels"]["severity"] in ("critical", "warning"), name
+        # what happened, what the line does meanwhile, what to check first
+        assert notes["summary"] and "Meanwhile:" in notes["description"] and "Check" in notes["description"], name
+
+
+def test_the_operations_guide_lists_every_alert() -> None:
+    guide = (ROOT / "docs" / "OPERATIONS.md").read_text()
+    table = {row.split("|")[1].strip(" `") for row in guide.splitlines() if row.startswith("| `Inspector")}
+    assert table == set(_alerts(RULES)) | set(_alerts(GATEWAY_RULES))
 
 
 def test_design_metrics_are_exposed_and_each_has_a_dashboard_panel() -> None:

@@ -102,6 +102,7 @@ def test_nothing_schedulable_is_sent_before_a_clock_estimate_and_stale_rejects_a
         ctx.term()
     assert kinds == {"heartbeat"}
     assert m.value("inspector_rejects_missed_total") == 1
+    assert m.value("inspector_rejects_missed_by_cause_total", {"cause": "unacked"}) == 1
 
 
 def test_controller_absent_at_start_then_appears(tmp_path: Path) -> None:
@@ -154,6 +155,7 @@ def test_ack_of_another_session_is_ignored_and_nack_is_a_counted_miss() -> None:
         ctl.wait(lambda: link.missed == 1)
     assert link.refused == 1 and m.value("inspector_rejects_refused_total", {"reason": "late"}) == 1
     assert m.value("inspector_rejects_missed_total") == 1
+    assert m.value("inspector_rejects_missed_by_cause_total", {"cause": "refused"}) == 1
 
 
 def test_acked_but_never_fired_is_a_counted_miss() -> None:
@@ -165,6 +167,27 @@ def test_acked_but_never_fired_is_a_counted_miss() -> None:
         assert m.value("inspector_rejects_due") == 1
         ctl.wait(lambda: link.missed == 1)  # heartbeats answered, fired never reported
     assert m.value("inspector_rejects_due") == 0 and m.value("inspector_rejects_missed_total") == 1
+    assert m.value("inspector_rejects_missed_by_cause_total", {"cause": "not_fired"}) == 1
+    assert m.value("inspector_rejects_missed_by_cause_total") == 1  # one cause each
+
+
+def test_fired_reports_are_timed_and_one_off_its_time_is_counted() -> None:
+    """The controller's `fired` start against the reject's fire time: a fire 0.2 s late (a neighbouring bunch) is
+    counted; one within link.fire_tolerance_s is only timed."""
+    with link_to_raw_controller() as (link, ctl, m):
+        link.submit(decision(1, 2.0))
+        link.submit(decision(2, 2.0))
+        first, second = ctl.next_reject(), ctl.next_reject()
+        for r in (first, second):
+            ctl.send(messages.Ack(r.session, r.seq))
+        ctl.send(messages.Fired(first.session, first.seq, first.fire_at_s + 0.001))
+        ctl.send(messages.Fired(second.session, second.seq, second.fire_at_s + 0.2))
+        ctl.wait(lambda: link.fired == 2, what="two fired reports")
+    assert m.value("inspector_reject_fire_error_seconds_count") == 2
+    assert m.value("inspector_reject_fire_error_seconds_bucket", {"le": "0.003"}) == 1  # on time
+    assert m.value("inspector_reject_fire_error_seconds_bucket", {"le": "0.1"}) == 1  # 0.2 s late: above 0.1
+    assert m.value("inspector_rejects_fired_off_time_total") == 1
+    assert m.value("inspector_rejects_missed_total") == 0
 
 
 def test_controller_restart_resends_acked_rejects_not_fired(tmp_path: Path) -> None:
@@ -230,6 +253,7 @@ def test_non_finite_numbers_never_kill_the_link() -> None:
         assert link.alive
     assert r.bunch_id == 1 and r.score is None and r.across_mm is None  # sent, NaN as null
     assert m.value("inspector_link_errors_total", {"kind": "reject"}) == 1
+    assert m.value("inspector_rejects_missed_by_cause_total", {"cause": "unencodable"}) == 1
 
 
 def test_a_dead_link_thread_is_detected_and_counted(caplog: pytest.LogCaptureFixture) -> None:

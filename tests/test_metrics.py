@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from inspector.config import MetricsConfig
-from inspector.metrics import INTERFACE_METRIC_NAMES, Metrics, MetricsError, serve
+from inspector.metrics import HEALTH_REASONS, INTERFACE_METRIC_NAMES, Metrics, MetricsError, health_reason, serve
 
 INTERFACE_NAMES = INTERFACE_METRIC_NAMES
 
@@ -116,3 +116,48 @@ def test_the_exposition_is_rebuilt_at_most_once_per_refresh_interval() -> None:
     assert server is not None
     with server:
         assert b"inspector_frames_inspected_total 7.0" in _get(server.port)[1]
+
+
+def _health_reason_texts() -> list[str]:
+    """The start of every unhealthy reason text `Pipeline.health` returns (read from its source: a reason added
+    there without a label here fails the test below)."""
+    import ast
+    import inspect
+    import textwrap
+
+    from inspector.pipeline import Pipeline
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(Pipeline.health)))
+    texts = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Return) and isinstance(node.value, ast.Tuple):
+            healthy, reason = node.value.elts
+            if isinstance(healthy, ast.Constant) and healthy.value is False:
+                first = reason.values[0] if isinstance(reason, ast.JoinedStr) else reason
+                assert isinstance(first, ast.Constant) and isinstance(first.value, str), ast.dump(reason)
+                texts.append(first.value)
+    return texts
+
+
+def test_every_unhealthy_reason_of_the_pipeline_has_its_own_label() -> None:
+    texts = _health_reason_texts()
+    assert len(texts) >= 6, texts
+    labels = [health_reason(t) for t in texts]
+    assert "other" not in labels and len(set(labels)) == len(labels), dict(zip(texts, labels, strict=True))
+    assert health_reason("something new") == "other"
+
+
+def test_health_sets_the_gauge_and_exactly_one_reason() -> None:
+    m = _fresh()
+    reasons = (*HEALTH_REASONS.values(), "other")
+
+    def held() -> list[str]:
+        return [r for r in reasons if m.value("inspector_inspection_unhealthy_reason", {"reason": r}) == 1]
+
+    assert held() == [] and m.value("inspector_inspection_unhealthy_reason") == 0  # every reason exported from 0
+    m.set_health(False, "frame queue full (16 of 16): inspection cannot keep up")
+    assert m.value("inspector_inspection_healthy") == 0 and held() == ["queue_full"]
+    m.set_health(False, "inspection late: slack 0.010 s below the margin 0.050 s")
+    assert held() == ["late"]
+    m.set_health(True, "ok")
+    assert m.value("inspector_inspection_healthy") == 1 and held() == []
