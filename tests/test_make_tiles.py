@@ -13,7 +13,14 @@ from inspector.cli import main as inspector_main
 from inspector.config import Calibration
 from inspector.synth.raster import Sprite
 from inspector.synth.scene import ProceduralSource
-from inspector.synth.tiles import load_tile_set, make_tile_set, save_tile_set, scale_for_span
+from inspector.synth.tiles import (
+    VISIBLE_TRIES,
+    load_tile_set,
+    make_tile_set,
+    save_tile_set,
+    scale_for_span,
+    visible_px,
+)
 from inspector.tiling import spider_area_fraction, tile_scales
 
 REPO = Path(__file__).resolve().parents[1]
@@ -123,6 +130,36 @@ def test_sets_without_spider_origin_still_load_and_concatenate(tiles, tmp_path: 
         )
 
 
+@pytest.mark.parametrize(
+    ("spot_px", "dn", "expect"),
+    [(0, 200, 0), (4, 200, 16), (4, 20, 0), (6, 30, 36)],
+    ids=["none", "dark-4x4", "faint-4x4", "6x6-at-30"],
+)
+def test_visible_px_counts_what_the_spider_changes(spot_px: int, dn: int, expect: int) -> None:
+    without = np.full((32, 32, 3), 120, np.uint8)
+    with_spider = without.copy()
+    with_spider[8 : 8 + spot_px, 8 : 8 + spot_px, 1] -= dn if dn <= 120 else 120  # one channel is enough
+    assert visible_px(with_spider, without) == expect
+    with pytest.raises(ValueError, match="differ in shape"):
+        visible_px(with_spider, without[:16])
+
+
+def test_the_visibility_rule_only_redraws_spiders_the_pixels_do_not_show(tiles) -> None:  # type: ignore[no-untyped-def]
+    ruled = make_tile_set(20, ProceduralSource(), CAL, seed=3, bunch_pool=3, min_visible_px=1)
+    vis = ruled.meta["visibility"]
+    seen = np.array(vis["spider_visible_px"])
+    assert np.all((seen >= 0) == (ruled.labels == 1))  # measured on every spider tile, on no other
+    assert vis["kept_below"] == int(np.count_nonzero((seen >= 0) & (seen < 1)))
+    if vis["redrawn"] == 0:  # nothing to redraw: the very tiles a set without the rule has
+        assert np.array_equal(ruled.images, tiles.images) and "visibility" not in tiles.meta
+    # a rule no spider can meet: every spider tile tried VISIBLE_TRIES times, kept, and counted
+    strict = make_tile_set(6, ProceduralSource(), CAL, seed=5, bunch_pool=2, shares=(1.0, 0.0, 0.0), min_visible_px=10**9)
+    n_pos = int(strict.labels.sum())
+    assert n_pos > 0
+    assert strict.meta["visibility"]["kept_below"] == n_pos
+    assert strict.meta["visibility"]["redrawn"] == n_pos * VISIBLE_TRIES
+
+
 def test_cli(tmp_path: Path) -> None:
     out = tmp_path / "cli"
     assert make_tiles(["--out", str(out), "--n", "6", "--seed", "1", "--preview", str(tmp_path / "prev")]) == 0
@@ -130,6 +167,9 @@ def test_cli(tmp_path: Path) -> None:
     assert meta["n"] == 6 and meta["mode"] == "procedural" and sum(meta["counts"].values()) == 6
     assert sorted(p.name for p in (tmp_path / "prev").iterdir())
     assert make_tiles(["--out", str(out), "--n", "0"]) == 1
+    assert make_tiles(["--out", str(out), "--n", "2", "--min-visible-px", "-1"]) == 1
+    assert make_tiles(["--out", str(tmp_path / "vis"), "--n", "4", "--seed", "2", "--min-visible-px", "5"]) == 0
+    assert json.loads((tmp_path / "vis" / "meta.json").read_text())["visibility"]["min_visible_px"] == 5
     assert make_tiles(["--out", str(out), "--n", "2", "--mode", "real", "--real", str(tmp_path / "nowhere")]) == 1
 
 

@@ -89,6 +89,15 @@ def _add_make(tsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "with different seeds show different non-spider objects (default: the split's one pool of 160, as every "
         "benchmark set)",
     )
+    make.add_argument(
+        "--min-visible-px",
+        type=int,
+        default=0,
+        metavar="PX",
+        help="for training sets: draw a spider tile again while its spider visibly changes fewer than PX camera "
+        "pixels (by 24 grey levels or more, against the same window rendered without it); default 0: every spider "
+        "counts, seen or not, as evaluation sets need",
+    )
     make.add_argument("--preview", type=Path, help="also write preview mosaics (PNG) into this folder")
 
 

@@ -52,6 +52,8 @@ def make_tiles(args: argparse.Namespace) -> int:
     if not (0 <= args.pos <= 1 and 0 <= args.hard <= 1 and args.pos + args.hard <= 1):
         raise InspectorError("--pos and --hard must be shares in [0, 1] adding up to at most 1")
     check_share("--background-patches", args.background_patches)
+    if args.min_visible_px < 0:
+        raise InspectorError(f"--min-visible-px {args.min_visible_px}: give 0 (off) or a pixel count")
     cal = calibration_or_default(args.calibration)
     real_dir = args.real  # None in procedural mode (resolve_mode)
     source = make_source(
@@ -65,7 +67,14 @@ def make_tiles(args: argparse.Namespace) -> int:
     if note is not None:
         print(note, file=sys.stderr)
     t0 = time.perf_counter()
-    tiles = make_tile_set(args.n, source, cal, args.seed, shares=(args.pos, 1 - args.pos - args.hard, args.hard))
+    tiles = make_tile_set(
+        args.n,
+        source,
+        cal,
+        args.seed,
+        shares=(args.pos, 1 - args.pos - args.hard, args.hard),
+        min_visible_px=args.min_visible_px,
+    )
     dt = time.perf_counter() - t0
     extra = {
         "mode": args.mode,

@@ -186,6 +186,7 @@ class DecoratedBunch:
     distractor_boxes: tuple[BoxXYXY, ...]
     pad_px: int = 0  # margin added around the bunch sprite it was made from
     spider_origin: str = ""  # SpiderCut.origin of the spider pasted ("" without one)
+    without_spider: Sprite | None = None  # the same sprite just before the spider went on (None without one)
 
 
 def decorate_bunch(
@@ -215,6 +216,7 @@ def decorate_bunch(
     spider_box = None
     span_mm = None
     origin = ""
+    before = sprite
     if spider_span_px is not None:
         for _ in range(5):  # retry in the rare case the spider ended up (nearly) invisible
             drawn = source.spider(rng, spider_span_px)
@@ -225,7 +227,8 @@ def decorate_bunch(
                 sprite, origin = candidate, drawn.origin
                 break
         span_mm = spider_span_px * mm_per_px
-    return DecoratedBunch(sprite, spider_box, span_mm, tuple(boxes), pad, origin)
+    without = before if spider_box is not None else None
+    return DecoratedBunch(sprite, spider_box, span_mm, tuple(boxes), pad, origin, without)
 
 
 def random_pose(rng: np.random.Generator, sprite: Sprite) -> Sprite:

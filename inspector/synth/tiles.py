@@ -21,6 +21,7 @@ source, split, seed, counts, calibration, scales).
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import zipfile
@@ -147,6 +148,20 @@ def _compose_window(
     return _Scene(out, ((t[0] - ox) * s, (t[1] - oy) * s, (t[2] - ox) * s, (t[3] - oy) * s))
 
 
+VISIBLE_DN = 24.0  # a camera pixel the spider changes by at least this many grey levels (any channel) shows it
+
+
+def visible_px(with_spider: U8Array, without_spider: U8Array, min_dn: float = VISIBLE_DN) -> int:
+    """How many camera pixels a spider visibly changes: the same window rendered with and without it (same camera,
+    same noise), pixels whose largest channel difference reaches `min_dn`. A spider as dark or as green as the
+    berries around it, hidden behind them or shrunk below a pixel changes few or none."""
+    if with_spider.shape != without_spider.shape:
+        raise ValueError(f"renders differ in shape: {with_spider.shape} vs {without_spider.shape}")
+    diff = np.abs(with_spider.astype(np.int16) - without_spider.astype(np.int16))
+    per_px = diff.max(axis=2) if diff.ndim == 3 else diff
+    return int(np.count_nonzero(per_px >= min_dn))
+
+
 def _cut_tile(
     rng: np.random.Generator, scene: _Scene, tile_px: int, out_px: int
 ) -> tuple[U8Array, tuple[float, float, float, float]]:
@@ -167,6 +182,79 @@ def _cut_tile(
     return tile, box
 
 
+VISIBLE_TRIES = 8  # draws of a spider tile before one whose spider fails the visibility rule is kept anyway
+
+
+@dataclass(frozen=True)
+class _TileContext:
+    """What every tile of a set is drawn from."""
+
+    source: AssetSource
+    calibration: Calibration
+    scales: tuple[TileScale, ...]
+    scene_mm: float  # scene scale, mm per scene pixel
+    patch_span_px: tuple[float, float]  # spider span range in scene pixels (sizes the non-spider patches)
+    win_px: int  # window rendered around a tile's target, scene pixels
+    belts: list[U8Array]
+    out_px: int
+
+
+@dataclass(frozen=True)
+class _Drawn:
+    kind: str
+    image: U8Array
+    box: tuple[float, float, float, float]
+    tile_px: int
+    origin: str
+    visible_px: int | None  # camera pixels the spider visibly changes (None: not measured or no spider)
+
+
+def _draw_tile(rng: np.random.Generator, kind: str, pool: list[BunchCut], c: _TileContext, measure: bool) -> _Drawn:
+    """One tile of `kind` around a random point of a random bunch of `pool`; with `measure`, a spider tile's
+    window is rendered a second time without the spider (same camera, same noise) to count `visible_px`."""
+    whole = pool[int(rng.integers(len(pool)))]
+    posed = flip_rot90(whole.sprite, int(rng.integers(4)), bool(rng.random() < 0.5))
+    # work on the window around a point of the bunch where a spider could sit (cheap, and all a tile sees)
+    ys, xs = np.nonzero(posed.alpha >= 0.9)
+    k = int(rng.integers(len(xs))) if len(xs) else 0
+    ax, ay = (int(xs[k]), int(ys[k])) if len(xs) else (posed.wh[0] // 2, posed.wh[1] // 2)
+    local = crop_window(posed, ax, ay, c.win_px)
+    anchor = (c.win_px // 2, c.win_px // 2)
+    cut = BunchCut(local, whole.softness_px)
+    span_mm = rng.uniform(*c.calibration.spider_span_mm)
+    span_px = span_mm / c.scene_mm
+    scale = scale_for_span(c.scales, span_mm)
+    dec = decorate_bunch(
+        rng,
+        c.source,
+        cut,
+        span_px if kind == "pos" else None,
+        c.scene_mm,
+        int(rng.poisson(0.8)),
+        (0.8 * c.patch_span_px[0], 1.3 * c.patch_span_px[1]),
+        spider_anchor_xy=anchor,
+    )
+    sprite, target = dec.sprite, dec.spider_box
+    anchor = (anchor[0] + dec.pad_px, anchor[1] + dec.pad_px)
+    if kind == "hard_neg":
+        obj = match_to_scene(rng, distractor(rng, span_px * rng.uniform(0.8, 1.25), c.source), cut.softness_px)
+        sprite, target = place_object(rng, sprite, obj, anchor)
+    if target is None or kind == "neg":
+        # a spider-sized box around the anchor point
+        r = int(span_px / 2)
+        target = (anchor[0] - r, anchor[1] - r, anchor[0] + r + 1, anchor[1] + r + 1)
+        if kind == "pos":
+            kind = "neg"  # the spider vanished behind berries (rare): record the truth
+    seen: int | None = None
+    twin_rng = copy.deepcopy(rng) if measure and kind == "pos" and dec.without_spider is not None else None
+    scene = _compose_window(rng, sprite, target, c.win_px, c.belts, c.calibration, c.scene_mm)
+    if twin_rng is not None and dec.without_spider is not None:
+        twin = _compose_window(twin_rng, dec.without_spider, target, c.win_px, c.belts, c.calibration, c.scene_mm)
+        seen = visible_px(scene.img, twin.img)
+    tile, box = _cut_tile(rng, scene, scale.tile_px, c.out_px)
+    return _Drawn(kind, tile, box, scale.tile_px, dec.spider_origin if kind == "pos" else "", seen)
+
+
 def make_tile_set(
     n: int,
     source: AssetSource,
@@ -178,8 +266,13 @@ def make_tile_set(
     max_fraction: float = 0.05,
     bunch_pool: int = 64,
     out_px: int = TILE_SIZE,
+    min_visible_px: int = 0,
 ) -> TileSet:
-    """`n` tiles of the three kinds from `source`; same arguments → identical arrays."""
+    """`n` tiles of the three kinds from `source`; same arguments → identical arrays.
+
+    `min_visible_px` > 0 (training sets): a spider tile whose spider visibly changes fewer camera pixels than that
+    (:func:`visible_px`) is drawn again, up to `VISIBLE_TRIES` times — a label the pixels do not show teaches
+    nothing. 0 (evaluation sets, the default): every spider counts, seen or not, as on a line."""
     scales = tile_scales(calibration, min_fraction, max_fraction)
     scene_mm = scene_scale(calibration.mm_per_px, source.native_mm_per_px)
     f = calibration.mm_per_px / scene_mm  # scene pixels per camera pixel (>= 1)
@@ -198,54 +291,30 @@ def make_tile_set(
         cut = source.bunch(brng, length_px, brng.uniform(7.0, 11.0) / scene_mm, scene_mm)
         pool.append(BunchCut(random_pose(brng, cut.sprite), cut.softness_px))
 
+    ctx = _TileContext(source, calibration, scales, scene_mm, (span_lo_px, span_hi_px), win_px, belts, out_px)
     kinds = kind_sequence(np.random.default_rng([seed, 6]), n, shares)
     images = np.zeros((n, out_px, out_px, 3), np.uint8)
     labels = np.zeros(n, np.int8)
     boxes = np.full((n, 4), -1.0, np.float32)
     origins = [""] * n
     scale_px = np.zeros(n, np.int32)
-    for i, kind in enumerate(progress(kinds, desc="tiles", unit="tile")):
-        rng = np.random.default_rng([seed, 7, i])
-        whole = pool[int(rng.integers(len(pool)))]
-        posed = flip_rot90(whole.sprite, int(rng.integers(4)), bool(rng.random() < 0.5))
-        # work on the window around a point of the bunch where a spider could sit (cheap, and all a tile sees)
-        ys, xs = np.nonzero(posed.alpha >= 0.9)
-        k = int(rng.integers(len(xs))) if len(xs) else 0
-        ax, ay = (int(xs[k]), int(ys[k])) if len(xs) else (posed.wh[0] // 2, posed.wh[1] // 2)
-        local = crop_window(posed, ax, ay, win_px)
-        anchor = (win_px // 2, win_px // 2)
-        cut = BunchCut(local, whole.softness_px)
-        span_mm = rng.uniform(*calibration.spider_span_mm)
-        span_px = span_mm / scene_mm
-        scale = scale_for_span(scales, span_mm)
-        dec = decorate_bunch(
-            rng,
-            source,
-            cut,
-            span_px if kind == "pos" else None,
-            scene_mm,
-            int(rng.poisson(0.8)),
-            (0.8 * span_lo_px, 1.3 * span_hi_px),
-            spider_anchor_xy=anchor,
-        )
-        sprite, target = dec.sprite, dec.spider_box
-        anchor = (anchor[0] + dec.pad_px, anchor[1] + dec.pad_px)
-        if kind == "hard_neg":
-            obj = match_to_scene(rng, distractor(rng, span_px * rng.uniform(0.8, 1.25), source), cut.softness_px)
-            sprite, target = place_object(rng, sprite, obj, anchor)
-        if target is None or kind == "neg":
-            # a spider-sized box around the anchor point
-            r = int(span_px / 2)
-            target = (anchor[0] - r, anchor[1] - r, anchor[0] + r + 1, anchor[1] + r + 1)
-            if kind == "pos":
-                kind = kinds[i] = "neg"  # the spider vanished behind berries (rare): record the truth
-        scene = _compose_window(rng, sprite, target, win_px, belts, calibration, scene_mm)
-        tile, box = _cut_tile(rng, scene, scale.tile_px, out_px)
-        images[i], scale_px[i] = tile, scale.tile_px
-        if kind == "pos":
+    visible = np.full(n, -1, np.int64)
+    redrawn = 0
+    for i, planned in enumerate(progress(kinds, desc="tiles", unit="tile")):
+        for attempt in range(VISIBLE_TRIES if min_visible_px > 0 else 1):
+            # attempt 0 draws exactly what a set without the visibility rule draws
+            rng = np.random.default_rng([seed, 7, i] if attempt == 0 else [seed, 7, i, attempt])
+            drawn = _draw_tile(rng, planned, pool, ctx, measure=min_visible_px > 0)
+            if drawn.visible_px is None or drawn.visible_px >= min_visible_px:
+                break
+            redrawn += 1
+        kinds[i] = drawn.kind
+        images[i], scale_px[i] = drawn.image, drawn.tile_px
+        if drawn.kind == "pos":
             labels[i] = 1
-            boxes[i] = box
-            origins[i] = dec.spider_origin
+            boxes[i] = drawn.box
+            origins[i] = drawn.origin
+            visible[i] = -1 if drawn.visible_px is None else drawn.visible_px
     counts = {k: int(sum(1 for x in kinds if x == k)) for k in KINDS}
     meta: dict[str, object] = {
         "source": source.name,
@@ -269,6 +338,16 @@ def make_tile_set(
         ],
         "fraction_model": "disc of diameter span: pi*span^2/4 / tile^2",
     }
+    if min_visible_px > 0:
+        meta["visibility"] = {
+            "min_visible_px": min_visible_px,
+            "visible_dn": VISIBLE_DN,
+            "rule": "spider tiles drawn again while the spider changes fewer camera pixels than min_visible_px by "
+            "visible_dn grey levels or more (same window rendered without it)",
+            "redrawn": redrawn,
+            "kept_below": int(np.count_nonzero((visible >= 0) & (visible < min_visible_px))),
+            "spider_visible_px": [int(v) for v in visible],
+        }
     return TileSet(images, labels, boxes, np.array(kinds, dtype=str), meta, np.array(origins, dtype=str), scale_px)
 
 
