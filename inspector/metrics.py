@@ -50,6 +50,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from inspector.config import MetricsConfig
 from inspector.errors import InspectorError
+from inspector.messages import NACK_REASONS
 
 log = logging.getLogger(__name__)
 
@@ -347,9 +348,18 @@ class Metrics:
             "Requests to the metrics endpoint answered 429: over metrics.max_requests_per_s",
             registry=r,
         )
-        for kind in ("non_finite", "exception"):  # exported from 0, so rate() and increase() see the first one
-            self.model_errors.labels(kind=kind)
-        self.frames_skipped.labels(reason="late")
+        # labelled counters exported from 0, so rate() and increase() see the first one (an alert on a series that
+        # appears at 1 never fires)
+        for counter, label, values in (
+            (self.model_errors, "kind", ("non_finite", "exception")),
+            (self.frames_skipped, "reason", ("late",)),
+            (self.rejects_refused, "reason", NACK_REASONS),
+            (self.link_errors, "kind", ("reject", "publish")),
+            (self.config_reloads, "result", ("ok", "failed")),
+            (self.restarts, "process", ("capture",)),
+        ):
+            for value in values:
+                counter.labels(**{label: value})
         self._capture_seen = _CaptureSeen()
 
     # ------------------------------------------------------------------ helpers
