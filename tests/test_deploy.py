@@ -270,10 +270,18 @@ def test_rules_and_scrape_config_parse() -> None:
 
 def test_promtool_checks(tmp_path: Path) -> None:
     need_tool("promtool", "prometheus")
+    # every dashboard query is PromQL promtool accepts (Grafana's $line as a match-all regex)
+    queries = tmp_path / "dashboard-queries.yml"
+    exprs = [e for e in _dashboard_exprs() + _dashboard_exprs(gateway=True) if not e.startswith("label_values(")]
+    rules = [{"record": f"dashboard:query{i}", "expr": e.replace("$line", ".*")} for i, e in enumerate(exprs)]
+    queries.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     for argv in (
         ["check", "rules", str(RULES)],
+        ["check", "rules", str(GATEWAY_RULES)],
+        ["check", "rules", str(queries)],
         ["check", "config", str(SCRAPE)],
         ["test", "rules", "alerts-test.yml"],
+        ["test", "rules", "gateway-alerts-test.yml"],
     ):
         proc = subprocess.run(
             ["promtool", *argv], capture_output=True, text=True, timeout=60, check=False, cwd=RULES.parent
@@ -370,6 +378,17 @@ def test_every_dashboard_panel_says_what_it_shows_in_which_unit_and_when_to_worr
     y = {p["id"]: p["gridPos"]["y"] for p in dash["panels"]}
     rows = [p for p in dash["panels"] if p["type"] == "row"]
     assert sorted(y.values()) == [p["gridPos"]["y"] for p in dash["panels"]]  # in reading order
+    cells = [
+        (p["title"], (r, c))
+        for p in dash["panels"]
+        for g in [p["gridPos"]]
+        for r in range(g["y"], g["y"] + g["h"])
+        for c in range(g["x"], g["x"] + g["w"])
+    ]
+    assert all(0 <= c < 24 for _, (_, c) in cells)
+    taken: dict[tuple[int, int], str] = {}
+    for title, cell in cells:
+        assert taken.setdefault(cell, title) == title, f"{title} overlaps {taken[cell]}"
     assert rows[0]["gridPos"]["y"] == 0
 
 
