@@ -1,6 +1,7 @@
-"""Every miss counted is alerted: the real link (against a hand-driven controller on loopback) meets a fault, its
-metrics are scraped before and after, and promtool evaluates deploy/prometheus/inspector-alerts.yml over the two
-scrapes. Each fault must fire exactly its alerts — the rules match the names and labels the code really exports."""
+"""Every miss counted is alerted: the real link (against a hand-driven controller on loopback), or the daemon with a
+model that answers NaN, meets a fault; its metrics are scraped before and after, and promtool evaluates
+deploy/prometheus/inspector-alerts.yml over the two scrapes. Each link fault must fire exactly its alerts — the rules
+match the names and labels the code really exports."""
 
 from __future__ import annotations
 
@@ -18,8 +19,19 @@ from prometheus_client.parser import text_string_to_metric_families
 from inspector import messages
 from inspector.link import RejectLink
 from inspector.metrics import Metrics
-from tests.sim import RawController, decision, free_port, fresh_metrics, link_cfg, link_to_raw_controller
+from tests.sim import (
+    Line,
+    RawController,
+    decision,
+    free_port,
+    fresh_metrics,
+    link_cfg,
+    link_to_raw_controller,
+    stop,
+    waited,
+)
 from tests.test_deploy import RULES, need_tool
+from tests.test_faults import write_nan_model
 
 TARGET = {"job": "inspector", "instance": "t:9108", "line": "t", "gpu": "false"}
 BEFORE_SAMPLES, AFTER_SAMPLES = 12, 25  # 5 s apart: 1 min before the fault, 2 min after
@@ -149,3 +161,29 @@ def test_a_controller_restart_is_alerted_and_its_acked_rejects_resent(tmp_path: 
         ctl.close()
     assert again.seq == r.seq and link.resent == 1 and link.missed == 0
     assert firing(before, after, tmp_path) == {"InspectorControllerRestarted"}
+
+
+@pytest.mark.slow
+def test_a_daemon_whose_model_answers_nan_fires_the_model_alert(tmp_path: Path) -> None:
+    """The daemon end of the chain: its own counters (model errors, model_error rejects) as it serves them."""
+    line = Line(tmp_path, n_frames=60, n_bunches=4)
+    line.config.write_text(line.config.read_text().replace(str(line.model), str(write_nan_model(tmp_path))))
+    daemon = line.daemon()
+    scraped: list[str] = []
+
+    def errors_counted() -> bool:
+        try:
+            scraped.append(line.metrics())
+        except OSError:
+            return False
+        served = _samples(scraped[-1])
+        return any("inspector_model_errors_total" in s and v > 0 for s, v in served.items()) and any(
+            'reason="model_error"' in s and v > 0 for s, v in served.items() if "inspector_bunches_total" in s
+        )
+
+    try:
+        assert waited(errors_counted, 60), scraped[-1:] or "no metrics served"
+    finally:
+        stop(daemon)  # type: ignore[arg-type]
+    fired = firing(running(fresh_metrics()).exposition(), scraped[-1], tmp_path)
+    assert "InspectorModelErrors" in fired and "InspectorDown" not in fired, fired
