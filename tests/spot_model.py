@@ -71,10 +71,51 @@ def spot_model(size: int = 64, nan_on_spot: bool = False) -> onnx.ModelProto:
     return model
 
 
+BUSY_WIDTH = 1024  # the busy model's rows are widened to this many columns, then multiplied by a square matrix
+
+
+def busy_spot_model(layers: int, size: int = 64) -> onnx.ModelProto:
+    """The spot model with work added on purpose, for overload tests: each tile's 3·size rows of ``size`` pixels
+    widened to BUSY_WIDTH columns, then ``layers`` products with a BUSY_WIDTH² matrix (2·3·size·BUSY_WIDTH² FLOP per
+    layer and tile). The answers stay the spot model's: the products' mean enters the logits as relu(−|mean|) = 0,
+    computed on every run (a result no output used would be pruned)."""
+    model = spot_model(size)
+    g = model.graph
+    for node in g.node:
+        node.output[:] = ["spot_logits" if o == "logits" else o for o in node.output]
+    g.initializer.extend(
+        [
+            numpy_helper.from_array(np.array([-1, size], np.int64), "busy_rows"),
+            numpy_helper.from_array(np.full((size, BUSY_WIDTH), 1.0 / size, np.float32), "busy_widen"),
+            numpy_helper.from_array(np.full((BUSY_WIDTH, BUSY_WIDTH), 1.0 / BUSY_WIDTH, np.float32), "busy_mix"),
+        ]
+    )
+    g.node.append(helper.make_node("Reshape", ["input", "busy_rows"], ["busy_in"]))
+    g.node.append(helper.make_node("MatMul", ["busy_in", "busy_widen"], ["busy0"]))
+    for layer in range(1, layers + 1):
+        g.node.append(helper.make_node("MatMul", [f"busy{layer - 1}", "busy_mix"], [f"busy{layer}"]))
+    g.node.append(helper.make_node("ReduceMean", [f"busy{layers}"], ["busy_mean"], keepdims=0))
+    g.node.append(helper.make_node("Abs", ["busy_mean"], ["busy_abs"]))
+    g.node.append(helper.make_node("Neg", ["busy_abs"], ["busy_neg"]))
+    g.node.append(helper.make_node("Relu", ["busy_neg"], ["busy_zero"]))
+    g.node.append(helper.make_node("Add", ["spot_logits", "busy_zero"], ["logits"]))
+    onnx.checker.check_model(model)
+    return model
+
+
 def write_spot_model(dir_path: Path, size: int = 64, nan_on_spot: bool = False) -> Path:
     stem = "spot-nan" if nan_on_spot else "spot"
+    return _write(dir_path, stem, spot_model(size, nan_on_spot), size)
+
+
+def write_busy_spot_model(dir_path: Path, layers: int, size: int = 64) -> Path:
+    """`busy_spot_model` as ``busy.onnx`` with its manifest."""
+    return _write(dir_path, "busy", busy_spot_model(layers, size), size)
+
+
+def _write(dir_path: Path, stem: str, model: onnx.ModelProto, size: int) -> Path:
     path = dir_path / f"{stem}.onnx"
-    onnx.save(spot_model(size, nan_on_spot), str(path))
+    onnx.save(model, str(path))
     manifest = {
         "name": "spot-detector",
         "input": {
