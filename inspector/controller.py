@@ -294,15 +294,17 @@ class ControllerCore:
             return f"{peer.key}: belt reaching the ejector is undecided (watermark passed {now - peer.decided_until_s:+.3f} s)"
         return None
 
+    def peer_faults(self, now: float) -> dict[str, str | None]:
+        """Each expected peer (allow-list name) -> why it holds the fail-safe now, or None; {} without an allow-list."""
+        return {
+            key: f"{key}: never heard" if (peer := self.peers.get(key)) is None else self._peer_fault(peer, now)
+            for key in self.expected_keys
+        }
+
     def fault(self, now: float) -> str | None:
         """Why the fail-safe must be on now, or None."""
         if self.expected_keys:
-            for key in self.expected_keys:
-                peer = self.peers.get(key)
-                why = f"{key}: never heard" if peer is None else self._peer_fault(peer, now)
-                if why is not None:
-                    return why
-            return None
+            return next((why for why in self.peer_faults(now).values() if why is not None), None)
         live = [p for p in self.peers.values() if now - p.last_heard_s <= self.timeout_s]
         for peer in live:
             why = self._peer_fault(peer, now)

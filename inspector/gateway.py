@@ -265,6 +265,12 @@ class GatewayMetrics:
         self.fail_safe_reason = gauge(
             "inspector_gateway_fail_safe_reason", "1 while this reason holds fail-safe", ["reason"]
         )
+        self.peer_fail_safe = gauge(
+            "inspector_gateway_peer_fail_safe",
+            "1 while this expected inspector (its allow-list name) holds fail-safe: never heard, silent, unhealthy or "
+            "behind its watermark",
+            ["peer"],
+        )
         self.fail_safe_entered = counter(
             "inspector_gateway_fail_safe_entries_total", "times a reason started holding fail-safe", ["reason"]
         )
@@ -334,6 +340,8 @@ class Gateway:
             while not self._stop.is_set():
                 now = time.monotonic()
                 self._send(core.tick(now))
+                for peer, why in core.peer_faults(now).items():
+                    self.metrics.peer_fail_safe.labels(peer=peer).set(0 if why is None else 1)
                 if now >= next_ping and self.plc.alive:  # systemd restarts a gateway whose PLC thread died
                     sd.watchdog()
                     next_ping = now + sd.ping_interval_s()

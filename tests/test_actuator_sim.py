@@ -95,8 +95,11 @@ def test_core_one_live_inspector_cannot_hide_a_dead_one() -> None:
     keyed, _ = core_with_log(timeout_s=0.5, expected_keys=["line1", "line2"])
     keyed.receive(b"a", heartbeat("a", t + 10), "line1", t)
     assert keyed.failsafe and "line2: never heard" in keyed.failsafe_reason
+    assert keyed.peer_faults(t) == {"line1": None, "line2": "line2: never heard"}  # which one holds it
     keyed.receive(b"b", heartbeat("b", t + 10), "line2", t)
-    assert not keyed.failsafe
+    assert not keyed.failsafe and keyed.peer_faults(t) == {"line1": None, "line2": None}
+    assert list(keyed.peer_faults(t + 0.6)) == ["line1", "line2"] and all(keyed.peer_faults(t + 0.6).values())
+    assert core.peer_faults(t) == {}  # without an allow-list peers have no names to report
     keyed.receive(b"c", heartbeat("c", t + 10), "rogue", t)  # not on the allow-list: ignored
     assert "rogue" not in keyed.peers
 

@@ -37,22 +37,24 @@ TARGET = {"job": "inspector", "instance": "t:9108", "line": "t", "gpu": "false"}
 BEFORE_SAMPLES, AFTER_SAMPLES = 12, 25  # 5 s apart: 1 min before the fault, 2 min after
 
 
-def _samples(exposition: str) -> dict[str, float]:
+def _samples(exposition: str, target: dict[str, str] = TARGET) -> dict[str, float]:
     """Series (promtool notation, with the scrape target's labels) -> value, from a /metrics text."""
     out = {}
     for family in text_string_to_metric_families(exposition):
         for s in family.samples:
             if s.name.endswith("_created") or math.isnan(s.value):
                 continue
-            labels = {**TARGET, **s.labels}
+            labels = {**target, **s.labels}
             out[s.name + "{" + ", ".join(f"{k}={json.dumps(v)}" for k, v in labels.items()) + "}"] = s.value
     return out
 
 
-def firing(before: str, after: str, tmp_path: Path) -> set[str]:
-    """The alerts that fire 1 min after a daemon's metrics went from scrape ``before`` to scrape ``after``."""
+def firing(before: str, after: str, tmp_path: Path, rules: Path = RULES, job: str = "inspector") -> set[str]:
+    """The alerts of ``rules`` that fire 1 min after the metrics of a target of scrape job ``job`` went from scrape
+    ``before`` to scrape ``after``."""
     need_tool("promtool", "prometheus")
-    old, new = _samples(before), _samples(after)
+    target = {**TARGET, "job": job}
+    old, new = _samples(before, target), _samples(after, target)
     series = [
         {
             "series": name,
@@ -63,10 +65,10 @@ def firing(before: str, after: str, tmp_path: Path) -> set[str]:
         }
         for name in sorted(old.keys() | new.keys())
     ]
-    alerts = [r["alert"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"] if "alert" in r]
+    alerts = [r["alert"] for g in yaml.safe_load(rules.read_text())["groups"] for r in g["rules"] if "alert" in r]
     quiet = [{"eval_time": "2m", "alertname": a, "exp_alerts": []} for a in alerts]
     test = {
-        "rule_files": [str(RULES)],
+        "rule_files": [str(rules)],
         "evaluation_interval": "5s",
         "tests": [{"interval": "5s", "input_series": series, "alert_rule_test": quiet}],
     }

@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 import yaml
+import zmq
+from prometheus_client import generate_latest
 
 from inspector import messages
 from inspector.cli import main as cli_main
@@ -31,9 +33,11 @@ from inspector.link import RejectLink
 from inspector.perf.soak import free_port
 from inspector.plc import PlcOutput, PulseRefused
 from tests.plc_servers import PlcServer
-from tests.sim import RawInspector, decision, fresh_metrics, link_cfg, reject_frame, wait_for, waited
+from tests.sim import SIM, RawInspector, decision, fresh_metrics, link_cfg, reject_frame, wait_for, waited
+from tests.test_alerts import firing
 from tests.test_deploy import (
     DEPLOY,
+    GATEWAY_RULES,
     _exposed_sample_names,
     _install,
     _unit_settings,
@@ -262,10 +266,10 @@ TIMEOUT_S = 4 * HEARTBEAT_S  # the gateway's controller.timeout_s
 
 
 @contextlib.contextmanager
-def running_gateway(plc_port: int, opcua: bool = False) -> Iterator[tuple[Gateway, int]]:
+def running_gateway(plc_port: int, opcua: bool = False, **controller_over: Any) -> Iterator[tuple[Gateway, int]]:
     """The gateway (controller core + PLC output) serving on a free port in a thread; stopped afterwards."""
     port = free_port()
-    controller = {"bind": f"tcp://127.0.0.1:{port}", "timeout_s": TIMEOUT_S}
+    controller = {"bind": f"tcp://127.0.0.1:{port}", "timeout_s": TIMEOUT_S, **controller_over}
     config = (opcua_config if opcua else modbus_config)(plc_port, controller=controller, metrics={"port": 0})
     gateway = Gateway(config)
     thread = threading.Thread(target=gateway.run, daemon=True)
@@ -335,6 +339,37 @@ def test_a_silent_inspector_puts_the_line_in_fail_safe_within_one_heartbeat(modb
             assert again and again[0] - said_s <= HEARTBEAT_S, again
         finally:
             peer.close()
+
+
+@pytest.mark.slow
+def test_the_inspector_holding_fail_safe_and_a_stranger_are_named_and_alerted(
+    modbus: PlcServer, tmp_path: Path
+) -> None:
+    """Two expected inspectors, one heard: the gateway says which one holds the line in fail-safe, and that it
+    denied a key not on its allow-list; promtool fires the gateway's alerts over the metrics it serves."""
+    subprocess.run([*SIM, "--make-keys", str(tmp_path / "keys")], check=True, capture_output=True)
+    server_public = (tmp_path / "keys" / "controller.key").read_text().split('public-key = "')[1].split('"')[0]
+    keys = {name: zmq.curve_keypair() for name in ("line1", "line2", "rogue")}
+    (tmp_path / "allow").write_text("".join(f"{keys[n][0].decode()} {n}\n" for n in ("line1", "line2")))
+    curve = {"curve_secret_key_file": tmp_path / "keys" / "controller.key_secret", "allow": tmp_path / "allow"}
+    with running_gateway(modbus.port, **curve) as (gateway, port):
+        before = generate_latest(gateway.metrics.registry).decode()
+        peers = {n: RawInspector(port, n, (server_public.encode(), *keys[n])) for n in ("line1", "rogue")}
+        try:
+            for peer in peers.values():
+                peer.heartbeat(time.monotonic() + 3600)
+            assert isinstance(peers["line1"].recv(messages.ControllerHeartbeat), messages.ControllerHeartbeat)
+            held = {"peer": "line2"}
+            wait_for(lambda: gateway.metrics.value("inspector_gateway_events_total", {"event": "denied"}) >= 1)
+            wait_for(lambda: gateway.metrics.value("inspector_gateway_peer_fail_safe", {"peer": "line1"}) == 0)
+            assert gateway.metrics.value("inspector_gateway_peer_fail_safe", held) == 1
+            assert gateway.plc.in_fail_safe  # line2 never heard
+            after = generate_latest(gateway.metrics.registry).decode()
+        finally:
+            for peer in peers.values():
+                peer.close()
+    fired = firing(before, after, tmp_path, GATEWAY_RULES, "inspector-gateway")
+    assert fired == {"InspectorGatewayFailSafe", "InspectorGatewayPeerDenied"}, fired
 
 
 @pytest.mark.slow
