@@ -190,12 +190,13 @@ SPEED_SAMPLES = 16  # key spans the speed is taken over (their interquartile mea
 
 
 def interquartile_mean(samples: Sequence[float]) -> float | None:
-    """Mean of the middle half of the samples (all of them when there are one to three): robust to a wrong sample,
-    nearly as precise as the mean. None when there are none."""
+    """Mean of the middle half of the samples, at least the highest and the lowest left out from three samples on
+    (of three: the median; of one or two: their mean): robust to a wrong sample, nearly as precise as the mean. None
+    when there are none."""
     if not samples:
         return None
     ordered = np.sort(np.asarray(samples, np.float64))
-    cut = ordered.size // 4
+    cut = max(1, ordered.size // 4) if ordered.size >= 3 else 0
     return float(ordered[cut : ordered.size - cut].mean())
 
 
@@ -210,7 +211,8 @@ class BeltOdometer:
     drift. A new key frame is taken once the belt has moved ``rekey_px`` (REKEY_FRACTION of the view), while most of
     the view still overlaps — or once the belt at the calibrated speed would have, so that a reading stuck near
     "stopped" cannot persist. The measurement that ends a key span is refined at full resolution (`refine_shift`,
-    one full-resolution correlation per span) and gives one speed sample; the speed is the interquartile mean of the
+    one full-resolution correlation per span) and gives one speed sample — except the first span after a bare belt,
+    whose key frame shows the produce just entering, a sliver at the edge; the speed is the interquartile mean of the
     last SPEED_SAMPLES samples (the calibrated speed before the first): one wrong correlation moves it nowhere.
 
     Only frames with something on the belt are measured: on a bare belt the correlation locks on what does not
@@ -227,6 +229,7 @@ class BeltOdometer:
         self.refine = refine
         self._key_small: np.ndarray | None = None  # the key frame, grey at 1/ODOMETRY_DOWNSCALE
         self._key_gray: np.ndarray | None = None  # the key frame, grey at full resolution
+        self._key_measured = False  # the key frame ended a span (its span gives a speed sample; not the first one)
         self._from_key_px = 0.0  # along-travel shift of the previous frame from the key frame
         self._prev_t_s: float | None = None
 
@@ -242,6 +245,7 @@ class BeltOdometer:
         small = gray_small(frame_bgr)
         if self._key_small is None or self._key_gray is None or dt_s <= 0:
             self._key_small, self._key_gray, self._from_key_px, self._key_t_s = small, gray(frame_bgr), 0.0, t_s
+            self._key_measured = False  # produce just came into view: a sliver at the entry edge, read 0.3 % off
             return self._along(step_px)
         expected_xy = self.direction_xy * (self._from_key_px + step_px)
         measured = estimate_shift(self._key_small, small, (float(expected_xy[0]), float(expected_xy[1])))
@@ -254,12 +258,13 @@ class BeltOdometer:
         # where a per-frame step / dt would amplify a single wrong correlation into a speed far off
         full = gray(frame_bgr)
         refined = refine_shift(self._key_gray, full, measured)
-        if refined is not None:
+        if refined is not None and self._key_measured:
             from_key_px = float(np.dot(refined, self.direction_xy))
             self._span_speeds.append(max(0.0, from_key_px) / span_s)
             self.speed_px_per_s = interquartile_mean(self._span_speeds) or 0.0  # never None: a sample was just added
         step_px = from_key_px - self._from_key_px
         self._key_small, self._key_gray, self._from_key_px, self._key_t_s = small, full, 0.0, t_s
+        self._key_measured = True
         return self._along(step_px)
 
     def _along(self, along_px: float) -> tuple[float, float]:

@@ -100,6 +100,7 @@ def test_even_dft_size_is_even_at_most_n_and_what_the_dft_takes_as_it_is(n: int,
         ([5.0], 5.0),
         ([1.0, 3.0], 2.0),
         ([1.0, 2.0, 3.0], 2.0),
+        ([1.0, 2.0, 30.0], 2.0),  # of three: the median
         ([300.0, 299.0, 301.0, 200.0], 299.5),  # one wrong sample of four: dropped with the highest
         ([10.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, -100.0], 3.5),
     ],

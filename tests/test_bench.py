@@ -16,7 +16,7 @@ from inspector.cli import main as cli_main
 from inspector.model import Model
 from inspector.perf import bench, soak
 from tests.drawn import write_footage
-from tests.spot_model import spot_model, write_spot_model
+from tests.spot_model import spot_model, write_busy_spot_model, write_spot_model
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +36,22 @@ def test_conv_fc_flops_counts_the_spot_model_by_hand() -> None:
     # conv1 3->1 3x3 at 64x64, conv2..5 1->1 3x3 at 32, 16, 8, 4; Gemm 4 -> 2
     expected = 2 * 64 * 64 * 27 + 2 * 9 * (32**2 + 16**2 + 8**2 + 4**2) + 2 * 2 * 4
     assert bench.conv_fc_flops(spot_model(64)) == expected
+
+
+@pytest.mark.parametrize("layers", [1, 3])
+def test_the_busy_spot_model_answers_as_the_spot_model(spot: Path, tmp_path: Path, layers: int) -> None:
+    # the overload test's model (tests/test_faults.py): work added, answers unchanged, on tiles with and without a spot
+    tiles = np.full((4, 64, 64, 3), 150, np.uint8)
+    tiles[1:3, 20:30, 20:30] = 10
+    busy_path = write_busy_spot_model(tmp_path, layers)
+    assert sum(n.op_type == "MatMul" for n in onnx.load(str(busy_path)).graph.node) == layers + 1
+    with Model(spot) as plain, Model(busy_path) as busy:
+        a, b = plain.infer(tiles), busy.infer(tiles)
+    assert np.isfinite(b.spider_prob).all()
+    np.testing.assert_allclose(b.spider_prob, a.spider_prob, rtol=1e-6)
+    assert (a.spider_prob[1:3] > 0.5).all() and (a.spider_prob[[0, 3]] < 0.5).all()
+    for fa, fb in zip(a.fams, b.fams, strict=True):
+        np.testing.assert_allclose(fb, fa)
 
 
 def test_logits_only_drops_fam_branches_and_keeps_logits(spot: Path) -> None:
