@@ -76,6 +76,15 @@ def test_refined_shift_reads_the_belt_to_a_tenth_of_a_pixel(shift_px: int) -> No
     assert refined == pytest.approx((shift_px, 0.0), abs=0.1)
 
 
+@pytest.mark.parametrize("shift_px", [80, 95])
+def test_refined_shift_reads_a_belt_moving_along_y(shift_px: int) -> None:
+    a, b = (np.ascontiguousarray(gray(f).T) for f in _drawn_pair(shift_px))  # the scene turned: travel along +y
+    coarse = estimate_shift(a[::2, ::2], b[::2, ::2], (0.0, float(shift_px)))
+    refined = refine_shift(a, b, coarse, along_axis=1)
+    assert refined is not None
+    assert refined == pytest.approx((0.0, shift_px), abs=0.1)
+
+
 def test_refined_shift_is_none_without_overlap_or_with_frames_of_different_sizes() -> None:
     a, b = _drawn_pair(80)
     assert refine_shift(gray(a), gray(b), (310.0, 0.0)) is None  # 10 px of overlap: nothing to correlate
