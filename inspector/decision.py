@@ -163,6 +163,7 @@ class BunchRecord:
     entry_side_seen: bool = False  # seen once with its trailing edge inside the view (not cut by the entry edge)
     exit_side_seen: bool = False  # seen once with its leading edge inside the view (not cut by the exit edge)
     whole_at: list[tuple[float, float]] = field(default_factory=list)  # seen whole: (t_s, centre's along_offset_px)
+    beyond_roi: bool = False  # reached across the belt past the tiled region (calibration `roi_xyxy`): never tiled
 
     def observe(
         self,
@@ -245,6 +246,7 @@ class BunchRecord:
         frames (one component, a bigger box) is still judged by what was inspected."""
         return (
             self.inspected_frames > 0
+            and not self.beyond_roi
             and self.entry_side_seen
             and self.exit_side_seen
             and covered(self.seen_along, windows, tolerance_px)
@@ -255,6 +257,11 @@ def uninspected_detail(
     record: BunchRecord, windows: list[tuple[float, float]], tolerance_px: float, calibration: Calibration
 ) -> str:
     """In words: which part of the bunch no inspected frame showed, and why (for the evidence and the log)."""
+    if record.beyond_roi:
+        return (
+            "part of it lay outside the calibration's roi_xyxy across the belt, where no tile is planned: it can "
+            "never be inspected whole"
+        )
     if record.inspected_frames == 0:
         what = "no inspected frame showed it"
     elif not record.entry_side_seen:

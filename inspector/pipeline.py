@@ -314,6 +314,7 @@ class Pipeline:
         for bunch in bunches:
             seen = self._record(bunch.bunch_id)
             seen.observe(ref.seq, ref.t_capture_s, bunch.box, self.travel_xy, self.frame_wh, self.calibration, missed)
+            seen.beyond_roi |= self._beyond_roi(bunch.box)
             if not seen.exit_side_seen and bunch.bunch_id not in self._hold_unknown:
                 self._hold_unknown[bunch.bunch_id] = prior_watermark
         self._last_t_s = ref.t_capture_s
@@ -567,16 +568,35 @@ class Pipeline:
         if take_strongest:
             self._strongest[bunch.bunch_id] = snap
 
+    def _tiled(self, axis: int) -> tuple[float, float]:
+        """The extent of the tiled region (the frame, or the calibration's `roi_xyxy` within it) along `axis`."""
+        assert self.frame_wh is not None
+        lo, hi = 0.0, float(self.frame_wh[axis])
+        roi = self.calibration.roi_xyxy
+        if roi is not None:
+            lo, hi = max(lo, float(roi[axis])), min(hi, float(roi[axis + 2]))
+        return lo, max(lo, hi)
+
+    def _beyond_roi(self, box: Box) -> bool:
+        """The box reaches across the belt past the tiled region: that part of the bunch is never tiled."""
+        if self.calibration.roi_xyxy is None:
+            return False
+        across = 1 - self.calibration.travel_axis
+        lo, hi = self._tiled(across)
+        return box.xyxy[across] < lo or box.xyxy[across + 2] > hi
+
     def _add_window(self) -> None:
-        """Record the stretch of belt this inspected frame showed, less half the largest spider at each end."""
+        """Record the stretch of belt this inspected frame tiled (the frame, or the calibration's `roi_xyxy`, along
+        travel), less half the largest spider at each end."""
         assert self.frame_wh is not None
         axis = self.calibration.travel_axis
         half_spider_px = self.calibration.px(self.calibration.spider_span_mm[1]) / 2.0
-        travel, length = self.travel_xy[axis], self.frame_wh[axis]
-        window = (half_spider_px - travel, length - half_spider_px - travel)
+        travel = self.travel_xy[axis]
+        lo, hi = self._tiled(axis)
+        window = (lo + half_spider_px - travel, hi - half_spider_px - travel)
         self.windows.append(window)
         if len(self.windows) > 32:  # consecutive windows overlap: their union is a few intervals; drop the far past
-            horizon = 20 * length
+            horizon = 20 * self.frame_wh[axis]
             self.windows = [w for w in merge_intervals(self.windows) if abs(w[0] - window[0]) < horizon]
 
     def _roi(self) -> Box | None:

@@ -340,3 +340,32 @@ def test_a_stall_rejects_the_bunch_it_cut_the_one_never_inspected_and_the_unseen
     # the bunches the stall cut and the unseen stretch are sent with the first frame after it, the spider at once
     assert {rejects[decided[2].bunch_id], rejects[decided[3].bunch_id], rejects[stretches[0].bunch_id]} == {25}
     assert rejects[decided[4].bunch_id] == next(f for f in t.inspected if f >= 25 and in_view(bunches[3], f))
+
+
+def roi_verdicts(spot: Path, roi_xyxy: tuple[int, int, int, int]) -> dict[int, Decision]:
+    """The drawn footage through a pipeline whose calibration tiles only `roi_xyxy`: drawn bunch id -> verdict."""
+    cal = calibration().model_copy(update={"roi_xyxy": roi_xyxy})
+    config = Config(model=ModelConfig(path=spot, batch_size=8), belt=BeltConfig(min_bunch_area_mm2=200))
+    bunches = scene()
+    finals: list[Decision] = []
+    with Model(spot, batch_size=8) as model:
+        pipe = Pipeline(config, cal, model, FPS)
+        for f in range(40):
+            finals += pipe.process(draw(f, bunches, FPS, cal), FrameRef(0, f, f / FPS)).final
+        finals += pipe.finish().final
+    return {bunch_under(d.bbox_xyxy, d.frame, bunches, FPS).bunch_id: d for d in finals}
+
+
+def test_produce_outside_the_calibrated_roi_is_never_passed_as_inspected(spot: Path) -> None:
+    """Tiles cover only the calibration's `roi_xyxy`. A bunch reaching beyond it across the belt (here its lower
+    part, where the spiders sit) is never wholly inspected: rejected `uninspected`, saying so; along the belt only
+    the stretch inside the ROI counts as inspected, so no spider bunch passes either way."""
+    across = roi_verdicts(spot, (0, 0, 320, 100))  # bunches at y 80-170: their lower parts are never tiled
+    assert {bid: (d.decision, d.reason) for bid, d in across.items()} == {
+        bid: ("reject", "uninspected") for bid in (1, 2, 3, 4)
+    }
+    assert all("outside the calibration's roi_xyxy" in d.detail for d in across.values())
+    along = roi_verdicts(spot, (200, 0, 320, 240))  # only the last 120 px of the view along travel are tiled
+    assert sorted(along) == [1, 2, 3, 4]
+    assert {bid: along[bid].decision for bid in (2, 4)} == {2: "reject", 4: "reject"}  # counting the whole view
+    # as inspected passed bunch 4: its spider was never in a tile
