@@ -19,8 +19,10 @@ from onnx import TensorProto, helper, numpy_helper
 DARK = 0.3  # pixels darker than this (0..1 mean RGB) count as spider
 
 
-def spot_model(size: int = 64, nan_on_spot: bool = False) -> onnx.ModelProto:
-    """`nan_on_spot`: a broken model whose logits are NaN for every tile with a dark spot (finite elsewhere)."""
+def spot_model(size: int = 64, nan_on_spot: bool = False, raise_on_spot: bool = False) -> onnx.ModelProto:
+    """`nan_on_spot`: a broken model whose logits are NaN for every tile with a dark spot (finite elsewhere).
+    `raise_on_spot`: a broken model whose run fails (onnxruntime raises: an index out of bounds) for every batch
+    holding a tile with a dark spot in it; a batch of clean or wholly dark tiles (the probe and the padding) runs."""
     nodes: list[onnx.NodeProto] = []
     inits: list[onnx.TensorProto] = []
     x = "input"
@@ -47,13 +49,33 @@ def spot_model(size: int = 64, nan_on_spot: bool = False) -> onnx.ModelProto:
     wh[1, :] = 40.0
     inits += [numpy_helper.from_array(wh, "wh"), numpy_helper.from_array(np.array([0.0, -2.0], np.float32), "bh")]
     nodes.append(helper.make_node("Flatten", ["pool5"], ["flat"], axis=1))
-    head = "head" if nan_on_spot else "logits"
+    head = "head" if nan_on_spot or raise_on_spot else "logits"
     nodes.append(helper.make_node("Gemm", ["flat", "wh", "bh"], [head], transB=1))
     if nan_on_spot:  # logits + sqrt(-sum(pool5)): + 0 on a clean tile, NaN where a spot is
         nodes.append(helper.make_node("ReduceSum", ["flat", "axis1"], ["spot_sum"], keepdims=1))
         nodes.append(helper.make_node("Neg", ["spot_sum"], ["neg_sum"]))
         nodes.append(helper.make_node("Sqrt", ["neg_sum"], ["nan_where_spot"]))
         nodes.append(helper.make_node("Add", ["head", "nan_where_spot"], ["logits"]))
+    if raise_on_spot:  # logits + [0.0][5 * any(tile partly dark)]: Gather out of bounds where a spot is
+        inits += [
+            numpy_helper.from_array(np.zeros(1, np.float32), "zero"),
+            numpy_helper.from_array(np.array(5.0, np.float32), "five"),
+            numpy_helper.from_array(np.array([0.0], np.float32), "one_value"),
+        ]
+        nodes += [
+            helper.make_node("ReduceMax", ["r1"], ["tile_max"], axes=[1, 2, 3], keepdims=0),
+            helper.make_node("ReduceMin", ["r1"], ["tile_min"], axes=[1, 2, 3], keepdims=0),
+            helper.make_node("Greater", ["tile_max", "zero"], ["some_dark"]),
+            helper.make_node("Greater", ["tile_min", "zero"], ["all_dark"]),
+            helper.make_node("Not", ["all_dark"], ["not_all_dark"]),
+            helper.make_node("And", ["some_dark", "not_all_dark"], ["spot"]),
+            helper.make_node("Cast", ["spot"], ["spot_f"], to=TensorProto.FLOAT),
+            helper.make_node("ReduceMax", ["spot_f"], ["any_spot"], keepdims=0),
+            helper.make_node("Mul", ["any_spot", "five"], ["index_f"]),
+            helper.make_node("Cast", ["index_f"], ["index"], to=TensorProto.INT64),
+            helper.make_node("Gather", ["one_value", "index"], ["fails_on_spot"]),
+            helper.make_node("Add", ["head", "fails_on_spot"], ["logits"]),
+        ]
     graph = helper.make_graph(
         nodes,
         "spot",
@@ -103,9 +125,9 @@ def busy_spot_model(layers: int, size: int = 64) -> onnx.ModelProto:
     return model
 
 
-def write_spot_model(dir_path: Path, size: int = 64, nan_on_spot: bool = False) -> Path:
-    stem = "spot-nan" if nan_on_spot else "spot"
-    return _write(dir_path, stem, spot_model(size, nan_on_spot), size)
+def write_spot_model(dir_path: Path, size: int = 64, nan_on_spot: bool = False, raise_on_spot: bool = False) -> Path:
+    stem = "spot-nan" if nan_on_spot else "spot-raise" if raise_on_spot else "spot"
+    return _write(dir_path, stem, spot_model(size, nan_on_spot, raise_on_spot), size)
 
 
 def write_busy_spot_model(dir_path: Path, layers: int, size: int = 64) -> Path:

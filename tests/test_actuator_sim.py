@@ -13,7 +13,7 @@ import zmq
 
 from inspector import messages
 from inspector.actuator_sim import SimOutput, read_allow_list
-from inspector.controller import ControllerCore
+from inspector.controller import MAX_AHEAD_S, MAX_PEERS, MAX_SESSIONS, ControllerCore
 from inspector.errors import InspectorError
 from tests.sim import SIM, RawInspector, events, free_port, reject_frame, start_sim, stop_sim, wait_for
 
@@ -283,3 +283,41 @@ def test_core_nacks_what_its_output_could_not_fire() -> None:
     ((_, msg),) = core.tick(time.monotonic())
     assert msg == messages.Nack("s", 1, "output")
     assert core.receive(b"r", reject_frame("s", 1, now), None, now)[0][1] == messages.Nack("s", 1, "output")
+
+
+def test_core_refuses_a_fire_time_beyond_its_horizon_as_invalid_every_time() -> None:
+    core, log = core_with_log()
+    now = time.monotonic()
+    far = reject_frame("s", 1, now + MAX_AHEAD_S + 10.0)  # a corrupt or hostile fire time: never scheduled
+    assert [m for _, m in core.receive(b"r", far, None, now)] == [messages.Nack("s", 1, "invalid")]
+    assert [m for _, m in core.receive(b"r", far, None, now + 0.1)] == [messages.Nack("s", 1, "invalid")]  # again
+    assert core.pending() == [] and [i["why"] for e, i in log if e == "refused"] == ["invalid"]
+
+
+def test_core_a_new_session_under_the_same_key_starts_undecided() -> None:
+    """An inspector that restarted (same allow-list key, new session) has decided nothing yet: the old run's
+    watermark must not hold the fail-safe off."""
+    core, _ = core_with_log(timeout_s=2.0, expected_keys=["line1"])
+    t = 10.0
+    core.receive(b"a", heartbeat("old", t + 60.0), "line1", t)
+    assert not core.failsafe
+    core.receive(b"a", reject_frame("new", 1, t + 1.0), "line1", t + 0.1)  # the new run's first frame is a reject
+    core.tick(t + 0.1)
+    assert core.failsafe and core.failsafe_reason == "line1: unhealthy (new session, no heartbeat yet)"
+    assert core.peers["line1"].decided_until_s is None
+
+
+def test_core_bounds_peers_and_sessions_and_forgets_the_silent() -> None:
+    core, log = core_with_log(timeout_s=1.0)
+    t = 0.0
+    for i in range(MAX_PEERS):
+        core.receive(b"r%d" % i, heartbeat(f"s{i}", t + 60.0), None, t)
+    assert core.receive(b"x", heartbeat("one-too-many", t + 60.0), None, t) == []  # all live: refused, counted
+    assert "one-too-many" not in core.peers and ("malformed", {"error": "too many peers"}) in log
+    later = t + 10 * 1.0 + 0.5  # every earlier peer silent for ten timeouts: forgotten, the newcomer admitted
+    assert core.receive(b"x", heartbeat("one-too-many", later + 60.0), None, later)
+    assert list(core.peers) == ["one-too-many"]
+    for i in range(MAX_SESSIONS + 1):  # one reject from each of many inspector runs, one after the other
+        at = later + 11.0 * (i + 1)
+        assert core.receive(b"r", reject_frame(f"s{i}", 1, at + 30.0), None, at)
+    assert len(core.sessions) == MAX_SESSIONS and "s0" not in core.sessions  # the oldest session forgotten first

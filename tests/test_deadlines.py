@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from inspector.config import BeltConfig, Config, DecisionConfig, ModelConfig
+from inspector.daemon import Daemon
+from inspector.decision_log import DecisionLog
+from inspector.metrics import Metrics
 from inspector.model import Model
-from inspector.pipeline import HEALTH_HOLD_S, Pipeline
+from inspector.pipeline import HEALTH_HOLD_S, Pipeline, StepResult
 from inspector.types import Decision, FrameRef
 from tests.drawn import DrawnBunch, bunch_under, calibration, draw, scene
+from tests.sim import decision as made_decision
+from tests.sim import link_to_raw_controller
 
 FPS = 10.0
 CENTRE_X = 160.0  # the image centre line of the drawn 320 px view
@@ -96,6 +104,27 @@ def test_a_bunch_cut_by_the_exit_edge_from_the_start_holds_the_watermark_until_d
     assert decided > 0
     assert all(m is None for m in marks[:decided])
     assert marks[decided] == pytest.approx(decided / FPS)
+
+
+def test_a_bunch_first_seen_cut_by_the_exit_edge_holds_the_watermark_where_it_was_until_decided(spot: Path) -> None:
+    """After frames of bare belt, a bunch shows up already reaching past the exit edge (its leading end never seen):
+    the watermark stays where it was when the bunch appeared until the bunch is decided."""
+    bunches = [DrawnBunch(1, 300.0, 120.0, 40.0, None)]
+    marks: list[float | None] = []
+    with Model(spot, batch_size=8) as model:
+        pipe = Pipeline(config(spot), calibration(), model, FPS)
+        for f in range(3):  # bare belt: everything up to frame 2 is decided
+            pipe.process(draw(f, [], FPS, calibration()), FrameRef(0, f, f / FPS))
+        held = pipe.decided_until_s
+        decided = -1
+        for f in range(3, 9):
+            step = pipe.process(draw(f - 3, bunches, FPS, calibration()), FrameRef(0, f, f / FPS))
+            if step.final and decided < 0:
+                decided = f
+            marks.append(pipe.decided_until_s)
+    assert held == pytest.approx(2 / FPS) and decided > 3
+    assert marks[: decided - 3] == [held] * (decided - 3)
+    assert marks[decided - 3] == pytest.approx(decided / FPS)
 
 
 def run_late(spot: Path, delay_s: dict[int, float], frames: int = 40) -> tuple[list[int], list[int], list[Decision]]:
@@ -206,3 +235,60 @@ def test_one_slow_inspection_does_not_keep_every_later_frame_skipped(spot: Path)
             (skipped if step.skipped else inspected if step.inspected else []).append(f)
     assert skipped and inspected and max(skipped) < min(f for f in inspected if f > skipped[0])
     assert len(skipped) <= 12 and pipe.inspect_s_estimate < 2.0  # measured inspections pull it down further
+
+
+def test_the_daemon_counts_a_reject_decided_after_its_fire_time_and_a_skipped_frame(
+    spot: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reject the loop hands over after its fire time (the machine was too slow) is counted late and logged at
+    ERROR; the link never sends it (it would hit the wrong bunch) and counts it missed; a frame skipped as late is
+    counted by its reason."""
+    daemon = Daemon(config(spot))
+    m = daemon.metrics = Metrics(CollectorRegistry())
+    late = made_decision(7, -0.5)  # its fire time was half a second ago
+    step = StepResult(FrameRef(0, 3, late.t_capture_s), False, [], rejects=[late], final=[late], skipped="late")
+    log_path = tmp_path / "decisions.jsonl"
+    with (
+        link_to_raw_controller() as (link, ctl, link_metrics),
+        DecisionLog(log_path, None, append=False, wall_clock=True) as decisions,
+    ):
+        daemon._handle(step, link, decisions)
+        ctl.wait(lambda: link.missed == 1, what="the late reject counted missed")
+        n = len(ctl.heartbeats)
+        ctl.wait(lambda: len(ctl.heartbeats) > n + 1)
+    assert ctl.other == []  # nothing but heartbeats reached the controller
+    assert daemon.summary.late_rejects == 1 and daemon.summary.rejects == 1
+    assert any(
+        r.levelname == "ERROR"
+        and "bunch 7: reject sent 0.5" in r.getMessage()
+        and "after its fire time" in r.getMessage()
+        for r in caplog.records
+    )
+    assert link_metrics.value("inspector_rejects_missed_total") == 1
+    assert m.value("inspector_frames_skipped_total", {"reason": "late"}) == 1
+    assert m.value("inspector_bunches_total", {"decision": "reject", "reason": "spider"}) == 1
+    assert [json.loads(row)["bunch_id"] for row in log_path.read_text().splitlines()] == [7]
+
+
+@pytest.mark.parametrize(
+    "box_x, extra", [((100, 180), (0, 0)), ((250, 320), (1, 0)), ((0, 60), (0, 1))], ids=["inside", "far", "near"]
+)
+def test_an_unjudged_reject_covers_its_whole_bunch_and_an_end_cut_by_the_view_by_a_whole_view(
+    spot: Path, box_x: tuple[int, int], extra: tuple[int, int]
+) -> None:
+    """The ejector stretch of an `uninspected`/`model_error` reject runs from the bunch's leading end to its trailing
+    end; an end cut by the edge of the view was never seen, so that side grows by the whole view length."""
+    cfg = config(spot)
+    daemon = Daemon(cfg)
+    cal = daemon.calibration
+    with Model(spot, batch_size=8) as model:
+        daemon.pipeline = Pipeline(cfg, cal, model, FPS)
+        daemon.pipeline.frame_wh = (320, 240)
+        d = replace(made_decision(1, 5.0, reason="uninspected"), bbox_xyxy=(box_x[0], 80, box_x[1], 160))
+        stretch_s, lead_s = daemon._stretch(d)
+    assert (cal.travel_axis, cal.travel_sign) == (0, 1)  # +x: the far edge (x = 319) is the exit
+    half_px = (box_x[1] - box_x[0]) / 2.0
+    ahead_px, behind_px = half_px + 320 * extra[0], half_px + 320 * extra[1]
+    speed = cal.belt_speed_mm_s
+    assert lead_s == pytest.approx(cal.mm(ahead_px) / speed)
+    assert stretch_s == pytest.approx(cal.mm(ahead_px + behind_px) / speed)

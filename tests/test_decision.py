@@ -272,3 +272,23 @@ def test_an_early_spider_reject_waits_until_the_bunch_was_seen_whole_a_model_err
     assert rule.rejects_now(failed)
     d = verdict(rec, [], final=True)  # leaving the view is the latest a held-back reject goes (the pipeline)
     assert (d.decision, d.reason) == ("reject", "spider")
+
+
+def test_an_unknown_aggregate_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown aggregate 'mean'; use max or noisy_or"):
+        aggregate_score([0.9], "mean")  # type: ignore[arg-type]
+
+
+def test_an_uninspected_reject_says_which_end_was_never_in_view() -> None:
+    """A bunch first seen cut by the entry edge that left before its trailing end came in: rejected uninspected,
+    and the detail says its trailing end was never inside the view."""
+    cal = calibration()
+    record = BunchRecord(3, BunchHeat(4))
+    for seq, x1 in enumerate((0, 30, 60)):  # +x travel: its trailing end stays cut by the entry edge (x = 0)
+        record.observe(seq, seq / 10, Box(0, 80, x1 + 60, 160), (30.0 * seq, 0.0), (320, 240), cal)
+        record.inspected([0.1], seq)
+    d = DecisionRule(0.5).verdict(
+        record, final=True, frame_wh=(320, 240), calibration=cal, belt_speed_mm_s=None, windows=[(-1e6, 1e6)]
+    )
+    assert (d.decision, d.reason) == ("reject", "uninspected")
+    assert "its trailing end was never inside the view" in d.detail

@@ -13,8 +13,10 @@ Shared helpers live in ``tests/sim.py``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import resource
 import signal
 import subprocess
 import time
@@ -29,6 +31,8 @@ import zmq
 from onnx import helper, numpy_helper
 
 from inspector import messages
+from inspector.daemon import EXIT_LINK_FAILED
+from inspector.link import PUB_MAX_SUBSCRIPTIONS
 from inspector.perf.ejector import EjectorReport, failsafe_intervals
 from tests.sim import (
     SIM,
@@ -199,18 +203,29 @@ def metric(text: str, name: str) -> float:
     return 0.0
 
 
-def test_a_subscription_flood_does_not_grow_the_daemon(tmp_path: Path) -> None:
-    """60,000 random subscriptions on the decision PUB port, in ten waves from fresh sockets: the daemon's memory
-    stays within 5 %, and a subscriber that connects afterwards still gets the decisions."""
-    line = Line(tmp_path, n_frames=400, n_bunches=70, link=FAST_LINK)  # a bunch every 0.6 s all along
+def busy_line_with_pub(tmp_path: Path) -> tuple[Line, str, subprocess.Popen[bytes], subprocess.Popen[str], StderrLines]:
+    """A line with a bunch every 0.6 s all along, its controller and its daemon started: (line, the daemon's PUB
+    address, simulator, daemon, the daemon's stderr)."""
+    line = Line(tmp_path, n_frames=400, n_bunches=70, link=FAST_LINK)
     pub = str(yaml.safe_load(line.config.read_text())["link"]["publish"])
     sim = line.simulator("--timeout-s", str(SIM_TIMEOUT_S))
     daemon = line.daemon()
-    err = StderrLines(daemon)
+    return line, pub, sim, daemon, StderrLines(daemon)
+
+
+def decision_subscriber(ctx: zmq.Context[zmq.Socket[bytes]]) -> zmq.Socket[bytes]:
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, messages.PUB_TOPIC_DECISION)
+    return sub
+
+
+def test_a_subscription_flood_does_not_grow_the_daemon(tmp_path: Path) -> None:
+    """60,000 random subscriptions on the decision PUB port, in ten waves from fresh sockets: the daemon's memory
+    stays within 5 %, and a subscriber that connects afterwards still gets the decisions."""
+    line, pub, sim, daemon, err = busy_line_with_pub(tmp_path)
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    listener = ctx.socket(zmq.SUB)
-    listener.setsockopt(zmq.LINGER, 0)
-    listener.setsockopt(zmq.SUBSCRIBE, messages.PUB_TOPIC_DECISION)
+    listener = decision_subscriber(ctx)
     got: list[bytes] = []
     try:
         assert waited(lambda: len(line.decided()) >= 1, 60)
@@ -292,3 +307,40 @@ def test_frames_faster_than_the_machine_inspects(tmp_path: Path) -> None:
     assert processed is not None, err
     print(f"{processed.group(1)} of 330 frames processed; fires checked {report.fires_checked}: {report}")
     assert int(processed.group(1)) < 330, "the machine kept up: no overload"
+
+
+def test_the_link_thread_dying_ends_the_daemon_with_status_3_and_the_controller_fails_safe(tmp_path: Path) -> None:
+    """The daemon runs out of file descriptors (its soft RLIMIT_NOFILE lowered from outside, as a descriptor leak
+    elsewhere in the process would) while a subscriber floods the decision PUB: the link thread must close and bind
+    that socket again, cannot, and dies. The daemon notices, logs it as a fault and exits with status 3 (systemd
+    restarts it); its heartbeats stop, so the controller goes fail-safe within its timeout and stays there."""
+    line, pub, sim, daemon, err = busy_line_with_pub(tmp_path)
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    sub = decision_subscriber(ctx)
+    sub.connect(pub)
+    limits = resource.prlimit(daemon.pid, resource.RLIMIT_NOFILE)
+    try:
+        assert sub.poll(120_000), "no decision published: the daemon never ran"  # connected, the link works
+        resource.prlimit(daemon.pid, resource.RLIMIT_NOFILE, (3, limits[1]))  # no new descriptor from now on
+        for i in range(PUB_MAX_SUBSCRIPTIONS + 1):  # the flood that makes the link reset its PUB socket
+            sub.setsockopt(zmq.SUBSCRIBE, b"flood%d" % i)
+        assert waited(lambda: err.has("reject link thread died") or daemon.poll() is not None, 60)
+        died_at = time.monotonic()
+        with contextlib.suppress(ProcessLookupError):
+            resource.prlimit(daemon.pid, resource.RLIMIT_NOFILE, limits)  # the shortage was passing
+        status = daemon.wait(60)
+        assert waited(lambda: line.sim_events("failsafe")[-1]["state"] == "on", 10)
+    finally:
+        sub.close(0)
+        ctx.term()
+        if daemon.poll() is None:
+            daemon.kill()
+        stop(sim)
+    text = err.text()
+    assert status == EXIT_LINK_FAILED == 3, text
+    assert "FAULT: the reject link thread died; the controller will fail safe" in text
+    assert "Too many open files" in text  # the cause, in the traceback of the fault
+    assert f"the reject link is dead: stopping (exit status {EXIT_LINK_FAILED})" in text
+    last_on = [e for e in line.sim_events("failsafe") if e["state"] == "on"][-1]
+    assert "silent" in last_on["why"], last_on
+    assert last_on["at_s"] <= died_at + SIM_TIMEOUT_S + 1.0, (last_on, died_at)

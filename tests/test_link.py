@@ -18,9 +18,10 @@ import pytest
 import zmq
 
 from inspector import messages
-from inspector.link import LinkError, OffsetFilter, RejectLink
+from inspector.link import LinkError, OffsetFilter, RejectLink, read_secret_key_file
 from tests.sim import (
     SIM,
+    RawController,
     decision,
     events,
     free_port,
@@ -195,8 +196,8 @@ def test_controller_restart_resends_acked_rejects_not_fired(tmp_path: Path) -> N
     proc = start_sim(log, port)
     with RejectLink(link_cfg(port), metrics=m) as link:
         sent = 0
-        for i in range(60):  # ~3 s of rejects every 50 ms, each due 3 s later
-            link.submit(decision(i + 1, 3.0))
+        for i in range(60):  # ~3 s of rejects every 50 ms, each due 10 s later: after the restart on a busy machine
+            link.submit(decision(i + 1, 10.0))
             sent += 1
             if i == 15:
                 wait_for(lambda: link.acked >= 10)
@@ -205,7 +206,7 @@ def test_controller_restart_resends_acked_rejects_not_fired(tmp_path: Path) -> N
             if i == 30:
                 proc = start_sim(log, port)
             time.sleep(0.05)
-        wait_for(lambda: link.fired + link.missed == sent, 30, "every reject fired or counted")
+        wait_for(lambda: link.fired + link.missed == sent, 60, "every reject fired or counted")
     stop_sim(proc)
     second = events(log)
     second = second[max(i for i, e in enumerate(second) if e["event"] == "start") :]
@@ -408,3 +409,110 @@ def test_close_waits_for_fired_reports_then_logs_the_unconfirmed(caplog: pytest.
     assert any(
         "not yet reported fired" in rec.getMessage() and "bunches 1" in rec.getMessage() for rec in caplog.records
     )
+
+
+def test_curve_config_mistakes_are_one_clear_line_each(tmp_path: Path) -> None:
+    server_public = zmq.curve_keypair()[0].decode()
+    secret_file = tmp_path / "inspector.key_secret"
+    public, secret = zmq.curve_keypair()
+    secret_file.write_text(
+        f'# a zmq certificate\ncurve\n    public-key = "{public.decode()}"\n    secret-key = "{secret.decode()}"\n'
+    )
+    with pytest.raises(
+        LinkError, match=r"curve_client_secret_key_file is set but link\.curve_server_public_key is not"
+    ):
+        RejectLink(link_cfg(free_port(), curve_client_secret_key_file=secret_file))
+    with pytest.raises(LinkError, match="curve_server_public_key is not valid Z85"):
+        RejectLink(link_cfg(free_port(), curve_server_public_key="," * 40))
+    with pytest.raises(LinkError, match="cannot read CURVE secret key file"):
+        RejectLink(
+            link_cfg(free_port(), curve_server_public_key=server_public, curve_client_secret_key_file=tmp_path / "no")
+        )
+    bad = tmp_path / "bad_secret"
+    bad.write_text("," * 40)
+    with pytest.raises(LinkError, match="the CURVE secret key is not valid Z85"):
+        RejectLink(link_cfg(free_port(), curve_server_public_key=server_public, curve_client_secret_key_file=bad))
+    assert read_secret_key_file(secret_file) == (public, secret)  # the secret-key line of a certificate
+
+
+def test_a_bad_controller_address_is_a_clear_error() -> None:
+    with pytest.raises(LinkError, match=r"link\.controller '10\.0\.0\.5:5560': .*write e\.g\. tcp://"):
+        RejectLink(link_cfg(free_port(), controller="10.0.0.5:5560")).start()  # no transport
+
+
+def test_a_decision_that_cannot_be_published_is_counted_and_the_link_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    with link_to_raw_controller(publish=f"tcp://127.0.0.1:{free_port()}") as (link, ctl, m):
+        huge = replace(decision(1, 5.0, kind="pass"), detail="x" * messages.MAX_FRAME_BYTES)  # over the frame limit
+        link.submit(huge)
+        link.submit(decision(2, 5.0))
+        r = ctl.next_reject()
+        assert link.alive
+    assert r.bunch_id == 2
+    assert m.value("inspector_link_errors_total", {"kind": "publish"}) == 1
+    assert any("decision of bunch 1 not published" in rec.getMessage() for rec in caplog.records)
+
+
+def test_a_fire_off_its_time_is_logged_and_repeated_or_unknown_reports_change_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with link_to_raw_controller(fire_tolerance_s=0.03) as (link, ctl, m):
+        link.submit(decision(1, 5.0))
+        r = ctl.next_reject()
+        ctl.send(messages.Ack(r.session, r.seq))
+        ctl.send(messages.Fired(r.session, r.seq, r.fire_at_s + 0.5))  # half a second late: the wrong bunch
+        ctl.wait(lambda: link.fired == 1)
+        for msg in (  # a second report of the same reject, reports of rejects never sent
+            messages.Fired(r.session, r.seq, r.fire_at_s),
+            messages.Ack(r.session, r.seq),
+            messages.Ack(r.session, 99),
+            messages.Nack(r.session, 98, "late"),
+            messages.Fired(r.session, 97, r.fire_at_s),
+        ):
+            ctl.send(msg)
+        n = len(ctl.heartbeats)
+        ctl.wait(lambda: len(ctl.heartbeats) > n + 2)  # the link has read them all
+        assert (link.fired, link.acked, link.refused, link.missed) == (1, 1, 0, 0)
+    assert len(link.fire_errors_s) == 1 and abs(link.fire_errors_s[0] - 0.5) < 0.01
+    assert m.value("inspector_rejects_fired_total") == 1 and m.value("inspector_rejects_acked_total") == 1
+    assert any(
+        "bunch 1: fired +0.5" in rec.getMessage() and "off its time" in rec.getMessage() for rec in caplog.records
+    )
+
+
+def test_a_forged_or_missing_clock_echo_gives_no_estimate_so_nothing_schedulable_is_sent() -> None:
+    """A controller heartbeat without an echo, or with an impossible one (negative round trip), is no clock sample:
+    the link keeps saying it has no estimate, sends no reject, and counts the reject missed at its deadline."""
+    port, m = free_port(), fresh_metrics()
+    ctl = RawController(port)
+    try:
+        with RejectLink(link_cfg(port), metrics=m) as link:
+            link.submit(decision(1, 0.5))
+            frames: list[bytes] = []
+            answered = 0
+            deadline = time.monotonic() + 20.0
+            while link.missed == 0 and time.monotonic() < deadline:
+                if not ctl.sock.poll(50):
+                    continue
+                identity, frame = ctl.sock.recv_multipart()
+                msg = messages.decode_from_inspector(frame)
+                if isinstance(msg, messages.Reject):
+                    frames.append(frame)
+                    continue
+                now = ctl.clock()
+                echo = (
+                    (None, None)  # no echo at all
+                    if answered % 2
+                    else (msg.t_send_s, msg.t_send_s - 50.0)  # received 50 s before it was sent: forged
+                )
+                reply = messages.ControllerHeartbeat("raw1", now, echo[0], echo[1], False, 0.0)
+                ctl.sock.send_multipart([identity, messages.encode(reply)])
+                ctl.heartbeats.append(msg)
+                answered += 1
+            assert link.offsets.best() is None and link.missed == 1
+            assert link.controller_up  # heard, just no clock
+    finally:
+        ctl.close()
+    assert answered >= 2 and not frames
+    assert all(not hb.healthy and hb.decided_until_s is None for hb in ctl.heartbeats)
+    assert "no controller clock estimate yet" in ctl.heartbeats[-1].reason
+    assert m.value("inspector_rejects_missed_total") == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 from inspector.cli import main
 from inspector.config import BeltConfig, Config, ModelConfig
 from inspector.model import Model
-from inspector.pipeline import Pipeline
+from inspector.pipeline import Pipeline, StepResult
 from inspector.types import Decision, FrameRef
 from tests.drawn import bunch_under, calibration, check_rows_against_truth, draw, scene, write_footage
 from tests.spot_model import write_spot_model
@@ -26,6 +27,21 @@ def strict(text: str) -> object:
         raise AssertionError(f"{token} in JSON")
 
     return json.loads(text, parse_constant=refuse)
+
+
+@dataclass
+class Collected:
+    """What a run of the pipeline decided: final verdicts, rejects as sent, model errors by kind."""
+
+    finals: list[Decision] = field(default_factory=list)
+    sent: list[Decision] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, step: StepResult) -> StepResult:
+        self.finals += step.final
+        self.sent += step.rejects
+        self.errors += step.model_errors
+        return step
 
 
 @pytest.fixture(scope="module")
@@ -50,24 +66,19 @@ def test_nan_output_rejects_the_bunch_model_error_at_once_and_passes_the_clean_o
     cal = calibration()
     config = Config(model=ModelConfig(path=models[1], batch_size=8), belt=BeltConfig(min_bunch_area_mm2=200))
     bunches = scene()
-    finals: list[Decision] = []
-    sent: list[Decision] = []
-    errors: list[str] = []
+    run = Collected()
     with caplog.at_level(logging.ERROR, logger="inspector.pipeline"), Model(models[1], batch_size=8) as model:
         pipe = Pipeline(config, cal, model, FPS, keep_evidence=True)
         for f in range(40):
-            step = pipe.process(draw(f, bunches, FPS, cal), FrameRef(0, f, f / FPS))
-            finals += step.final
-            sent += step.rejects
-            errors += step.model_errors
+            step = run.add(pipe.process(draw(f, bunches, FPS, cal), FrameRef(0, f, f / FPS)))
             for d in step.rejects:  # sent while the bunch is in view: the reject is already model_error
                 assert (d.decision, d.reason, d.score) == ("reject", "model_error", 1.0)
                 assert d.bunch_id in {b.bunch_id for b in step.bunches}
         assert pipe.health() == (False, "the model failed on a frame (model_error rejects)")  # within 2 s of one
         end = pipe.finish()
-        finals += end.final
+        run.finals += end.final
         failed = pipe.inspections_ok
-    got = {bunch_under(d.bbox_xyxy, d.frame, bunches, FPS).bunch_id: d for d in finals}
+    got = {bunch_under(d.bbox_xyxy, d.frame, bunches, FPS).bunch_id: d for d in run.finals}
     assert {bid: (d.decision, d.reason) for bid, d in got.items()} == {
         1: ("pass", "pass"),
         2: ("reject", "model_error"),
@@ -77,18 +88,18 @@ def test_nan_output_rejects_the_bunch_model_error_at_once_and_passes_the_clean_o
     for bid in (2, 4):
         d = got[bid]
         assert d.score == 1.0 and "non-finite output" in d.detail and d.detail.startswith("model error")
-        assert d.bunch_id in end.evidence or any(d.bunch_id == s.bunch_id for s in sent)
+        assert d.bunch_id in end.evidence or any(d.bunch_id == s.bunch_id for s in run.sent)
         strict(json.dumps(d.to_json_dict(), allow_nan=False))
-    assert sorted(d.bunch_id for d in sent) == sorted(got[b].bunch_id for b in (2, 4))  # each sent once
-    assert errors and set(errors) == {"non_finite"}
+    assert sorted(d.bunch_id for d in run.sent) == sorted(got[b].bunch_id for b in (2, 4))  # each sent once
+    assert run.errors and set(run.errors) == {"non_finite"}
     with Model(models[0], batch_size=8) as model:  # the same footage, a sound model: every inspection is progress
         sound = Pipeline(config.model_copy(update={"model": ModelConfig(path=models[0])}), cal, model, FPS)
         for f in range(40):
             sound.process(draw(f, bunches, FPS, cal), FrameRef(0, f, f / FPS))
-    assert failed == sound.inspections_ok - len(errors)  # a frame the model failed on never feeds the watchdog
+    assert failed == sound.inspections_ok - len(run.errors)  # a frame the model failed on never feeds the watchdog
     # logged at a limited rate: one line for the first failed frame, the rest held back
     lines = [r for r in caplog.records if "model error" in r.getMessage()]
-    assert len(lines) == 1 < len(errors)
+    assert len(lines) == 1 < len(run.errors)
 
 
 def test_a_nan_score_is_never_compared_with_the_threshold() -> None:
@@ -166,3 +177,61 @@ def test_the_daemon_with_a_nan_model_rejects_and_fires_model_error_bunches_and_k
     }
     fired = {e["bunch_id"] for e in line.sim_events("fired")}
     assert {by_drawn[2]["bunch_id"], by_drawn[4]["bunch_id"]} <= fired  # the ejector got them
+
+
+def test_a_model_that_raises_rejects_every_bunch_of_its_frame_model_error_and_nothing_else(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """onnxruntime raising on a frame (here: any batch with a spider in it) leaves that frame uninspected; every bunch
+    in it not yet rejected is rejected `model_error` at once, and stays rejected when it leaves; bunches never in a
+    failed frame are judged as usual; a failed frame never counts as watchdog progress."""
+    model_path = write_spot_model(tmp_path, raise_on_spot=True)
+    cal = calibration()
+    config = Config(model=ModelConfig(path=model_path, batch_size=8), belt=BeltConfig(min_bunch_area_mm2=200))
+    bunches = scene(3, gap=450.0)  # never two in view at once: the spider bunch 2 alone in its frames
+    run = Collected()
+    in_failed: set[int] = set()  # tracker ids of bunches in a frame the model failed on
+    inspected = 0
+    with caplog.at_level(logging.ERROR, logger="inspector.pipeline"), Model(model_path, batch_size=8) as model:
+        pipe = Pipeline(config, cal, model, FPS, keep_evidence=True)
+        for f in range(50):
+            step = run.add(pipe.process(draw(f, bunches, FPS, cal), FrameRef(0, f, f / FPS)))
+            inspected += step.inspected
+            if step.model_errors:
+                assert step.model_errors == ["exception"] and not step.inspected and step.heat is None
+                in_failed |= {b.bunch_id for b in step.bunches}
+                assert pipe.health() == (False, "the model failed on a frame (model_error rejects)")
+                for d in step.rejects:
+                    assert (d.decision, d.reason, d.score) == ("reject", "model_error", 1.0)
+                    assert (
+                        d.detail.startswith("model error")
+                        and f"inference failed on frame {f} (InvalidArgument)" in d.detail
+                    )
+        run.finals += pipe.finish().final
+        ok = pipe.inspections_ok
+    assert run.errors, "the model never raised: no spider tile was inspected"
+    assert ok == inspected  # only frames the model answered count as progress
+    got = {bunch_under(d.bbox_xyxy, d.frame, bunches, FPS).bunch_id: d for d in run.finals}
+    assert {bid: (d.decision, d.reason) for bid, d in got.items()} == {
+        1: ("pass", "pass"),
+        2: ("reject", "model_error"),
+        3: ("pass", "pass"),
+    }
+    for bid, d in got.items():
+        if d.bunch_id in in_failed:
+            assert (d.decision, d.reason) == ("reject", "model_error"), (bid, d)
+        else:  # never in a failed frame: judged by the model as usual (the clean ones pass)
+            assert (d.decision, d.reason) == ("pass", "pass"), (bid, d)
+    assert any(d.bunch_id not in in_failed for d in got.values())  # and some bunch was judged as usual
+    assert sorted(d.bunch_id for d in run.sent) == sorted(in_failed)  # each failed bunch sent once, at once
+    lines = [r for r in caplog.records if "inference failed" in r.getMessage()]
+    assert len(lines) == 1 < len(run.errors)  # logged at a limited rate
+
+
+def test_frames_that_change_size_are_refused(tmp_path: Path) -> None:
+    with Model(write_spot_model(tmp_path), batch_size=8) as model:
+        cal = calibration()
+        pipe = Pipeline(Config(model=ModelConfig(path=model.path)), cal, model, FPS)
+        pipe.process(draw(0, scene(), FPS, cal), FrameRef(0, 0, 0.0))
+        with pytest.raises(ValueError, match=r"frame size changed from \(320, 240\) to \(160, 240\)"):
+            pipe.process(np.zeros((240, 160, 3), np.uint8), FrameRef(0, 1, 0.1))

@@ -276,3 +276,42 @@ def test_sigterm_stops_a_running_loop_cleanly_within_5_s(
     out, _ = proc.communicate(timeout=5)
     assert proc.returncode == 0 and out.startswith("clean")
     assert "STOPPING=1" in received(sock)
+
+
+def test_sd_notify_to_an_abstract_socket_and_a_missing_one(tmp_path: Path) -> None:
+    name = f"inspector-test-{uuid.uuid4().hex}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind("\0" + name)  # systemd may name an abstract socket: "@name"
+        sock.settimeout(5.0)
+        notify = SdNotify(env={"NOTIFY_SOCKET": f"@{name}"})
+        assert notify.ready("up") and sock.recv(4096).decode() == "READY=1\nSTATUS=up"
+        notify.close()
+    gone = SdNotify(env={"NOTIFY_SOCKET": str(tmp_path / "gone.sock")})
+    assert gone.enabled and not gone.watchdog()  # a socket that went away: reported, never raised
+    gone.close()
+    assert not gone.enabled
+
+
+def test_a_second_ctrl_c_gives_up_on_the_clean_stop() -> None:
+    sup = Supervisor(SupervisorConfig(), metrics=Metrics(CollectorRegistry()), notify=SdNotify(env={}))
+    sup._on_signal(signal.SIGINT, None)
+    assert sup.should_stop and sup.stop_signal == signal.SIGINT
+    with pytest.raises(KeyboardInterrupt):
+        sup._on_signal(signal.SIGINT, None)
+
+
+def test_a_capture_that_ended_its_footage_is_not_restarted(tmp_path: Path) -> None:
+    """End of footage is no crash: the ended capture process is left alone (the daemon stops on `eof`), never started
+    again from the top of the file."""
+    video = write_video(tmp_path / "a.avi", 5, 20.0)
+    cfg = SourceConfig(kind="file", uri=str(video), pace="realtime", loop=False)
+    m = Metrics(CollectorRegistry())
+    with _ring() as ring, CaptureProcess(cfg, ring) as cap:
+        sup = Supervisor(SupervisorConfig(backoff_initial_s=0.1), cap, metrics=m, notify=SdNotify(env={}))
+        pump = Pump(sup, cap)
+        pump.until(lambda: not cap.alive and cap.eof, "the end of the footage")
+        for _ in range(5):
+            sup.check_capture()
+            time.sleep(0.15)  # past the back-off a restart would have waited
+        assert not cap.alive and cap.starts == 1
+    assert m.value("inspector_capture_restarts_total", {"cause": "crashed"}) == 0
