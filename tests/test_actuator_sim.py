@@ -13,7 +13,7 @@ import zmq
 
 from inspector import messages
 from inspector.actuator_sim import SimOutput, read_allow_list
-from inspector.controller import MAX_AHEAD_S, MAX_PEERS, MAX_SESSIONS, ControllerCore
+from inspector.controller import MAX_AHEAD_S, MAX_PEERS, MAX_SESSIONS, SEQ_WINDOW, ControllerCore
 from inspector.errors import InspectorError
 from tests.sim import SIM, RawInspector, events, free_port, reject_frame, start_sim, stop_sim, wait_for
 
@@ -321,3 +321,19 @@ def test_core_bounds_peers_and_sessions_and_forgets_the_silent() -> None:
         at = later + 11.0 * (i + 1)
         assert core.receive(b"r", reject_frame(f"s{i}", 1, at + 30.0), None, at)
     assert len(core.sessions) == MAX_SESSIONS and "s0" not in core.sessions  # the oldest session forgotten first
+
+
+def test_core_dedup_state_of_a_long_session_stays_bounded_and_still_dedups() -> None:
+    """A session's de-duplication state is pruned to the last SEQ_WINDOW seqs; what fell out of the window is taken
+    as already seen (acked, never scheduled again), what is inside still gets its own answer."""
+    core, log = core_with_log()
+    now = time.monotonic()
+    for seq in range(1, SEQ_WINDOW + 2):  # every one stale on arrival: refused, remembered as refused
+        core.receive(b"r", reject_frame("s", seq, now - 10.0), None, now)
+    st = core.sessions["s"]
+    assert len(st.seen) <= SEQ_WINDOW and set(st.refused) <= st.seen and 1 not in st.seen
+    newest = [m for _, m in core.receive(b"r", reject_frame("s", SEQ_WINDOW + 1, now - 10.0), None, now)]
+    assert newest == [messages.Nack("s", SEQ_WINDOW + 1, "late")]  # inside the window: its refusal is kept
+    oldest = [m for _, m in core.receive(b"r", reject_frame("s", 1, now + 5.0), None, now)]  # out of the window
+    assert oldest == [messages.Ack("s", 1)] and core.pending() == []  # taken as seen: never scheduled
+    assert [e for e, _ in log][-2:] == ["duplicate", "duplicate"]
