@@ -31,7 +31,7 @@ from pathlib import Path
 
 from inspector.capture import CaptureProcess
 from inspector.config import Calibration, Config, SourceConfig, calibration_for, load_config
-from inspector.decision import fire_time_at_offset_s
+from inspector.decision import fire_time_at_offset_s, whole_along
 from inspector.decision_log import DecisionLog, run_prefix
 from inspector.errors import InspectorError
 from inspector.link import RejectLink
@@ -108,9 +108,10 @@ class Daemon:
         now = time.monotonic()
         for d in step.rejects:
             if link is not None:
-                if d.reason == "spider":
-                    link.send_reject(d)
-                else:
+                frame_wh = self.pipeline.frame_wh if self.pipeline is not None else None
+                if d.reason == "spider" and (frame_wh is None or whole_along(d.bbox_xyxy, frame_wh, self.calibration)):
+                    link.send_reject(d)  # a pulse at the bunch's centre
+                else:  # the whole bunch, also a spider bunch never seen whole (its centre is not known)
                     link.send_reject(d, *self._stretch(d))
             self.summary.last_fire_at_s = max(self.summary.last_fire_at_s, d.fire_at_s)
             self.summary.reject_latency_s.append(max(0.0, now - d.t_capture_s))

@@ -70,6 +70,14 @@ def along_offset_px(center_xy: tuple[float, float], frame_wh: tuple[int, int], c
     return (center_xy[axis] - frame_wh[axis] / 2.0) * calibration.travel_sign
 
 
+def whole_along(box_xyxy: tuple[int, int, int, int], frame_wh: tuple[int, int], calibration: Calibration) -> bool:
+    """Both ends of the box lie inside the view along the belt (neither within a pixel of the entry or exit edge):
+    the bunch was seen whole, its centre is the box's."""
+    axis = calibration.travel_axis
+    lo, hi = box_xyxy[axis], box_xyxy[axis + 2]
+    return lo > 1 and hi < frame_wh[axis] - 1
+
+
 def across_mm(point_xy: tuple[float, float], frame_wh: tuple[int, int], calibration: Calibration) -> float:
     """Position across the belt, mm from the image centre (x for a belt moving along y, y otherwise)."""
     axis = 1 - calibration.travel_axis
@@ -154,6 +162,7 @@ class BunchRecord:
     best_travel_xy: tuple[float, float] = (0.0, 0.0)
     best_t_s: float = 0.0
     best_center_xy: tuple[float, float] = (0.0, 0.0)
+    best_whole: bool = False  # the best frame showed the bunch whole (`whole_along`)
     reject_sent: bool = False
     judged_frames: list[int] = field(default_factory=list)  # the inspected frames, in order
     last_frame: int = -1  # the last frame that showed the bunch
@@ -190,12 +199,15 @@ class BunchRecord:
         self.seen_along.append((lo - travel_xy[axis], hi - travel_xy[axis]))
         if len(self.seen_along) > 64:
             self.seen_along = merge_intervals(self.seen_along)
-        if not (at_low_edge or at_high_edge):
+        whole = whole_along(box.xyxy, frame_wh, calibration)
+        if whole:
             self.whole_at.append((t_s, along_offset_px(box.center_xy, frame_wh, calibration)))
             del self.whole_at[:-WHOLE_SIGHTINGS]
         offset = abs(along_offset_px(box.center_xy, frame_wh, calibration))
-        if offset < self.best_offset_px:
-            self.best_offset_px, self.best_frame, self.best_box = offset, frame, box
+        # the most central frame that showed it whole (its box is the bunch's, and so is the fire time's centre), the
+        # most central cut one while none did
+        if (whole, -offset) > (self.best_whole, -self.best_offset_px):
+            self.best_offset_px, self.best_frame, self.best_box, self.best_whole = offset, frame, box, whole
             self.best_travel_xy, self.best_t_s, self.best_center_xy = travel_xy, t_s, box.center_xy
 
     @property

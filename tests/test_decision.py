@@ -14,6 +14,7 @@ from inspector.decision import (
     merge_intervals,
     uncovered,
     unseen_stretch,
+    whole_along,
 )
 from inspector.fam import BunchHeat
 from inspector.types import Box, Decision
@@ -292,3 +293,33 @@ def test_an_uninspected_reject_says_which_end_was_never_in_view() -> None:
     )
     assert (d.decision, d.reason) == ("reject", "uninspected")
     assert "its trailing end was never inside the view" in d.detail
+
+
+@pytest.mark.parametrize(
+    "box, direction, whole",
+    [
+        ((0, 100, 80, 180), "+x", False),  # at the entry edge
+        ((1, 100, 81, 180), "+x", False),  # within a pixel of it
+        ((2, 100, 82, 180), "+x", True),
+        ((238, 100, 318, 180), "+x", True),
+        ((239, 100, 319, 180), "+x", False),  # within a pixel of the exit edge
+        ((100, 100, 100, 100), "+x", True),  # empty, inside
+        ((0, 10, 80, 90), "+y", True),  # along y only the y extent counts
+        ((100, 0, 180, 80), "-y", False),
+        ((100, 160, 180, 239), "+y", False),
+    ],
+)
+def test_whole_along(box: tuple[int, int, int, int], direction: str, whole: bool) -> None:
+    assert whole_along(box, (320, 240), calibration(direction)) is whole
+
+
+def test_a_bunch_is_placed_by_its_most_central_whole_frame_not_a_more_central_cut_one() -> None:
+    cal = calibration()
+    rec = BunchRecord(1, BunchHeat(4))
+    rec.observe(0, 0.0, Box(0, 100, 150, 180), (0.0, 0.0), (320, 240), cal)  # cut, centre 85 px before the centre line
+    assert (rec.best_frame, rec.best_whole) == (0, False)  # the only sighting so far
+    rec.observe(1, 0.1, Box(0, 100, 310, 180), (30.0, 0.0), (320, 240), cal)  # cut, centre 5 px from it
+    rec.observe(2, 0.2, Box(20, 100, 318, 180), (60.0, 0.0), (320, 240), cal)  # whole, 9 px past it
+    rec.observe(3, 0.3, Box(50, 100, 320, 180), (90.0, 0.0), (320, 240), cal)  # cut again, 25 px past it
+    assert (rec.best_frame, rec.best_box, rec.best_whole) == (2, Box(20, 100, 318, 180), True)
+    assert verdict(rec, [(-10_000.0, 10_000.0)], final=True).bbox_xyxy == (20, 100, 318, 180)
