@@ -292,3 +292,28 @@ def test_an_unjudged_reject_covers_its_whole_bunch_and_an_end_cut_by_the_view_by
     speed = cal.belt_speed_mm_s
     assert lead_s == pytest.approx(cal.mm(ahead_px) / speed)
     assert stretch_s == pytest.approx(cal.mm(ahead_px + behind_px) / speed)
+
+
+@pytest.mark.parametrize("box_x, pulse", [((100, 180), True), ((250, 320), False), ((0, 60), False)])
+def test_a_spider_reject_is_a_pulse_at_a_whole_bunch_and_covers_a_bunch_never_seen_whole(
+    spot: Path, tmp_path: Path, box_x: tuple[int, int], pulse: bool
+) -> None:
+    """A pulse goes to the bunch's centre: only a box with both ends in view has it; a spider bunch never seen whole
+    is ejected over its whole length (an end cut by the view grows by the view), as an unjudged one is."""
+    cfg = config(spot)
+    daemon = Daemon(cfg)
+    daemon.metrics = Metrics(CollectorRegistry())
+    with Model(spot, batch_size=8) as model:
+        daemon.pipeline = Pipeline(cfg, daemon.calibration, model, FPS)
+        daemon.pipeline.frame_wh = (320, 240)
+        d = replace(made_decision(1, 5.0), bbox_xyxy=(box_x[0], 80, box_x[1], 160))
+        step = StepResult(FrameRef(0, 3, d.t_capture_s), False, [], rejects=[d], final=[d])
+        with (
+            link_to_raw_controller() as (link, ctl, _),
+            DecisionLog(tmp_path / "decisions.jsonl", None, append=False, wall_clock=True) as decisions,
+        ):
+            daemon._handle(step, link, decisions)
+            sent = ctl.next_reject()
+        expected_s = 0.0 if pulse else daemon._stretch(d)[0]
+    assert sent.reason == "spider" and sent.stretch_s == pytest.approx(expected_s)
+    assert pulse or sent.stretch_s > 320 * daemon.calibration.mm_per_px / daemon.calibration.belt_speed_mm_s
