@@ -2,7 +2,8 @@
 
     frame ─► belt segmentation + tracking ─► frame selection ─► tile plan over the produce mask
           ─► model (spider probabilities + fam1..5, one pass) ─► tile FAMs ─► frame heat map ─► bunch heat maps
-          ─► bunch scores ─► rejects as soon as a bunch crosses the threshold; a verdict when it leaves the view
+          ─► bunch scores ─► rejects as soon as a bunch crosses the threshold (and was seen whole: the pulse goes
+             to its centre); a verdict when it leaves the view
 
 `Pipeline.process(frame_bgr, ref)` returns a `StepResult`; the caller (daemon or replay) sends `rejects` to the
 ejector at once and logs/publishes `final`. `finish()` decides every bunch still in view at the end of footage.
