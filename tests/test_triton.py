@@ -274,6 +274,8 @@ def test_missing_server_or_model_is_one_line(
 @pytest.mark.slow
 def test_a_daemon_started_before_the_server_waits_for_it(models: dict[str, Path], tmp_path: Path) -> None:
     """Cameras booting before the inference server (or during its restart) wait `start_wait_s` for it."""
+    if (reason := unavailable_reason()) is not None:
+        _skip(reason)
     http, grpc = free_ports(2)
     config = TritonConfig(url=f"127.0.0.1:{grpc}", model_name="spot", start_wait_s=300.0)
     opened: list[object] = []

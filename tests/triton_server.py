@@ -7,6 +7,7 @@ onnxruntime) in the venv that tools/triton-venv.sh builds, started in its own pr
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import socket
@@ -31,7 +32,10 @@ def triton_venv() -> Path:
 
 
 def unavailable_reason() -> str | None:
-    """Why no server can start here (None: it can): no venv, or PyTriton missing from it."""
+    """Why no server test can run here (None: it can): no tritonclient in this venv (the `triton` extra), no
+    server venv, or PyTriton missing from it."""
+    if importlib.util.find_spec("tritonclient") is None:
+        return "tritonclient is not installed in this venv: pip install -e '.[triton]'"
     python = triton_venv() / "bin" / "python"
     if not python.is_file():
         return f"no Triton venv at {triton_venv()} (build it: bash tools/triton-venv.sh)"
