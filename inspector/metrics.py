@@ -334,7 +334,14 @@ class Metrics:
         self.restarts = Counter(
             "inspector_restarts_total", "Processes restarted by the supervisor", ["process"], registry=r
         )
-        self.watchdog_pings = Counter("inspector_watchdog_pings_total", "WATCHDOG=1 sent to systemd", registry=r)
+        self.watchdog_pings = Counter(
+            "inspector_watchdog_pings_total", "WATCHDOG=1 delivered to systemd's notify socket", registry=r
+        )
+        self.watchdog_ping_failures = Counter(
+            "inspector_watchdog_ping_failures_total",
+            "WATCHDOG=1 that could not be sent (notify socket gone or full); retried a quarter interval later",
+            registry=r,
+        )
         self.config_reloads = Counter(
             "inspector_config_reloads_total",
             "SIGHUP config reloads, by result (ok, failed: the old settings kept)",

@@ -231,12 +231,15 @@ class Supervisor:
             self._last_ping = (frames, inferences)
         elif self._ready_sent and now >= self._next_ping_s:
             last = self._last_ping
-            if last is None or (frames > last[0] and inferences > last[1]):
-                self.notify.watchdog()
-                self.metrics.watchdog_pings.inc()
-                self.pings += 1
-                self._last_ping = (frames, inferences)
-                self._next_ping_s = now + self.notify.ping_interval_s()
+            if self.notify.enabled and (last is None or (frames > last[0] and inferences > last[1])):
+                if self.notify.watchdog():
+                    self.metrics.watchdog_pings.inc()
+                    self.pings += 1
+                    self._last_ping = (frames, inferences)
+                    self._next_ping_s = now + self.notify.ping_interval_s()
+                else:  # systemd kills us after WatchdogSec without one: try again soon, counted
+                    self.metrics.watchdog_ping_failures.inc()
+                    self._next_ping_s = now + self.notify.ping_interval_s() / 4
         if now >= self._next_status_s:
             self._next_status_s = now + 1.0
             self.metrics.fps.set(self.fps())

@@ -105,6 +105,44 @@ def test_ready_then_watchdog_only_while_frames_and_inferences_move(notify_socket
     assert received(sock)[-1] == "STOPPING=1"
 
 
+def test_a_watchdog_ping_systemd_did_not_get_is_counted_as_failed_and_retried(tmp_path: Path) -> None:
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    clock = FakeClock()
+    m = Metrics(CollectorRegistry())
+    env = {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "2000000"}  # WatchdogSec=2: a ping every 1 s
+    sup = Supervisor(SupervisorConfig(), metrics=m, notify=SdNotify(env=env), clock=clock)
+    sup.progress(frames=1, inferences=1)
+    assert received(sock)[0].startswith("READY=1")
+    sock.close()
+    os.unlink(path)  # systemd's socket gone: every ping fails
+    for n in range(1, 5):
+        clock.t += 1.0
+        sup.progress(frames=1 + n, inferences=1 + n)
+    assert m.value("inspector_watchdog_pings_total") == 0
+    assert m.value("inspector_watchdog_ping_failures_total") == 4
+    clock.t += 0.3  # a failed ping is tried again a quarter interval later (0.25 s), not a whole one
+    sup.progress(frames=9, inferences=9)
+    assert m.value("inspector_watchdog_ping_failures_total") == 5
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)  # back: the next due ping is delivered and counted as such
+    clock.t += 0.3
+    sup.progress(frames=10, inferences=10)
+    assert received(sock) == ["WATCHDOG=1"] and m.value("inspector_watchdog_pings_total") == 1
+    sock.close()
+
+
+def test_without_systemd_no_ping_is_sent_or_counted() -> None:
+    clock = FakeClock()
+    m = Metrics(CollectorRegistry())
+    sup = Supervisor(SupervisorConfig(), metrics=m, notify=SdNotify(env={}), clock=clock)
+    for n in range(1, 6):
+        clock.t += 1.5
+        sup.progress(frames=n, inferences=n)
+    assert m.value("inspector_watchdog_pings_total") == 0 and m.value("inspector_watchdog_ping_failures_total") == 0
+
+
 def test_sighup_reload_and_sigusr1_snapshot_run_between_frames() -> None:
     calls: list[str] = []
     sup = Supervisor(
