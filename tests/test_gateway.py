@@ -133,29 +133,46 @@ def writes_on(writes: list[dict[str, Any]], kind: str, address: Any, value: int 
 # ------------------------------------------------------------------------------------------------ Modbus TCP
 @pytest.mark.slow
 def test_modbus_each_pulse_drives_its_coil_within_a_frame_and_nothing_else_is_written(modbus: PlcServer) -> None:
+    """Each pulse is written within a frame of its due time or refused unwritten (`late`): the gateway's promise.
+    A pulse this test's own thread woke too late for is refused and planned again, so a busy machine cannot make
+    the test pass without a pulse, nor fail it for a pulse the gateway rightly refused."""
     config = modbus_config(modbus.port)
     o = Output(config)
+    fired: list[tuple[float, float, tuple[int, ...]]] = []  # (due, written by the gateway, coils)
+    refused: list[float] = []
     with o as out:
-        t0 = time.monotonic() + 0.2
-        plan = [(-120.0, t0, (LEFT,)), (150.0, t0 + 0.2, (RIGHT,)), (None, t0 + 0.4, (LEFT, RIGHT))]
-        for across, at_s, _ in plan:
-            o.fire_at(across, at_s)
-        last_on = plan[-1][1]
+        for across, coils in [(-120.0, (LEFT,)), (150.0, (RIGHT,)), (None, (LEFT, RIGHT))]:
+            for _ in range(5):
+                at_s = time.monotonic() + 0.2
+                o.fire_at(across, at_s)
+                outcome = o.outcomes[-1]
+                if isinstance(outcome, float):
+                    fired.append((at_s, outcome, coils))
+                    break
+                assert outcome == "late", o.outcomes
+                refused.append(at_s)
+                time.sleep(0.2)  # past any release of an earlier pulse
+            else:
+                pytest.fail(f"five pulses in a row refused as late: {o.outcomes}")
+        last_on = fired[-1][1]
         writes = modbus.wait_for(  # both coils switched off after the last pulse
             lambda w: all(any(t > last_on for t in writes_on(w, "coil", c, 0)) for c in (LEFT, RIGHT)), 10.0
         )
         assert out.in_fail_safe is False
-    assert all(isinstance(t, float) for t in o.outcomes), o.outcomes
-    for i, (_, at_s, coils) in enumerate(plan):
+    for i, (at_s, written_s, coils) in enumerate(fired):
+        assert 0.0 <= written_s - at_s <= FRAME_S, f"pulse {i} written {written_s - at_s:+.4f} s off its time"
         for coil in (LEFT, RIGHT):
-            on = [t for t in writes_on(writes, "coil", coil, 1) if abs(t - at_s) < 0.1]
+            # the server stamps a write when it receives it: after the gateway sent it, within transport time
+            on = [t for t in writes_on(writes, "coil", coil, 1) if written_s <= t < written_s + 0.15]
             if coil in coils:
                 assert len(on) == 1, (i, coil, on)
-                assert abs(on[0] - at_s) <= FRAME_S, f"pulse {i} on coil {coil} {on[0] - at_s:+.4f} s off its time"
                 off = [t for t in writes_on(writes, "coil", coil, 0) if on[0] < t < on[0] + PULSE_S + 0.5]
                 assert off, f"pulse {i}: coil {coil} was not switched off after its pulse"
             else:
                 assert not on, f"pulse {i} drove coil {coil}, which does not cover its place across the belt"
+    # a refused pulse wrote nothing: every switch-on belongs to a fired pulse
+    ons = sorted(t for c in (LEFT, RIGHT) for t in writes_on(writes, "coil", c, 1))
+    assert len(ons) == 4, (ons, fired, refused)
     # only the configured addresses were ever written: ejector and fail-safe coils, the watchdog register
     assert {w["address"] for w in writes if w["kind"] == "coil"} <= {LEFT, RIGHT, FAIL_SAFE}
     assert {w["address"] for w in writes if w["kind"] == "register"} == {WATCHDOG}
@@ -163,6 +180,7 @@ def test_modbus_each_pulse_drives_its_coil_within_a_frame_and_nothing_else_is_wr
     assert counts == list(range(counts[0], counts[0] + len(counts))), "the watchdog counter must count up"
     assert o.metrics.value("inspector_gateway_pulses_total", {"ejector": "left"}) == 2
     assert o.metrics.value("inspector_gateway_fire_error_seconds_count") == 3
+    assert o.metrics.value("inspector_gateway_pulses_refused_total", {"reason": "late"}) == len(refused)
 
 
 @pytest.mark.slow
