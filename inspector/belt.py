@@ -18,7 +18,8 @@ Coordinates: frame pixels (x, y). "Belt coordinates" are frame pixels minus the 
   A track whose predicted box has left the frame on the exit side has *departed*; a track unseen for
   `MAX_MISSES` frames inside the view is departed as well (lost).
 - Frame selection: a frame is inspected when the belt has advanced `step` pixels since the last inspected frame,
-  with step = (view length along the belt − largest spider − one frame's advance) / inspections_per_point, so every stretch of
+  with step = (tiled length along the belt − largest spider − one frame's advance) / inspections_per_point (the tiled
+  length: the view's, or that of the calibration's `roi_xyxy`), so every stretch of
   belt is inspected at least `inspections_per_point` times while in view. A selected frame that was not inspected
   (skipped: too late for its deadlines) is undone with `retry()`, so the next frame is selected in its place.
 """
@@ -394,7 +395,11 @@ class FrameSelector:
     """Belt-synchronised frame selection: inspect when the belt has advanced `step_px` since the last inspection."""
 
     def __init__(self, frame_wh: tuple[int, int], calibration: Calibration, config: BeltConfig, fps: float) -> None:
-        view_px = frame_wh[calibration.travel_axis]
+        axis = calibration.travel_axis
+        view_px = frame_wh[axis]  # the tiled stretch along travel: the frame, or the calibration's roi_xyxy in it
+        if calibration.roi_xyxy is not None:
+            roi = calibration.roi_xyxy
+            view_px = max(0, min(view_px, roi[axis + 2]) - max(0, roi[axis]))
         per_frame_px = calibration.px_per_s / fps
         spider_px = calibration.spider_span_mm[1] / calibration.mm_per_px  # a spider must be wholly in view
         self.every_frame = config.mode == "whole_frame"
