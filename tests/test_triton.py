@@ -235,7 +235,7 @@ def test_model_info_against_the_server(server: TritonServer, protocol: str, caps
     args = ["model", "info", "--triton", server.url(protocol), "--protocol", protocol, "--model-name", "demo_vgg16"]
     assert main([*args, str(DEMO_MODEL), "--run"]) == 0
     out = capsys.readouterr().out
-    assert "name: demo-vgg16-w8d4" in out and "max_batch_size 64" in out
+    assert "name: demo-vgg16-w8d4-cam3" in out and "max_batch_size 64" in out
     assert "output  fam5                     FP32             [-1, 7, 7]" in out
     assert f"provider: triton:{protocol}://{server.url(protocol)}/demo_vgg16" in out
     assert "run: 16 random tiles" in out
