@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -30,6 +31,8 @@ def triton_venv() -> Path:
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     return cache / "grape-spider-inspector" / "triton-venv"
 
+
+READY = re.compile(r"READY http=\d+ grpc=\d+")  # pytriton_serve.py prints it, in one write, once serving
 
 def unavailable_reason() -> str | None:
     """Why no server test can run here (None: it can): no tritonclient in this venv (the `triton` extra), no
@@ -92,7 +95,8 @@ class TritonServer:
         server = cls(proc, ports_list[0], ports_list[1], log_path)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
-            if any(line.startswith("READY http=") for line in log_path.read_text(errors="replace").splitlines()):
+            # anywhere in a line: Triton's own log lines are written in pieces and may enclose it
+            if READY.search(log_path.read_text(errors="replace")):
                 return server
             if proc.poll() is not None:
                 break
