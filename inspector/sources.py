@@ -217,12 +217,16 @@ class VideoFileSource(_FileBase):
         else:
             self._seq_base = 0
             pos = seq
-        if pos > 0:
-            self._cap.set(cv2.CAP_PROP_POS_FRAMES, pos)
-            actual = int(self._cap.get(cv2.CAP_PROP_POS_FRAMES))
-            for _ in range(max(0, pos - actual)):  # codecs that cannot seek: decode forward
-                if not self._cap.grab():
-                    break
+        # always seek, also to frame 0 of a new pass: the reader may stand anywhere in the file
+        self._cap.set(cv2.CAP_PROP_POS_FRAMES, pos)
+        actual = int(self._cap.get(cv2.CAP_PROP_POS_FRAMES))
+        if actual > pos:  # could not seek back: start the file again
+            self._cap.release()
+            self._cap = self._open_capture()
+            actual = 0
+        for _ in range(max(0, pos - actual)):  # codecs that cannot seek: decode forward
+            if not self._cap.grab():
+                break
 
     def read(self) -> Frame | None:
         if self._cap is None:

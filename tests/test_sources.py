@@ -73,6 +73,23 @@ def test_paced_frames_are_dated_by_their_slot_not_by_when_a_late_reader_took_the
     assert second.t_capture_s - first.t_capture_s == pytest.approx((second.seq - first.seq) / 25.0, abs=1e-6)
 
 
+@pytest.mark.parametrize("due", [20, 23], ids=["start-of-a-pass", "mid-pass"])
+def test_a_looped_file_that_falls_behind_reads_the_frame_due(tmp_path: Path, due: int) -> None:
+    # a busy machine: the reader stands at the file's last frame when the frame due is in a later pass
+    video = write_video(tmp_path / "a.avi", 10)
+    with VideoFileSource(video, loop=True, clock=None) as src:
+        for _ in range(9):
+            src.read()
+        src.due_seq = lambda: due  # type: ignore[method-assign]
+        first = src.read()
+        del src.due_seq
+        rest = [src.read() for _ in range(12)]  # on through the end of the pass and round again: no false "corrupt"
+    frames = [first, *rest]
+    assert all(f is not None for f in frames)
+    assert [f.seq for f in frames if f] == list(range(due, due + 13))
+    assert [decode_index(f.image_bgr) for f in frames if f] == [s % 10 for s in range(due, due + 13)]
+
+
 def test_video_file_resume_at_seq(tmp_path: Path) -> None:
     video = write_video(tmp_path / "a.avi", 10)
     with VideoFileSource(video, seq_start=6) as src:
