@@ -130,6 +130,12 @@ def writes_on(writes: list[dict[str, Any]], kind: str, address: Any, value: int 
     return [w["t_s"] for w in writes if w["kind"] == kind and w["address"] == address and w["value"] == value]
 
 
+def pulse_ended(writes: list[dict[str, Any]], address: Any) -> bool:
+    """A coil written 1 and then 0 at `address`."""
+    on = writes_on(writes, "coil", address, 1)
+    return bool(on) and any(t >= on[0] for t in writes_on(writes, "coil", address, 0))
+
+
 def fire_until_written(o: Output, across_mm: float | None, tries: int = 5) -> tuple[float, float]:
     """Fire a pulse due 0.2 s ahead; one this test's own thread woke too late for is refused unwritten (`late`, the
     gateway's promise) and planned again. Returns (due, written by the gateway)."""
@@ -192,7 +198,8 @@ def test_modbus_a_late_pulse_is_refused_and_never_written(modbus: PlcServer) -> 
     with o:
         o.fire_at(-100.0, time.monotonic() - 0.05)  # due 50 ms ago: past the 33 ms tolerance
         o.fire_at(100.0, time.monotonic() + 0.1)
-        writes = modbus.wait_for(lambda w: bool(writes_on(w, "coil", RIGHT, 0)), 10.0)
+        # the pulse's end: a 0 written after its 1 (a 0 alone may be the coil cleared at connect)
+        writes = modbus.wait_for(lambda w: pulse_ended(w, RIGHT), 10.0)
     assert o.outcomes[0] == "late" and isinstance(o.outcomes[1], float)
     assert not writes_on(writes, "coil", LEFT, 1), "a late pulse reached the ejector"
     assert len(writes_on(writes, "coil", RIGHT, 1)) == 1
