@@ -304,6 +304,27 @@ def test_a_bunch_that_leaves_the_view_only_partly_seen_is_rejected_uninspected_a
     assert next(d for _, d in t.rejects if d.bunch_id == decided[1].bunch_id) == decided[1]
 
 
+
+def test_a_spider_seen_in_fewer_frames_than_must_agree_is_rejected_when_its_bunch_leaves(spot: Path) -> None:
+    """`decision.agree_frames: 2`, and bunch 1 (a spider on it) is inspected in one frame only before it leaves the
+    view: it cannot get a second vote, so it is judged on the one it had when it leaves, and that reject is sent."""
+    bunches = [
+        DrawnBunch(1, 300.0, 120.0, 40.0, (-12.0, -6.0)),
+        DrawnBunch(2, -60.0, 130.0, 40.0, None),
+    ]
+    frames = list(range(30))
+    t = trace(spot, frames, bunches, decision=DecisionConfig(agree_frames=2))
+    part = bunches[0]
+    assert len([f for f in t.inspected if in_view(part, f) and spider_in_view(part, f)]) == 1  # the premise
+    decided, stretches = by_drawn_bunch(t, bunches)
+    assert stretches == []
+    assert {bid: (d.decision, d.reason) for bid, d in decided.items()} == {1: ("reject", "spider"), 2: ("pass", "pass")}
+    assert decided[1].inspected_frames == 1
+    rejects = sent(t)
+    assert set(rejects) == {decided[1].bunch_id}
+    left = next(f for f in frames if not in_view(part, f))
+    assert 0 < rejects[decided[1].bunch_id] <= left + 2  # sent when it left the view
+
 STALL_SCENE = [
     DrawnBunch(1, -60.0, 120.0, 40.0, None),  # whole in frames 5 and 10, before the stall: pass
     DrawnBunch(2, -290.0, 60.0, 40.0, None),  # inspected once, at frame 10, cut by the entry edge; then the stall
