@@ -304,7 +304,6 @@ def test_a_bunch_that_leaves_the_view_only_partly_seen_is_rejected_uninspected_a
     assert next(d for _, d in t.rejects if d.bunch_id == decided[1].bunch_id) == decided[1]
 
 
-
 def test_a_spider_seen_in_fewer_frames_than_must_agree_is_rejected_when_its_bunch_leaves(spot: Path) -> None:
     """`decision.agree_frames: 2`, and bunch 1 (a spider on it) is inspected in one frame only before it leaves the
     view: it cannot get a second vote, so it is judged on the one it had when it leaves, and that reject is sent."""
@@ -324,6 +323,7 @@ def test_a_spider_seen_in_fewer_frames_than_must_agree_is_rejected_when_its_bunc
     assert set(rejects) == {decided[1].bunch_id}
     left = next(f for f in frames if not in_view(part, f))
     assert 0 < rejects[decided[1].bunch_id] <= left + 2  # sent when it left the view
+
 
 STALL_SCENE = [
     DrawnBunch(1, -60.0, 120.0, 40.0, None),  # whole in frames 5 and 10, before the stall: pass
