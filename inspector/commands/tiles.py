@@ -96,7 +96,8 @@ def _add_make(tsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="PX",
         help="for training sets: draw a spider tile again while its spider visibly changes fewer than PX camera "
         "pixels (by 24 grey levels or more, against the same window rendered without it); default 0: every spider "
-        "counts, seen or not, as evaluation sets need",
+        "counts, seen or not, as evaluation sets need. The redrawn spiders are more often the sharp ones: a model "
+        "trained on such sets has failed the sharp-patch probe (check it with inspector evaluate --probes)",
     )
     make.add_argument("--preview", type=Path, help="also write preview mosaics (PNG) into this folder")
 
