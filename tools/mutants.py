@@ -201,13 +201,21 @@ def tracked_files(root: Path) -> list[str]:
     return [p for p in out.decode().split("\0") if p]
 
 
-def apply(tree: Path, m: Mutant) -> None:
-    path = tree / m.path
-    text = path.read_text()
-    n = text.count(m.old)
+def stale(m: Mutant, tree: Path) -> str | None:
+    """Why the mutant no longer fits the tree (its edit must match exactly once, its test files exist), or None."""
+    n = (tree / m.path).read_text().count(m.old)
     if n != 1:
-        raise SystemExit(f"mutants: {m.name}: its text occurs {n} times in {m.path} (expected once): update the mutant")
-    path.write_text(text.replace(m.old, m.new))
+        return f"{m.name}: its text occurs {n} times in {m.path} (expected once): update the mutant"
+    missing = [t for t in m.tests if not (tree / t.split("::")[0]).is_file()]
+    return f"{m.name}: no test file {', '.join(missing)}" if missing else None
+
+
+def apply(tree: Path, m: Mutant) -> None:
+    why = stale(m, tree)
+    if why is not None:
+        raise SystemExit(f"mutants: {why}")
+    path = tree / m.path
+    path.write_text(path.read_text().replace(m.old, m.new))
 
 
 def run(m: Mutant, files: list[str], timeout_s: float) -> tuple[str, str, float]:
